@@ -1,0 +1,5 @@
+import sys
+
+from fediguard.cli import main
+
+sys.exit(main())

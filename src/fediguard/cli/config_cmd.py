@@ -1,0 +1,27 @@
+"""`fediguard config`: print the effective settings, secrets masked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from fediguard.cli.common import add_config_option
+from fediguard.config import load_settings
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "config",
+        help="print the effective configuration (secrets masked)",
+        description="Print the settings fediguard would run with: defaults, then the TOML file, then "
+        "FEDIGUARD_* environment variables. Secrets are shown as ***. Exits 2 on invalid settings.",
+    )
+    add_config_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    print(json.dumps(settings.masked(), indent=2, sort_keys=True))
+    return 0

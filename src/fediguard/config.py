@@ -1,0 +1,230 @@
+"""The one typed settings object, read from defaults, an optional TOML file and ``FEDIGUARD_*``
+environment variables (later sources win), validated at start-up with messages naming the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fediguard.errors import ConfigError
+
+ENV_PREFIX = "FEDIGUARD_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FailPolicy(StrEnum):
+    """What the gateway answers when it cannot reach a verdict in time."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Credential(BaseModel):
+    """A named secret: a client token or a worker key. The name is what records and logs show."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"Credential(name={self.name!r}, secret='***')"
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _parse_credentials(value: Any, kind: str, name_required: bool) -> list[Credential]:
+    items = _split_list(value)
+    if not isinstance(items, list):
+        raise ValueError(f"expected a comma-separated string or a list of {kind}")
+    creds: list[Credential] = []
+    for item in items:
+        if isinstance(item, Credential):
+            creds.append(item)
+            continue
+        text = str(item)
+        name, sep, secret = text.partition(":")
+        if not sep:
+            if name_required:
+                raise ValueError(f"{kind} entries are name:key pairs; one has no ':'")
+            # An unnamed token is shown by a short, non-reversible tag of itself.
+            name, secret = "token-" + hashlib.sha256(text.encode()).hexdigest()[:8], text
+        if not name or not secret:
+            raise ValueError(f"{kind} entries need a non-empty name and secret")
+        if len(secret) < 16:
+            raise ValueError(f"{kind} secret for {name!r} is shorter than 16 characters")
+        creds.append(Credential(name=name, secret=secret))
+    names = [c.name for c in creds]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} names must be unique")
+    return creds
+
+
+class Settings(BaseModel):
+    """Every setting fediguard reads. Environment variable = ``FEDIGUARD_`` + the upper-case name;
+    TOML key = the name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- gateway -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(14051, ge=0, le=65535)
+    client_tokens: list[Credential] = Field(default_factory=list)
+    allowed_cidrs: list[IPNetwork] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    )
+    forwarded_allow_ips: str | None = None
+    fail_policy: FailPolicy = FailPolicy.CLOSED
+    deadline_s: float = Field(8.0, gt=0, le=300)
+    max_body_mb: float = Field(40.0, gt=0, le=1024)
+    log_level: str = "INFO"
+
+    # --- scanning --------------------------------------------------------------------------------
+    local_scanner: bool = True
+    scanner_threads: int = Field(2, ge=1, le=64)
+    queue_max: int = Field(64, ge=1, le=100_000)
+    detectors: list[str] = Field(default_factory=lambda: ["hashlist", "nudity", "age"])
+    onnx_threads: int = Field(1, ge=1, le=64)
+    sample_frames: int = Field(16, ge=1, le=900)
+    max_pixels: int = Field(50_000_000, ge=1)
+    max_frame_side: int = Field(1280, ge=64, le=8192)
+    hashlist_deny_file: Path | None = None
+    hashlist_allow_file: Path | None = None
+    worker_keys: list[Credential] = Field(default_factory=list)
+    lease_s: float = Field(30.0, gt=0, le=3600)
+
+    # --- policy ----------------------------------------------------------------------------------
+    reject_labels: list[str] = Field(default_factory=lambda: ["csam_suspect", "denylisted"])
+    explicit_threshold: float = Field(0.5, ge=0, le=1)
+    minor_age: float = Field(18.0, ge=0, le=100)
+    age_uncertainty_factor: float = Field(1.0, ge=0, le=5)
+
+    # --- records ---------------------------------------------------------------------------------
+    data_dir: Path = Path("fediguard-data")
+    database_url: str | None = None
+
+    @field_validator("client_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> list[Credential]:
+        return _parse_credentials(value, "client token", name_required=False)
+
+    @field_validator("worker_keys", mode="before")
+    @classmethod
+    def _worker_keys(cls, value: Any) -> list[Credential]:
+        return _parse_credentials(value, "worker key", name_required=True)
+
+    @field_validator("allowed_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> list[IPNetwork]:
+        return [ipaddress.ip_network(str(v), strict=False) for v in _split_list(value)]
+
+    @field_validator("detectors", "reject_labels", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("reject_labels")
+    @classmethod
+    def _known_labels(cls, value: list[str]) -> list[str]:
+        from fediguard.policy import LABELS
+
+        unknown = sorted(set(value) - set(LABELS))
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown}; known: {sorted(LABELS)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1_000_000)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'fediguard.sqlite3'}"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data with every secret replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        data["client_tokens"] = [f"{c.name}:***" for c in self.client_tokens]
+        data["worker_keys"] = [f"{c.name}:***" for c in self.worker_keys]
+        data["database_url"] = _mask_url(self.effective_database_url)
+        return data
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    known = set(Settings.model_fields)
+    values: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name == "config":
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown setting {key}; see `fediguard config` for the known ones")
+        values[name] = value
+    return values
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the settings: defaults < TOML file < environment < explicit overrides (CLI flags).
+
+    The TOML file is ``config_file`` or ``$FEDIGUARD_CONFIG``. Raises ConfigError naming the setting.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["FEDIGUARD_CONFIG"]) if env.get("FEDIGUARD_CONFIG") else None)
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                values.update(tomllib.load(fh))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    values.update(_from_env(env))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{name} (env {ENV_PREFIX}{name.upper()}): {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from exc

@@ -1,0 +1,26 @@
+"""Exception classes shared across fediguard. Each names one failure a caller can act on."""
+
+from __future__ import annotations
+
+
+class FediguardError(Exception):
+    """Base class of every error fediguard raises on purpose."""
+
+
+class ConfigError(FediguardError):
+    """Invalid settings; the message names the setting."""
+
+
+class MediaError(FediguardError):
+    """The media cannot be decoded: corrupt, truncated, unsupported, empty or too large.
+
+    The gateway turns this into the admin's fail policy (reason ``undecodable``).
+    """
+
+
+class DetectorError(FediguardError):
+    """A detector failed on an input (crash inside the model or its pre-processing)."""
+
+
+class DetectorUnavailable(FediguardError):
+    """A detector cannot be loaded on this machine (missing package or model file)."""

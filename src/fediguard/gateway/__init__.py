@@ -1,0 +1,1 @@
+"""The HTTP side: pict-rs's validation endpoint, health, metrics, workers and review."""

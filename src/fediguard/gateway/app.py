@@ -1,0 +1,137 @@
+"""The gateway's ASGI app: pict-rs's validation endpoint, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from fediguard.config import FailPolicy, Settings
+from fediguard.gateway.auth import AuthError, authenticate_client
+from fediguard.gateway.body import BodyError, read_upload
+from fediguard.metrics import Metrics
+from fediguard.policy import Decision, FailReason, Verdict
+from fediguard.records import RecordStore
+from fediguard.scanning.service import DecisionOutcome, ScanService
+
+log = logging.getLogger(__name__)
+
+
+def status_for(decision: Decision) -> int:
+    """pict-rs accepts on any 2xx and rejects on anything else."""
+    if decision.verdict is Verdict.PASS:
+        return 200
+    if decision.verdict is Verdict.REJECT:
+        return 406
+    if decision.fail_policy is FailPolicy.OPEN:
+        return 200
+    return 413 if decision.fail_reason is FailReason.TOO_LARGE else 503
+
+
+def decision_body(outcome: DecisionOutcome) -> dict[str, Any]:
+    d = outcome.decision
+    return {
+        "verdict": d.verdict.value,
+        "reasons": list(d.reasons),
+        "labels": list(d.labels),
+        "id": outcome.record_id,
+        "policy": d.fail_policy.value if d.fail_policy else None,
+        "fail_reason": d.fail_reason.value if d.fail_reason else None,
+        "sha256": outcome.sha256 or None,
+    }
+
+
+class Gateway:
+    """Holds what the routes share: settings, the scan service, the records store, the metrics."""
+
+    def __init__(self, settings: Settings, service: ScanService | None = None) -> None:
+        self.settings = settings
+        self.metrics = service.metrics if service else Metrics()
+        self.store: RecordStore | None = service.store if service else None
+        self.service = service
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        if self.service is None:
+            self.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
+            self.service = ScanService(self.settings, self.store, self.metrics)
+        await self.service.start()
+        log.info(
+            "gateway ready: fail policy %s, deadline %g s, max body %g MB",
+            self.settings.fail_policy.value,
+            self.settings.deadline_s,
+            self.settings.max_body_mb,
+        )
+        try:
+            yield
+        finally:
+            await self.service.stop()
+            if self.store is not None:
+                self.store.close()
+
+    async def scan(self, request: Request) -> Response:
+        assert self.service is not None
+        peer = request.client.host if request.client else None
+        try:
+            client = authenticate_client(
+                request.path_params["client"], peer, self.settings.client_tokens, self.settings.allowed_cidrs
+            )
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(exc.kind).inc()
+            log.warning("refused scan request from %s: %s", peer, exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        try:
+            upload = await read_upload(request, self.settings.max_body_bytes)
+        except BodyError as exc:
+            self.metrics.bad_requests.labels(exc.reason).inc()
+            if exc.reason != "too_large":
+                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            outcome = await self.service.record_failure(
+                FailReason.TOO_LARGE,
+                str(exc),
+                size=int(request.headers.get("content-length") or 0),
+                media_type=request.headers.get("content-type"),
+                client=client,
+                source="gateway",
+            )
+            return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
+        outcome = await self.service.decide(upload.data, upload.media_type, client=client, source="gateway")
+        return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
+
+    async def healthz(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _request: Request) -> Response:
+        ready = self.service is not None and self.service.ready
+        body = {
+            "ready": ready,
+            "queue_depth": self.service.queue.depth if self.service else 0,
+            "detectors": self.service.detector_fingerprint if self.service else "",
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics_endpoint(self, _request: Request) -> Response:
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/scan/{client}", self.scan, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+        ]
+
+
+def create_app(settings: Settings, service: ScanService | None = None) -> Starlette:
+    """The gateway app. Pass ``service`` to supply its scanner and store (tests, embedding)."""
+    gateway = Gateway(settings, service)
+    app = Starlette(routes=gateway.routes(), lifespan=gateway.lifespan)
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,51 @@
+"""Table definitions (SQLAlchemy Core), shared by SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for a long life.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(32), nullable=False),  # gateway | scan | sweep
+    Column("client", String(200), nullable=False),
+    Column("media_type", String(200), nullable=True),  # as declared by the caller
+    Column("detected_type", String(100), nullable=True),  # as sniffed from the bytes
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("pdq", JSON, nullable=True),  # [{"frame": i, "hash": hex, "quality": q}, ...]
+    Column("verdict", String(16), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("results", JSON, nullable=False),  # per-detector DetectorResult.to_json()
+    Column("timings", JSON, nullable=False),  # stage -> seconds
+    Column("fail_reason", String(32), nullable=True),
+    Column("fail_policy", String(16), nullable=True),
+    Column("scanner", String(200), nullable=True),  # "local" or the remote worker's name
+    Column("fingerprint", Text, nullable=True),  # detector versions + policy, for cache validity
+    Column("review", String(16), nullable=True),  # None | confirmed | overturned
+    Column("review_note", Text, nullable=True),
+    Column("reviewed_at", DateTime(timezone=True), nullable=True),
+    Column("reviewed_by", String(200), nullable=True),
+    Index("ix_decisions_sha256", "sha256"),
+    Index("ix_decisions_created_at", "created_at"),
+    Index("ix_decisions_verdict", "verdict"),
+)

@@ -1,0 +1,124 @@
+"""The records database behind one small class: decisions in, decisions out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+
+from fediguard.records.schema import decisions, metadata
+
+
+@dataclass(frozen=True)
+class NewDecision:
+    """A decision about to be recorded."""
+
+    source: str
+    client: str
+    media_type: str | None
+    size: int
+    sha256: str
+    verdict: str
+    labels: Sequence[str] = ()
+    reasons: Sequence[str] = ()
+    results: Sequence[dict[str, Any]] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    detected_type: str | None = None
+    pdq: list[dict[str, Any]] | None = None
+    fail_reason: str | None = None
+    fail_policy: str | None = None
+    scanner: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionRecord(NewDecision):
+    """A recorded decision."""
+
+    id: int = 0
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    review: str | None = None
+    review_note: str | None = None
+    reviewed_at: datetime | None = None
+    reviewed_by: str | None = None
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; a SQLite file gets its folder created, WAL and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        url = str(parsed.set(drivername="postgresql+psycopg"))
+    return create_engine(url, pool_pre_ping=True)
+
+
+class RecordStore:
+    """Reads and writes decision records. Thread-safe; calls block, so async code runs them in a thread."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_db_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def add(self, decision: NewDecision) -> int:
+        row = {k: getattr(decision, k) for k in NewDecision.__dataclass_fields__}
+        row["labels"] = list(decision.labels)
+        row["reasons"] = list(decision.reasons)
+        row["results"] = list(decision.results)
+        row["created_at"] = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            result = conn.execute(decisions.insert().values(**row).returning(decisions.c.id))
+            return int(result.scalar_one())
+
+    def get(self, record_id: int) -> DecisionRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(decisions).where(decisions.c.id == record_id)).mappings().first()
+        return _to_record(row) if row else None
+
+    def recent(
+        self, limit: int = 50, verdict: str | None = None, before_id: int | None = None
+    ) -> list[DecisionRecord]:
+        query = select(decisions).order_by(decisions.c.id.desc()).limit(limit)
+        if verdict:
+            query = query.where(decisions.c.verdict == verdict)
+        if before_id:
+            query = query.where(decisions.c.id < before_id)
+        with self.engine.connect() as conn:
+            return [_to_record(r) for r in conn.execute(query).mappings()]
+
+    def count(self, verdict: str | None = None) -> int:
+        query = select(func.count()).select_from(decisions)
+        if verdict:
+            query = query.where(decisions.c.verdict == verdict)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _to_record(row: Any) -> DecisionRecord:
+    data = dict(row)
+    created = data["created_at"]
+    if created is not None and created.tzinfo is None:  # SQLite returns naive datetimes
+        data["created_at"] = created.replace(tzinfo=UTC)
+    data["labels"] = tuple(data["labels"] or ())
+    data["reasons"] = tuple(data["reasons"] or ())
+    data["results"] = tuple(data["results"] or ())
+    return DecisionRecord(**data)

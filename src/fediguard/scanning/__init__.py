@@ -1,0 +1,1 @@
+"""From an upload's bytes to detector results: the job queue, the pipeline and the scanners."""

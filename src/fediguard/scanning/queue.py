@@ -1,0 +1,201 @@
+"""The job queue between the gateway and every scanner, with leases.
+
+A scanner (an in-process slot or a remote worker) waits for a job with :meth:`JobQueue.lease`,
+which returns the moment a job arrives (no polling). The job is then leased to it until the lease
+expires; a lease that expires without a result puts the job back at the head of the queue for
+another scanner, so a scanner that dies loses no job. Results for an unknown or expired lease are
+refused. Everything runs on one event loop, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+from fediguard.scanning.job import ScanJob, ScanOutcome
+
+
+class QueueFull(Exception):
+    """The queue holds its maximum number of jobs."""
+
+
+@dataclass
+class Lease:
+    id: str
+    job: ScanJob
+    scanner: str
+    expires: float
+    _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+@dataclass
+class ScannerState:
+    """What the queue knows of one scanner, for readiness and the `workers` listing."""
+
+    name: str
+    remote: bool
+    last_seen: float = 0.0  # wall clock
+    waiting: int = 0
+    busy: int = 0
+    completed: int = 0
+    failed: int = 0
+    detectors: str = ""
+
+
+class JobQueue:
+    def __init__(self, max_depth: int, lease_s: float, remote_stale_s: float = 35.0) -> None:
+        self.max_depth = max_depth
+        self.lease_s = lease_s
+        self.remote_stale_s = remote_stale_s
+        self._pending: deque[ScanJob] = deque()
+        self._waiters: deque[tuple[asyncio.Future[Lease], str]] = deque()
+        self._leases: dict[str, Lease] = {}
+        self.scanners: dict[str, ScannerState] = {}
+        self.requeued = 0
+        self.closed = False
+
+    # --- producers --------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def put(self, job: ScanJob) -> None:
+        """Queue a job or hand it straight to a waiting scanner. Raises QueueFull."""
+        if len(self._pending) >= self.max_depth:
+            raise QueueFull(f"{len(self._pending)} jobs queued (queue_max {self.max_depth})")
+        job.enqueued_at = asyncio.get_running_loop().time()
+        self._pending.append(job)
+        self._dispatch()
+
+    def withdraw(self, job: ScanJob) -> None:
+        """The caller no longer wants this job (its deadline passed): drop it wherever it is."""
+        with contextlib.suppress(ValueError):
+            self._pending.remove(job)
+        for lease in [lease for lease in self._leases.values() if lease.job is job]:
+            self._drop_lease(lease)
+            self._state(lease.scanner).busy -= 1
+
+    def able_to_scan(self) -> bool:
+        """Whether any scanner is alive now: an in-process slot (registered while it runs), or a
+        remote worker that is waiting, busy, or was seen recently enough to come back for the job."""
+        now = time.time()
+        return any(
+            not s.remote or s.waiting > 0 or s.busy > 0 or now - s.last_seen < self.remote_stale_s
+            for s in self.scanners.values()
+        )
+
+    # --- scanners ---------------------------------------------------------------------------
+    def register(self, name: str, remote: bool, detectors: str = "") -> ScannerState:
+        state = self._state(name, remote)
+        state.detectors = detectors or state.detectors
+        state.last_seen = time.time()
+        return state
+
+    def unregister(self, name: str) -> None:
+        self.scanners.pop(name, None)
+
+    async def lease(self, scanner: str, timeout: float | None = None) -> Lease | None:
+        """Wait up to ``timeout`` seconds for a job; None when none came (or the queue closed)."""
+        state = self._state(scanner)
+        state.last_seen = time.time()
+        loop = asyncio.get_running_loop()
+        if self.closed:
+            return None
+        waiter: asyncio.Future[Lease] = loop.create_future()
+        entry = (waiter, scanner)
+        self._waiters.append(entry)
+        state.waiting += 1
+        self._dispatch()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()  # a job arrived in the very same tick
+            return None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # The job was handed over in the same tick the scanner went away: put it back.
+                self._state(scanner).busy -= 1
+                self._requeue(waiter.result())
+            raise
+        finally:
+            state.waiting -= 1
+            state.last_seen = time.time()
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def complete(self, lease_id: str, outcome: ScanOutcome) -> bool:
+        """Deliver a result. False (and nothing changes) when the lease is unknown or expired."""
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return False
+        self._drop_lease(lease)
+        state = self._state(lease.scanner)
+        state.busy -= 1
+        state.completed += 1
+        state.last_seen = time.time()
+        if not lease.job.future.done():
+            lease.job.future.set_result(outcome)
+        return True
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        return self._leases.get(lease_id)
+
+    def close(self) -> None:
+        """Stop handing out jobs; wake every waiting scanner with None."""
+        self.closed = True
+        while self._waiters:
+            waiter, _ = self._waiters.popleft()
+            if not waiter.done():
+                waiter.cancel()
+
+    # --- internals --------------------------------------------------------------------------
+    def _state(self, name: str, remote: bool = False) -> ScannerState:
+        state = self.scanners.get(name)
+        if state is None:
+            state = self.scanners[name] = ScannerState(name=name, remote=remote)
+        return state
+
+    def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending and self._waiters:
+            job = self._pending.popleft()
+            if job.settled or job.deadline <= loop.time():
+                continue
+            waiter, scanner = self._waiters.popleft()
+            if waiter.done():
+                self._pending.appendleft(job)
+                continue
+            lease = Lease(uuid.uuid4().hex, job, scanner, loop.time() + self.lease_s)
+            lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
+            self._leases[lease.id] = lease
+            job.attempts += 1
+            self._state(scanner).busy += 1
+            waiter.set_result(lease)
+
+    def _drop_lease(self, lease: Lease) -> None:
+        self._leases.pop(lease.id, None)
+        if lease._timer is not None:
+            lease._timer.cancel()
+
+    def _expire(self, lease_id: str) -> None:
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return
+        state = self._state(lease.scanner)
+        state.busy -= 1
+        state.failed += 1
+        self._requeue(lease)
+
+    def _requeue(self, lease: Lease) -> None:
+        self._drop_lease(lease)
+        if not lease.job.settled:
+            self.requeued += 1
+            self._pending.appendleft(lease.job)
+            self._dispatch()

@@ -1,0 +1,268 @@
+"""The one place where bytes become a recorded decision, for the gateway, `fediguard scan` and the
+sweeper alike: hash, queue for a scanner, wait within the deadline, apply the policy (or the fail
+policy), record, count and log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fediguard.config import Settings
+from fediguard.detectors.registry import build_detectors
+from fediguard.media.decode import MediaLimits
+from fediguard.metrics import Metrics
+from fediguard.policy import Decision, FailReason, PolicyConfig, decide, fail_decision
+from fediguard.records import NewDecision, RecordStore
+from fediguard.scanning.job import ScanJob, ScanOutcome
+from fediguard.scanning.local import LocalScanner
+from fediguard.scanning.pipeline import Pipeline
+from fediguard.scanning.queue import JobQueue, QueueFull
+
+log = logging.getLogger("fediguard.decisions")
+
+_HASH_IN_THREAD_BYTES = 256 * 1024
+"""Above this size SHA-256 runs in a thread: 40 MB takes tens of milliseconds, too long for the loop."""
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    decision: Decision
+    record_id: int | None
+    sha256: str
+    size: int
+    timings: dict[str, float] = field(default_factory=dict)
+    scan: ScanOutcome | None = None
+
+
+def media_limits(settings: Settings) -> MediaLimits:
+    return MediaLimits(
+        max_pixels=settings.max_pixels,
+        max_frame_side=settings.max_frame_side,
+        sample_frames=settings.sample_frames,
+        max_bytes=settings.max_body_bytes,
+    )
+
+
+def make_pipeline_factory(settings: Settings) -> Callable[[str], Pipeline]:
+    limits = media_limits(settings)
+
+    def _make(scanner: str) -> Pipeline:
+        return Pipeline(build_detectors(settings), limits, scanner=scanner)
+
+    return _make
+
+
+class ScanService:
+    """Owns the job queue and the in-process scanner; answers ``decide`` calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RecordStore | None,
+        metrics: Metrics | None = None,
+        pipeline_factory: Callable[[str], Pipeline] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.policy = PolicyConfig.from_settings(settings)
+        self.queue = JobQueue(settings.queue_max, lease_s=settings.lease_s)
+        self.pipeline_factory = pipeline_factory or make_pipeline_factory(settings)
+        self.local: LocalScanner | None = None
+        self.detector_fingerprint = ""
+        self.metrics.on_collect(self._refresh_gauges)
+
+    @property
+    def ready(self) -> bool:
+        return (self.local is None or self.local.ready) and self.queue.able_to_scan()
+
+    async def start(self) -> None:
+        """Load and warm up the in-process scanner (when enabled)."""
+        if self.settings.local_scanner:
+            self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
+            self.detector_fingerprint = await self.local.start()
+
+    async def stop(self) -> None:
+        self.queue.close()
+        if self.local is not None:
+            await self.local.stop()
+
+    async def decide(
+        self,
+        data: bytes,
+        media_type: str | None,
+        *,
+        client: str,
+        source: str,
+        deadline_s: float | None = None,
+        policy: PolicyConfig | None = None,
+    ) -> DecisionOutcome:
+        """Decide about one upload and record the decision. Never raises for the upload's content."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + (deadline_s if deadline_s is not None else self.settings.deadline_s)
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        if len(data) > _HASH_IN_THREAD_BYTES:
+            sha256 = await asyncio.to_thread(_sha256, data)
+        else:
+            sha256 = _sha256(data)
+        timings["hash"] = time.perf_counter() - t
+
+        outcome: ScanOutcome | None = None
+        if not data:
+            decision = self._fail(FailReason.UNDECODABLE, "empty body")
+        elif not self.queue.able_to_scan():
+            decision = self._fail(FailReason.NO_SCANNER, "no scanner is running or has been seen recently")
+        else:
+            outcome, decision = await self._scan(data, sha256, media_type, deadline, timings, policy)
+
+        timings["total"] = loop.time() - started
+        record_id = await self._record(decision, data, sha256, media_type, client, source, timings, outcome)
+        self._count(decision, source, timings)
+        log.info(
+            "decision id=%s source=%s client=%s verdict=%s labels=%s policy=%s size=%d type=%s sha256=%s "
+            "ms=%.1f reasons=%s",
+            record_id,
+            source,
+            client,
+            decision.verdict.value,
+            ",".join(decision.labels) or "-",
+            decision.fail_policy.value if decision.fail_policy else "-",
+            len(data),
+            media_type or "-",
+            sha256[:16],
+            timings["total"] * 1000,
+            "; ".join(decision.reasons) or "-",
+        )
+        return DecisionOutcome(decision, record_id, sha256, len(data), timings, outcome)
+
+    async def record_failure(
+        self, reason: FailReason, detail: str, *, size: int, media_type: str | None, client: str, source: str
+    ) -> DecisionOutcome:
+        """Record and count an upload that could not be read whole (too large): the fail policy decides."""
+        decision = self._fail(reason, detail)
+        timings: dict[str, float] = {}
+        record_id = await self._record(
+            decision, b"", "", media_type, client, source, timings, None, size=size
+        )
+        self._count(decision, source, timings)
+        log.info(
+            "decision id=%s source=%s client=%s verdict=%s policy=%s size=%d reasons=%s",
+            record_id,
+            source,
+            client,
+            decision.verdict.value,
+            self.settings.fail_policy.value,
+            size,
+            "; ".join(decision.reasons),
+        )
+        return DecisionOutcome(decision, record_id, "", size, timings)
+
+    async def _scan(
+        self,
+        data: bytes,
+        sha256: str,
+        media_type: str | None,
+        deadline: float,
+        timings: dict[str, float],
+        policy: PolicyConfig | None,
+    ) -> tuple[ScanOutcome | None, Decision]:
+        loop = asyncio.get_running_loop()
+        job = ScanJob(data, sha256, media_type, deadline, loop.create_future())
+        try:
+            self.queue.put(job)
+        except QueueFull as exc:
+            return None, self._fail(FailReason.QUEUE_FULL, str(exc))
+        t = loop.time()
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(job.future), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            self.queue.withdraw(job)
+            timings["scan"] = loop.time() - t
+            return None, self._fail(
+                FailReason.DEADLINE,
+                f"no result within {self.settings.deadline_s:g} s (attempts {job.attempts})",
+            )
+        except asyncio.CancelledError:
+            self.queue.withdraw(job)
+            raise
+        timings["scan"] = loop.time() - t
+        timings.update(outcome.timings)
+        if outcome.error is not None:
+            return outcome, self._fail(outcome.error, outcome.error_detail)
+        return outcome, decide(outcome.results, policy or self.policy)
+
+    def _fail(self, reason: FailReason, detail: str) -> Decision:
+        decision = fail_decision(reason, self.settings.fail_policy, detail)
+        self.metrics.fail_policy.labels(reason.value, self.settings.fail_policy.value).inc()
+        log.warning("fail policy %s applied: %s: %s", self.settings.fail_policy.value, reason.value, detail)
+        return decision
+
+    async def _record(
+        self,
+        decision: Decision,
+        data: bytes,
+        sha256: str,
+        media_type: str | None,
+        client: str,
+        source: str,
+        timings: dict[str, float],
+        outcome: ScanOutcome | None,
+        size: int | None = None,
+    ) -> int | None:
+        if self.store is None:
+            return None
+        record = NewDecision(
+            source=source,
+            client=client,
+            media_type=media_type,
+            size=len(data) if size is None else size,
+            sha256=sha256,
+            verdict=decision.verdict.value,
+            labels=decision.labels,
+            reasons=decision.reasons,
+            results=[r.to_json() for r in outcome.results] if outcome else [],
+            timings={k: round(v, 6) for k, v in timings.items()},
+            detected_type=outcome.detected_type if outcome else None,
+            pdq=outcome.pdq if outcome else None,
+            fail_reason=decision.fail_reason.value if decision.fail_reason else None,
+            fail_policy=decision.fail_policy.value if decision.fail_policy else None,
+            scanner=outcome.scanner if outcome else None,
+            fingerprint=self.detector_fingerprint or None,
+        )
+        t = time.perf_counter()
+        record_id = await asyncio.to_thread(self.store.add, record)
+        self.metrics.stage_seconds.labels("record").observe(time.perf_counter() - t)
+        return record_id
+
+    def _count(self, decision: Decision, source: str, timings: dict[str, float]) -> None:
+        policy = decision.fail_policy.value if decision.fail_policy else "none"
+        self.metrics.decisions.labels(source, decision.verdict.value, policy).inc()
+        for label in decision.labels:
+            self.metrics.labels.labels(label).inc()
+        self.metrics.observe_timings(timings)
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.queue_depth.set(self.queue.depth)
+        self.metrics.requeued.set(self.queue.requeued)
+        counts: dict[tuple[str, str], int] = {}
+        for state in self.queue.scanners.values():
+            kind = "remote" if state.remote else "local"
+            key = (kind, "busy" if state.busy > 0 else "idle")
+            counts[key] = counts.get(key, 0) + 1
+            self.metrics.worker_completed.labels(state.name).set(state.completed)
+            self.metrics.worker_last_seen.labels(state.name).set(state.last_seen)
+        for kind in ("local", "remote"):
+            for st in ("busy", "idle"):
+                self.metrics.scanners.labels(kind, st).set(counts.get((kind, st), 0))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

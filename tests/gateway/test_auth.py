@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from fediguard.config import Credential
+from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client, match_credential
+
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
+def test_loopback_default_accepts(host: str) -> None:
+    assert address_allowed(host, LOOPBACK)
+
+
+@pytest.mark.parametrize("host", ["100.64.0.1", "104.16.0.1", "172.32.0.1", "10.0.0.1", "", "junk", "::2"])
+def test_loopback_default_refuses(host: str) -> None:
+    assert not address_allowed(host, LOOPBACK)
+
+
+@pytest.mark.parametrize(
+    "host,allowed",
+    [
+        ("172.31.0.1", True),
+        ("172.16.0.1", True),
+        ("172.32.0.1", False),
+        ("100.64.0.1", False),
+        ("104.16.0.1", False),
+        ("192.168.1.1", True),
+        ("fd00::1", True),
+        ("2001:db8::1", False),
+    ],
+)
+def test_private_networks_are_exact(host: str, allowed: bool) -> None:
+    assert address_allowed(host, PRIVATE) is allowed
+
+
+def test_tokens_match_exactly() -> None:
+    creds = [Credential(name="a", secret="a" * 20), Credential(name="b", secret="b" * 20)]
+    assert match_credential("b" * 20, creds) == creds[1]
+    assert match_credential("b" * 19, creds) is None
+    assert match_credential("b" * 21, creds) is None
+    assert match_credential("", creds) is None
+
+
+def test_authenticate_client_statuses() -> None:
+    creds = [Credential(name="lemmy", secret="x" * 20)]
+    assert authenticate_client("x" * 20, "8.8.8.8", creds, LOOPBACK) == "lemmy"
+    assert authenticate_client("IPADDR", "127.0.0.1", creds, LOOPBACK) == "ip:127.0.0.1"
+    with pytest.raises(AuthError) as bad_token:
+        authenticate_client("nope", "127.0.0.1", creds, LOOPBACK)
+    assert bad_token.value.status == 401
+    with pytest.raises(AuthError) as bad_addr:
+        authenticate_client("IPADDR", "100.64.0.1", creds, LOOPBACK)
+    assert bad_addr.value.status == 403

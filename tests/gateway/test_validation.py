@@ -1,0 +1,291 @@
+"""The pict-rs validation endpoint end to end: a real server, a client that behaves like pict-rs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import RunningGateway, astronaut_jpeg, drawn_png, encode
+from support.detectors import CallCounter, HangDetector, RaiseDetector, ScoreDetector, SleepDetector
+
+pytestmark = pytest.mark.usefixtures("no_temp_files_left")
+
+Start = Callable[..., RunningGateway]
+
+
+def _record(gw: RunningGateway, response: httpx.Response) -> dict[str, object]:
+    body = response.json()
+    assert body["id"] is not None, body
+    record = gw.store.get(body["id"])
+    assert record is not None
+    assert record.verdict == body["verdict"]
+    return body
+
+
+def test_benign_image_passes_and_is_recorded(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.01}))
+    data = astronaut_jpeg()
+    response = gw.post(data, "image/jpeg")
+    assert response.status_code == 200
+    body = _record(gw, response)
+    assert body["verdict"] == "pass" and body["policy"] is None
+    record = gw.store.get(body["id"])
+    assert record is not None
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert record.size == len(data) and record.media_type == "image/jpeg"
+    assert record.detected_type == "image/jpeg"
+    assert record.results[0]["detector"] == "nudity"
+    assert {"hash", "scan", "total", "decode", "detector:nudity"} <= set(record.timings)
+    assert record.client == "ip:127.0.0.1" and record.source == "gateway"
+
+
+def test_injected_scores_reach_the_policy(gateway_for: Start) -> None:
+    """Explicit content with an apparent minor in the same frame is rejected with readable reasons."""
+    gw = gateway_for(
+        lambda: ScoreDetector("nudity", {"explicit": 0.9}, notes=["test_class 0.90"]),
+        lambda: ScoreDetector("age", {"faces": 1, "min_age": 11, "min_age_sd": 3}),
+    )
+    response = gw.post(drawn_png())
+    assert response.status_code == 406
+    body = _record(gw, response)
+    assert body["verdict"] == "reject" and body["labels"] == ["csam_suspect"]
+    assert body["reasons"] == ["frame 0: test_class 0.90; face apparent age 11 ± 3"]
+
+
+def test_nsfw_alone_passes_by_default(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.9}))
+    response = gw.post(drawn_png())
+    assert response.status_code == 200
+    assert _record(gw, response)["labels"] == ["nsfw"]
+
+
+def test_deny_list_rejects_without_running_costlier_detectors(gateway_for: Start, tmp_path: Path) -> None:
+    data = drawn_png(colour=(1, 2, 3))
+    deny = tmp_path / "deny.txt"
+    deny.write_text(f"# known bad\n{hashlib.sha256(data).hexdigest()} seen 2026\n")
+    counter = CallCounter()
+    from fediguard.detectors.hashlist import HashListDetector
+
+    gw = gateway_for(
+        lambda: HashListDetector(deny_file=deny),
+        lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})),
+    )
+    response = gw.post(data)
+    assert response.status_code == 406
+    body = _record(gw, response)
+    assert body["labels"] == ["denylisted"]
+    assert body["reasons"][0].startswith("denied: sha256 listed in")
+    assert counter.count == 0
+    assert gw.post(drawn_png(colour=(9, 9, 9))).status_code == 200
+    assert counter.count == 1
+
+
+@pytest.mark.parametrize("policy,status", [("closed", 503), ("open", 200)])
+def test_hanging_detector_gets_the_fail_policy_at_the_deadline(
+    gateway_for: Start, policy: str, status: int
+) -> None:
+    release = threading.Event()
+    gw = gateway_for(lambda: HangDetector(release), fail_policy=policy, deadline_s=0.5, scanner_threads=1)
+    try:
+        response = gw.post(drawn_png())
+        assert response.status_code == status
+        body = _record(gw, response)
+        assert body["verdict"] == "unscanned"
+        assert body["policy"] == policy and body["fail_reason"] == "deadline"
+        record = gw.store.get(int(body["id"]))  # type: ignore[arg-type]
+        assert record is not None and record.fail_policy == policy and record.fail_reason == "deadline"
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert f'fediguard_fail_policy_applied_total{{policy="{policy}",reason="deadline"}} 1.0' in metrics
+    finally:
+        release.set()
+
+
+def test_crashing_detector_gets_the_fail_policy(gateway_for: Start) -> None:
+    gw = gateway_for(RaiseDetector)
+    response = gw.post(drawn_png())
+    assert response.status_code == 503
+    body = _record(gw, response)
+    assert body["fail_reason"] == "scanner_error" and "the model crashed" in body["reasons"][0]
+
+
+def test_token_auth(gateway_for: Start) -> None:
+    secret = "s3cret-token-for-lemmy-0123456789"
+    gw = gateway_for(
+        lambda: ScoreDetector("nudity", {}), client_tokens=f"lemmy:{secret}", allowed_cidrs="10.0.0.0/8"
+    )
+    ok = gw.post(drawn_png(), client=secret)
+    assert ok.status_code == 200
+    assert gw.store.get(ok.json()["id"]).client == "lemmy"  # type: ignore[union-attr]
+    assert gw.post(drawn_png(), client=secret[:-1]).status_code == 401
+    assert gw.post(drawn_png(), client="IPADDR").status_code == 403  # 127.0.0.1 is not in 10/8
+    assert gw.store.count() == 1, "refused requests must store nothing"
+    assert 'fediguard_auth_failures_total{kind="token"} 1.0' in httpx.get(f"{gw.url}/metrics").text
+
+
+@pytest.mark.parametrize("policy,status", [("closed", 413), ("open", 200)])
+def test_body_too_large_is_cut_while_reading(gateway_for: Start, policy: str, status: int) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}), max_body_mb=0.01, fail_policy=policy)
+    big = b"\xff\xd8" + b"\0" * 50_000
+
+    def chunks():  # no Content-Length: the limit must hold while streaming
+        for i in range(0, len(big), 4096):
+            yield big[i : i + 4096]
+
+    with httpx.Client(timeout=10) as http:
+        for content in (big, chunks()):
+            response = http.post(gw.scan_url(), content=content, headers={"Content-Type": "image/jpeg"})
+            assert response.status_code == status
+            body = _record(gw, response)
+            assert body["fail_reason"] == "too_large" and body["verdict"] == "unscanned"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares a huge size in its header (a decompression bomb's first bytes)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat_data = zlib.compress(b"\0" * 1024)
+    idat = (
+        struct.pack(">I", len(idat_data))
+        + b"IDAT"
+        + idat_data
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat_data))
+    )
+    return b"\x89PNG\r\n\x1a\n" + chunk + idat
+
+
+def _truncated_jpeg() -> bytes:
+    data = astronaut_jpeg()
+    return data[: len(data) // 3]
+
+
+BAD_MEDIA = {
+    "empty": (b"", "image/png"),
+    "not_an_image": (b"this is not an image at all" * 20, "image/jpeg"),
+    "truncated_jpeg": (_truncated_jpeg(), "image/jpeg"),
+    "bomb_header": (_png_header_only(60_000, 60_000), "image/png"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MEDIA))
+@pytest.mark.parametrize("policy,status", [("closed", 503), ("open", 200)])
+def test_undecodable_media_gets_the_fail_policy(
+    gateway_for: Start, case: str, policy: str, status: int
+) -> None:
+    data, content_type = BAD_MEDIA[case]
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}), fail_policy=policy)
+    response = gw.post(data, content_type)
+    assert response.status_code == status, response.text
+    body = _record(gw, response)
+    assert body["verdict"] == "unscanned" and body["fail_reason"] == "undecodable"
+
+
+def test_missing_content_type_is_sniffed(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    response = gw.post(drawn_png(), content_type=None)
+    assert response.status_code == 200
+    body = _record(gw, response)
+    assert gw.store.get(body["id"]).detected_type == "image/png"  # type: ignore[arg-type,union-attr]
+
+
+def test_one_pixel_image_passes(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    response = gw.post(encode(Image.new("RGB", (1, 1), (5, 6, 7))))
+    assert response.status_code == 200 and _record(gw, response)["verdict"] == "pass"
+
+
+def test_huge_image_is_answered_by_policy_without_decoding(gateway_for: Start) -> None:
+    import resource
+
+    big = encode(Image.new("L", (10_000, 10_000), 128), optimize=False)
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    response = gw.post(big, "image/png", timeout=60)
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert response.status_code == 503
+    body = _record(gw, response)
+    assert body["fail_reason"] == "undecodable" and "MP" in body["reasons"][0]
+    assert (peak_after - peak_before) < 150_000, "decoding 100 MP must not be attempted"  # KiB
+
+
+def test_animated_gif_is_scanned_frame_by_frame(gateway_for: Start) -> None:
+    frames = [Image.new("RGB", (40, 30), (i * 20, 100, 255 - i * 20)) for i in range(8)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.0}))
+    response = gw.post(buf.getvalue(), "image/gif")
+    assert response.status_code == 200
+    record = gw.store.get(_record(gw, response)["id"])  # type: ignore[arg-type]
+    assert record is not None and record.detected_type == "image/gif"
+    assert len(record.results[0]["frames"]) == 8
+
+
+def test_multipart_with_hostile_filename(gateway_for: Start, tmp_path: Path) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    data = drawn_png()
+    for name in ("../../x", "/etc/passwd", "..\\..\\x", "a\0b.png", "x" * 1000):
+        with httpx.Client(timeout=10) as http:
+            response = http.post(gw.scan_url(), files={"file": (name, data, "image/png")})
+        assert response.status_code == 200, response.text
+        body = _record(gw, response)
+        assert gw.store.get(body["id"]).sha256 == hashlib.sha256(data).hexdigest()  # type: ignore[arg-type,union-attr]
+    assert not (tmp_path.parent / "x").exists() and not Path("x").exists()
+    # A part header over python-multipart's 4 KiB limit is refused clearly, and nothing is stored.
+    with httpx.Client(timeout=10) as http:
+        response = http.post(gw.scan_url(), files={"file": ("x" * 5000, data, "image/png")})
+    assert response.status_code == 400 and "header size" in response.json()["error"]
+    assert gw.store.count() == 5
+
+
+def test_multipart_without_file_field_is_a_bad_request(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    with httpx.Client(timeout=10) as http:
+        response = http.post(gw.scan_url(), files={"other": ("a.png", drawn_png(), "image/png")})
+    assert response.status_code == 400 and "file" in response.json()["error"]
+
+
+def test_no_scanner_applies_the_fail_policy_at_once(gateway_for: Start) -> None:
+    gw = gateway_for(local_scanner=False, deadline_s=20)
+    response = gw.post(drawn_png(), timeout=5)
+    assert response.status_code == 503
+    body = _record(gw, response)
+    assert body["fail_reason"] == "no_scanner"
+    assert httpx.get(f"{gw.url}/readyz").status_code == 503
+
+
+def test_queue_full_applies_the_fail_policy(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: SleepDetector(0.4), queue_max=1, scanner_threads=1, fail_policy="open")
+    results: list[httpx.Response] = []
+
+    def post() -> None:
+        results.append(gw.post(drawn_png()))
+
+    threads = [threading.Thread(target=post) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reasons = sorted(str(r.json()["fail_reason"]) for r in results)
+    assert "queue_full" in reasons and "None" in reasons
+    assert all(r.status_code == 200 for r in results)
+    assert gw.store.count() == 5
+
+
+def test_health_ready_and_metrics(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gw.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["detectors"] == "nudity@test-1"
+    gw.post(drawn_png())
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert 'fediguard_decisions_total{policy="none",source="gateway",verdict="pass"} 1.0' in text
+    assert 'fediguard_stage_seconds_count{stage="total"} 1.0' in text
+    assert "fediguard_queue_depth 0.0" in text

@@ -1,0 +1,53 @@
+"""The records store on real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fediguard.records import NewDecision, RecordStore
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> RecordStore:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sub' / 'records.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = RecordStore(url)
+    request.addfinalizer(s.close)
+    return s
+
+
+def test_add_get_recent_count(store: RecordStore) -> None:
+    ids = []
+    for i, verdict in enumerate(["pass", "reject", "unscanned"]):
+        ids.append(
+            store.add(
+                NewDecision(
+                    source="gateway",
+                    client="lemmy",
+                    media_type="image/png",
+                    size=100 + i,
+                    sha256=f"{i:064x}",
+                    verdict=verdict,
+                    labels=["csam_suspect"] if verdict == "reject" else [],
+                    reasons=["frame 0: x"],
+                    results=[{"detector": "nudity", "scores": {"explicit": 0.9}}],
+                    timings={"total": 0.01},
+                    fail_reason="deadline" if verdict == "unscanned" else None,
+                    fail_policy="closed" if verdict == "unscanned" else None,
+                )
+            )
+        )
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    rec = store.get(ids[1])
+    assert rec is not None
+    assert rec.verdict == "reject" and rec.labels == ("csam_suspect",) and rec.size == 101
+    assert rec.results[0]["scores"]["explicit"] == 0.9
+    assert rec.created_at.tzinfo is not None
+    assert store.get(10**9) is None
+    assert [r.id for r in store.recent(limit=2)] == [ids[2], ids[1]]
+    assert [r.id for r in store.recent(verdict="pass")] == [ids[0]]
+    assert store.count() == 3 and store.count("unscanned") == 1

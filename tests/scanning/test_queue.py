@@ -1,0 +1,98 @@
+"""The leased job queue, on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fediguard.scanning.job import ScanJob, ScanOutcome
+from fediguard.scanning.queue import JobQueue, QueueFull
+
+
+def job(deadline_in: float = 10.0) -> ScanJob:
+    loop = asyncio.get_running_loop()
+    return ScanJob(b"x", "ab" * 32, "image/png", loop.time() + deadline_in, loop.create_future())
+
+
+async def test_waiting_scanner_gets_a_job_the_moment_it_arrives() -> None:
+    q = JobQueue(10, lease_s=5)
+    waiter = asyncio.create_task(q.lease("w1", timeout=5))
+    await asyncio.sleep(0.01)
+    j = job()
+    loop = asyncio.get_running_loop()
+    t = loop.time()
+    q.put(j)
+    lease = await waiter
+    assert lease is not None and lease.job is j and loop.time() - t < 0.05
+    assert q.complete(lease.id, ScanOutcome(scanner="w1"))
+    assert (await j.future).scanner == "w1"
+    assert not q.complete(lease.id, ScanOutcome()), "a lease completes once"
+
+
+async def test_lease_times_out_with_none() -> None:
+    q = JobQueue(10, lease_s=5)
+    assert await q.lease("w1", timeout=0.05) is None
+    assert q.scanners["w1"].waiting == 0
+
+
+async def test_expired_lease_goes_back_to_another_scanner() -> None:
+    q = JobQueue(10, lease_s=0.1)
+    j = job()
+    q.put(j)
+    first = await q.lease("dead", timeout=1)
+    assert first is not None
+    second = await q.lease("alive", timeout=2)
+    assert second is not None and second.job is j and j.attempts == 2
+    assert not q.complete(first.id, ScanOutcome()), "the expired lease's result is refused"
+    assert q.complete(second.id, ScanOutcome(scanner="alive"))
+    assert q.requeued == 1 and q.scanners["dead"].failed == 1 and q.scanners["dead"].busy == 0
+
+
+async def test_queue_full() -> None:
+    q = JobQueue(2, lease_s=1)
+    q.put(job())
+    q.put(job())
+    with pytest.raises(QueueFull):
+        q.put(job())
+    assert q.depth == 2
+
+
+async def test_withdrawn_and_expired_jobs_are_skipped() -> None:
+    q = JobQueue(10, lease_s=1)
+    stale, withdrawn, good = job(deadline_in=-1), job(), job()
+    for j in (stale, withdrawn, good):
+        q.put(j)
+    q.withdraw(withdrawn)
+    lease = await q.lease("w", timeout=1)
+    assert lease is not None and lease.job is good
+
+
+async def test_withdraw_a_leased_job_frees_the_scanner_count() -> None:
+    q = JobQueue(10, lease_s=5)
+    j = job()
+    q.put(j)
+    lease = await q.lease("w", timeout=1)
+    assert lease is not None and q.scanners["w"].busy == 1
+    q.withdraw(j)
+    assert q.scanners["w"].busy == 0 and not q.complete(lease.id, ScanOutcome())
+
+
+async def test_able_to_scan_counts_local_and_recent_remote_scanners() -> None:
+    q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
+    assert not q.able_to_scan()
+    q.register("remote-1", remote=True)
+    assert q.able_to_scan()
+    await asyncio.sleep(0.1)
+    assert not q.able_to_scan(), "a remote worker not seen for a while is not counted"
+    q.register("scanner-0", remote=False)
+    assert q.able_to_scan()
+
+
+async def test_close_wakes_waiting_scanners() -> None:
+    q = JobQueue(10, lease_s=5)
+    waiter = asyncio.create_task(q.lease("w", timeout=None))
+    await asyncio.sleep(0.01)
+    q.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter

@@ -1,0 +1,112 @@
+"""Test detectors: injected scores, fixed cost, hangs, crashes, call counting. Benign by design:
+they prove the plumbing and the policy without any real model or any sensitive image."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fediguard.detectors.base import Detector, DetectorResult, FrameScores, Subject
+from fediguard.errors import DetectorError
+
+
+class ScoreDetector:
+    """Returns the scores it was given, per frame of the decoded media (so decoding is exercised)."""
+
+    cost = 10
+
+    def __init__(
+        self,
+        name: str = "nudity",
+        frame_scores: dict[str, float] | None = None,
+        notes: list[str] | None = None,
+        decode: bool = True,
+    ) -> None:
+        self.name = name
+        self.version = "test-1"
+        self.frame_scores = frame_scores or {}
+        self.notes = notes or []
+        self.decode = decode
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        self.calls += 1
+        frames = subject.media.frames if self.decode else []
+        per_frame = [FrameScores(f.index, dict(self.frame_scores), list(self.notes)) for f in frames]
+        return DetectorResult(self.name, self.version, scores=dict(self.frame_scores), frames=per_frame)
+
+
+class SleepDetector:
+    """A detector of fixed cost (for the fail policy and the benchmark)."""
+
+    name = "sleep"
+    version = "test-1"
+    cost = 5
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        time.sleep(self.seconds)
+        return DetectorResult(self.name, self.version, scores={"slept": self.seconds})
+
+
+class HangDetector:
+    """Never returns until released (a model stuck in a native call)."""
+
+    name = "hang"
+    version = "test-1"
+    cost = 5
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        self.release.wait(60)
+        return DetectorResult(self.name, self.version)
+
+
+class RaiseDetector:
+    name = "raise"
+    version = "test-1"
+    cost = 5
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        raise DetectorError("the model crashed (test)")
+
+
+class CallCounter:
+    """Counts detect() calls across every instance and thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+
+    def wrap(self, detector: Any) -> Any:
+        inner = detector.detect
+
+        def detect(subject: Subject) -> DetectorResult:
+            with self.lock:
+                self.count += 1
+            return inner(subject)  # type: ignore[no-any-return]
+
+        detector.detect = detect
+        return detector
+
+
+def factory(*makers: Callable[[], Detector]) -> Callable[[Any], list[Detector]]:
+    return lambda _settings: [make() for make in makers]

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fediguard.config import FailPolicy, load_settings
+from fediguard.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = load_settings(environ={})
+    assert s.host == "127.0.0.1" and s.port == 14051
+    assert s.fail_policy is FailPolicy.CLOSED and s.deadline_s == 8.0 and s.max_body_mb == 40
+    assert s.allowed_cidrs == [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    assert s.effective_database_url == "sqlite:///fediguard-data/fediguard.sqlite3"
+
+
+def test_env_overrides_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "f.toml"
+    toml.write_text('fail_policy = "open"\ndeadline_s = 3\nallowed_cidrs = ["10.0.0.0/8"]\n')
+    s = load_settings(
+        toml, environ={"FEDIGUARD_DEADLINE_S": "5.5", "FEDIGUARD_CLIENT_TOKENS": "a:0123456789abcdef"}
+    )
+    assert s.fail_policy is FailPolicy.OPEN and s.deadline_s == 5.5
+    assert s.allowed_cidrs == [ipaddress.ip_network("10.0.0.0/8")]
+    assert s.client_tokens[0].name == "a"
+
+
+@pytest.mark.parametrize(
+    "env,named",
+    [
+        ({"FEDIGUARD_FAIL_POLICY": "maybe"}, "fail_policy (env FEDIGUARD_FAIL_POLICY)"),
+        ({"FEDIGUARD_DEADLINE_S": "-1"}, "deadline_s"),
+        ({"FEDIGUARD_ALLOWED_CIDRS": "10.0.0.0/33"}, "allowed_cidrs"),
+        ({"FEDIGUARD_CLIENT_TOKENS": "short"}, "client_tokens"),
+        ({"FEDIGUARD_WORKER_KEYS": "nokeyname0123456789"}, "worker_keys"),
+        ({"FEDIGUARD_REJECT_LABELS": "csam_suspect,bogus"}, "reject_labels"),
+        ({"FEDIGUARD_NO_SUCH_THING": "1"}, "FEDIGUARD_NO_SUCH_THING"),
+    ],
+)
+def test_invalid_settings_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env)
+    assert named in str(info.value)
+
+
+def test_bad_toml_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("deadline_s = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, environ={})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_config_command_masks_secrets(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FEDIGUARD_CLIENT_TOKENS": "lemmy:supersecretvalue123",
+        "FEDIGUARD_DATABASE_URL": "postgresql://fg:dbpassword@db/fg",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "fediguard", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert "supersecretvalue123" not in out and "dbpassword" not in out
+    assert '"lemmy:***"' in out and "postgresql://fg:***@db/fg" in out
+
+
+def test_config_command_refuses_invalid_settings(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "FEDIGUARD_FAIL_POLICY": "sideways"}
+    run = subprocess.run(
+        [sys.executable, "-m", "fediguard", "config"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert run.returncode == 2 and "fail_policy" in run.stderr

@@ -1,0 +1,90 @@
+"""The pure decision logic, with injected scores."""
+
+from __future__ import annotations
+
+from fediguard.config import FailPolicy
+from fediguard.detectors.base import DetectorResult, FrameScores
+from fediguard.policy import FailReason, PolicyConfig, Verdict, decide, fail_decision
+
+DEFAULT = PolicyConfig()
+
+
+def nudity(*frames: tuple[int, float]) -> DetectorResult:
+    return DetectorResult(
+        "nudity",
+        "t",
+        frames=[FrameScores(i, {"explicit": e}, [f"genitalia_exposed {e:.2f}"]) for i, e in frames],
+    )
+
+
+def age(*frames: tuple[int, int, float, float]) -> DetectorResult:
+    return DetectorResult(
+        "age",
+        "t",
+        frames=[FrameScores(i, {"faces": n, "min_age": a, "min_age_sd": sd}) for i, n, a, sd in frames],
+    )
+
+
+def listing(kind: str, distance: float, note: str) -> DetectorResult:
+    return DetectorResult("hashlist", "t", scores={kind: 1.0, f"{kind}_distance": distance}, notes=[note])
+
+
+def test_explicit_and_minor_in_the_same_frame_is_csam_suspect() -> None:
+    d = decide([nudity((0, 0.81)), age((0, 1, 11, 4))], DEFAULT)
+    assert d.verdict is Verdict.REJECT
+    assert d.labels == ("csam_suspect",)
+    assert d.reasons == ("frame 0: genitalia_exposed 0.81; face apparent age 11 ± 4",)
+
+
+def test_explicit_and_minor_in_different_frames_is_only_nsfw() -> None:
+    d = decide([nudity((0, 0.9), (5, 0.1)), age((0, 0, 0, 0), (5, 1, 10, 2))], DEFAULT)
+    assert d.labels == ("nsfw",) and d.verdict is Verdict.PASS
+
+
+def test_explicit_alone_is_nsfw_and_rejected_only_when_configured() -> None:
+    results = [nudity((3, 0.7)), age((3, 1, 35, 5))]
+    assert decide(results, DEFAULT).verdict is Verdict.PASS
+    assert decide(results, DEFAULT).labels == ("nsfw",)
+    strict = PolicyConfig(reject_labels=frozenset({"csam_suspect", "nsfw"}))
+    assert decide(results, strict).verdict is Verdict.REJECT
+
+
+def test_minor_alone_passes() -> None:
+    d = decide([nudity((0, 0.05)), age((0, 2, 8, 2))], DEFAULT)
+    assert d.verdict is Verdict.PASS and d.labels == ()
+
+
+def test_thresholds_are_honoured() -> None:
+    results = [nudity((0, 0.6)), age((0, 1, 20, 3))]
+    # 20 - 1*3 = 17 < 18: an apparent minor within the model's uncertainty.
+    assert decide(results, DEFAULT).labels == ("csam_suspect",)
+    assert decide(results, PolicyConfig(age_uncertainty_factor=0.0)).labels == ("nsfw",)
+    assert decide(results, PolicyConfig(explicit_threshold=0.65)).labels == ()
+    assert decide(results, PolicyConfig(minor_age=16)).labels == ("nsfw",)
+
+
+def test_no_face_means_no_minor() -> None:
+    assert decide([nudity((0, 0.9)), age((0, 0, 0, 0))], DEFAULT).labels == ("nsfw",)
+    assert decide([nudity((0, 0.9))], DEFAULT).labels == ("nsfw",)
+
+
+def test_deny_rejects_and_allow_passes() -> None:
+    d = decide([listing("deny", 0, "denied: in list X")], DEFAULT)
+    assert d.verdict is Verdict.REJECT and d.labels == ("denylisted",) and d.reasons == ("denied: in list X",)
+    a = decide([listing("allow", 0, "allowed: bank A"), nudity((0, 0.99)), age((0, 1, 5, 1))], DEFAULT)
+    assert a.verdict is Verdict.PASS and a.labels == ("allowlisted",) and a.reasons == ("allowed: bank A",)
+
+
+def test_allow_beats_deny_only_when_strictly_closer() -> None:
+    exact_allow = [listing("allow", 0, "allowed: exact"), listing("deny", 12, "denied: near")]
+    assert decide(exact_allow, DEFAULT).verdict is Verdict.PASS
+    tie = [listing("allow", 0, "allowed: exact"), listing("deny", 0, "denied: exact")]
+    assert decide(tie, DEFAULT).verdict is Verdict.REJECT
+    near_allow = [listing("allow", 20, "allowed: near"), listing("deny", 0, "denied: exact")]
+    assert decide(near_allow, DEFAULT).verdict is Verdict.REJECT
+
+
+def test_fail_decision_says_what_applied() -> None:
+    d = fail_decision(FailReason.DEADLINE, FailPolicy.OPEN, "no result within 8 s")
+    assert d.verdict is Verdict.UNSCANNED and d.fail_policy is FailPolicy.OPEN
+    assert d.reasons == ("no verdict (deadline): no result within 8 s; fail-open policy applied",)
