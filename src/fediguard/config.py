@@ -105,7 +105,12 @@ class Settings(BaseModel):
     hashlist_deny_file: Path | None = None
     hashlist_allow_file: Path | None = None
     worker_keys: list[Credential] = Field(default_factory=list)
-    lease_s: float = Field(30.0, gt=0, le=3600)
+    lease_s: float = Field(5.0, gt=0, le=3600)
+
+    # --- remote worker (`fediguard worker`) -------------------------------------------------------
+    worker_server: str | None = None
+    worker_key: str | None = None
+    worker_concurrency: int = Field(1, ge=1, le=64)
 
     # --- policy ----------------------------------------------------------------------------------
     reject_labels: list[str] = Field(default_factory=lambda: ["csam_suspect", "denylisted"])
@@ -170,6 +175,7 @@ class Settings(BaseModel):
         data = self.model_dump(mode="json")
         data["client_tokens"] = [f"{c.name}:***" for c in self.client_tokens]
         data["worker_keys"] = [f"{c.name}:***" for c in self.worker_keys]
+        data["worker_key"] = "***" if self.worker_key else None
         data["database_url"] = _mask_url(self.effective_database_url)
         return data
 

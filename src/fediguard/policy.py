@@ -5,7 +5,8 @@ Score names this module reads (a detector that wants to take part publishes thes
   ``allow_distance`` (0 for an exact SHA-256 match, the Hamming distance for PDQ), and notes that
   start with ``denied:`` / ``allowed:``;
 - ``nudity``: per frame ``explicit`` (0..1);
-- ``age``: per frame ``faces``, ``min_age`` and ``min_age_sd`` (years).
+- ``age``: per frame ``faces``, ``min_age`` and ``min_age_sd`` (years);
+- scanners that decide themselves (fedi-safety workers): ``csam`` / ``nsfw`` (1.0 when reported).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def decide(results: Iterable[DetectorResult], config: PolicyConfig) -> Decision:
         for note in deny[1]:
             found.add("denylisted", note)
 
+    _judge_reports(by_name.values(), found)
     _judge_frames(by_name.get("nudity"), by_name.get("age"), config, found)
     rejected = any(label in config.reject_labels for label in found.labels)
     verdict = Verdict.REJECT if rejected else Verdict.PASS
@@ -123,6 +125,16 @@ def _closest(lists: list[DetectorResult], kind: str) -> tuple[float, list[str]] 
         if best is None or distance < best[0]:
             best = (distance, notes)
     return best
+
+
+def _judge_reports(results: Iterable[DetectorResult], found: _Findings) -> None:
+    """Scanners that answer yes/no themselves (fedi-safety workers) publish ``csam`` / ``nsfw``."""
+    for result in results:
+        note = "; ".join(result.notes) or result.detector
+        if result.scores.get("csam", 0.0) >= 1.0:
+            found.add("csam_suspect", f"{result.detector}: {note}")
+        elif result.scores.get("nsfw", 0.0) >= 1.0:
+            found.add("nsfw", f"{result.detector}: {note}")
 
 
 def _judge_frames(

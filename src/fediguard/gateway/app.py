@@ -16,6 +16,7 @@ from starlette.routing import Route
 from fediguard.config import FailPolicy, Settings
 from fediguard.gateway.auth import AuthError, authenticate_client
 from fediguard.gateway.body import BodyError, read_upload
+from fediguard.gateway.workers import WorkerRoutes
 from fediguard.metrics import Metrics
 from fediguard.policy import Decision, FailReason, Verdict
 from fediguard.records import RecordStore
@@ -49,19 +50,19 @@ def decision_body(outcome: DecisionOutcome) -> dict[str, Any]:
 
 
 class Gateway:
-    """Holds what the routes share: settings, the scan service, the records store, the metrics."""
+    """Holds what the routes share: settings, the scan service (with the records store), the metrics."""
 
     def __init__(self, settings: Settings, service: ScanService | None = None) -> None:
         self.settings = settings
-        self.metrics = service.metrics if service else Metrics()
-        self.store: RecordStore | None = service.store if service else None
-        self.service = service
+        # Without a given service, the records store is opened at start-up (lifespan), off the loop.
+        self.service = service or ScanService(settings, None, Metrics())
+        self.metrics = self.service.metrics
+        self.workers = WorkerRoutes(settings, self.service, self.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        if self.service is None:
-            self.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
-            self.service = ScanService(self.settings, self.store, self.metrics)
+        if self.service.store is None:
+            self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
         await self.service.start()
         log.info(
             "gateway ready: fail policy %s, deadline %g s, max body %g MB",
@@ -73,11 +74,10 @@ class Gateway:
             yield
         finally:
             await self.service.stop()
-            if self.store is not None:
-                self.store.close()
+            if self.service.store is not None:
+                self.service.store.close()
 
     async def scan(self, request: Request) -> Response:
-        assert self.service is not None
         peer = request.client.host if request.client else None
         try:
             client = authenticate_client(
@@ -109,11 +109,11 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, _request: Request) -> Response:
-        ready = self.service is not None and self.service.ready
+        ready = self.service.ready
         body = {
             "ready": ready,
-            "queue_depth": self.service.queue.depth if self.service else 0,
-            "detectors": self.service.detector_fingerprint if self.service else "",
+            "queue_depth": self.service.queue.depth,
+            "detectors": self.service.detector_fingerprint,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -122,6 +122,7 @@ class Gateway:
 
     def routes(self) -> list[Route]:
         return [
+            *self.workers.routes(),
             Route("/api/v1/scan/{client}", self.scan, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),

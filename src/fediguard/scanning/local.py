@@ -12,66 +12,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import queue
-import threading
-from collections.abc import Callable
-from typing import Any
 
 from fediguard.detectors.registry import fingerprint
 from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.pipeline import Pipeline
 from fediguard.scanning.queue import JobQueue
+from fediguard.scanning.threads import PipelineFactory, ScannerThread
 
 log = logging.getLogger(__name__)
-
-PipelineFactory = Callable[[str], Pipeline]
-
-
-class _SlotThread:
-    """One daemon thread that owns one Pipeline and runs one job at a time."""
-
-    def __init__(self, name: str, make_pipeline: PipelineFactory) -> None:
-        self.name = name
-        self._inbox: queue.SimpleQueue[
-            tuple[Callable[[Pipeline], Any], Callable[[Any, BaseException | None], None]] | None
-        ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._main, args=(make_pipeline,), name=name, daemon=True)
-        self._thread.start()
-
-    def _main(self, make_pipeline: PipelineFactory) -> None:
-        pipeline: Pipeline | None = None
-        while (item := self._inbox.get()) is not None:
-            fn, done = item
-            try:
-                if pipeline is None:
-                    pipeline = make_pipeline(self.name)
-                value = fn(pipeline)
-            except BaseException as exc:  # delivered to the awaiting task, which logs it
-                done(None, exc)
-            else:
-                done(value, None)
-
-    async def call(self, fn: Callable[[Pipeline], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def _done(value: Any, exc: BaseException | None) -> None:
-            def _set() -> None:
-                if future.done():
-                    return
-                if exc is not None:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(value)
-
-            loop.call_soon_threadsafe(_set)
-
-        self._inbox.put((fn, _done))
-        return await future
-
-    def stop(self) -> None:
-        self._inbox.put(None)
 
 
 def _run(job: ScanJob, pipeline: Pipeline) -> ScanOutcome:
@@ -90,7 +39,7 @@ class LocalScanner:
         self.queue = job_queue
         self.make_pipeline = make_pipeline
         self.slot_count = slots
-        self._slots: list[_SlotThread] = []
+        self._slots: list[ScannerThread] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
@@ -98,7 +47,7 @@ class LocalScanner:
         """Start the threads, load and warm up every slot's detectors, then begin taking jobs.
 
         Returns the detector fingerprint (names and versions) the slots run."""
-        self._slots = [_SlotThread(f"scanner-{i}", self.make_pipeline) for i in range(self.slot_count)]
+        self._slots = [ScannerThread(f"scanner-{i}", self.make_pipeline) for i in range(self.slot_count)]
         prints = await asyncio.gather(*(slot.call(_warm_up) for slot in self._slots))
         for slot in self._slots:
             self.queue.register(slot.name, remote=False)
@@ -107,7 +56,7 @@ class LocalScanner:
         log.info("in-process scanner ready: %d slot(s), detectors %s", self.slot_count, prints[0])
         return str(prints[0])
 
-    async def _serve(self, slot: _SlotThread) -> None:
+    async def _serve(self, slot: ScannerThread) -> None:
         while True:
             lease = await self.queue.lease(slot.name)
             if lease is None:

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 
 from fediguard.scanning.job import ScanJob, ScanOutcome
 
+REMOTE_STALE_S = 2.0
+"""A remote worker polls again the moment it posts a result, so one that has neither waited nor
+held a lease for this long is gone: uploads then get the fail policy at once, not at their deadline."""
+
 
 class QueueFull(Exception):
     """The queue holds its maximum number of jobs."""
@@ -47,12 +51,12 @@ class ScannerState:
 
 
 class JobQueue:
-    def __init__(self, max_depth: int, lease_s: float, remote_stale_s: float = 35.0) -> None:
+    def __init__(self, max_depth: int, lease_s: float, remote_stale_s: float = REMOTE_STALE_S) -> None:
         self.max_depth = max_depth
         self.lease_s = lease_s
         self.remote_stale_s = remote_stale_s
         self._pending: deque[ScanJob] = deque()
-        self._waiters: deque[tuple[asyncio.Future[Lease], str]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[Lease], str, float]] = deque()
         self._leases: dict[str, Lease] = {}
         self.scanners: dict[str, ScannerState] = {}
         self.requeued = 0
@@ -98,15 +102,19 @@ class JobQueue:
     def unregister(self, name: str) -> None:
         self.scanners.pop(name, None)
 
-    async def lease(self, scanner: str, timeout: float | None = None) -> Lease | None:
-        """Wait up to ``timeout`` seconds for a job; None when none came (or the queue closed)."""
+    async def lease(
+        self, scanner: str, timeout: float | None = None, lease_s: float | None = None
+    ) -> Lease | None:
+        """Wait up to ``timeout`` seconds for a job; None when none came (or the queue closed).
+
+        The job is leased for ``lease_s`` seconds (default: the queue's), renewable with :meth:`extend`."""
         state = self._state(scanner)
         state.last_seen = time.time()
         loop = asyncio.get_running_loop()
         if self.closed:
             return None
         waiter: asyncio.Future[Lease] = loop.create_future()
-        entry = (waiter, scanner)
+        entry = (waiter, scanner, lease_s or self.lease_s)
         self._waiters.append(entry)
         state.waiting += 1
         self._dispatch()
@@ -130,10 +138,24 @@ class JobQueue:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
 
-    def complete(self, lease_id: str, outcome: ScanOutcome) -> bool:
-        """Deliver a result. False (and nothing changes) when the lease is unknown or expired."""
+    def extend(self, lease_id: str, scanner: str, lease_s: float | None = None) -> bool:
+        """Renew a lease its holder is still working on. False when unknown, expired or not its own."""
         lease = self._leases.get(lease_id)
-        if lease is None:
+        if lease is None or lease.scanner != scanner:
+            return False
+        loop = asyncio.get_running_loop()
+        if lease._timer is not None:
+            lease._timer.cancel()
+        lease.expires = loop.time() + (lease_s or self.lease_s)
+        lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
+        self._state(scanner).last_seen = time.time()
+        return True
+
+    def complete(self, lease_id: str, outcome: ScanOutcome, scanner: str | None = None) -> bool:
+        """Deliver a result. False (and nothing changes) when the lease is unknown, expired, or
+        held by another scanner than ``scanner`` (when given)."""
+        lease = self._leases.get(lease_id)
+        if lease is None or (scanner is not None and lease.scanner != scanner):
             return False
         self._drop_lease(lease)
         state = self._state(lease.scanner)
@@ -151,7 +173,7 @@ class JobQueue:
         """Stop handing out jobs; wake every waiting scanner with None."""
         self.closed = True
         while self._waiters:
-            waiter, _ = self._waiters.popleft()
+            waiter, _, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.cancel()
 
@@ -168,11 +190,11 @@ class JobQueue:
             job = self._pending.popleft()
             if job.settled or job.deadline <= loop.time():
                 continue
-            waiter, scanner = self._waiters.popleft()
+            waiter, scanner, lease_s = self._waiters.popleft()
             if waiter.done():
                 self._pending.appendleft(job)
                 continue
-            lease = Lease(uuid.uuid4().hex, job, scanner, loop.time() + self.lease_s)
+            lease = Lease(uuid.uuid4().hex, job, scanner, loop.time() + lease_s)
             lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
             self._leases[lease.id] = lease
             job.attempts += 1

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fediguard.config import Settings
-from fediguard.detectors.registry import build_detectors
+from fediguard.detectors.registry import build_detectors, fingerprint
 from fediguard.media.decode import MediaLimits
 from fediguard.metrics import Metrics
 from fediguard.policy import Decision, FailReason, PolicyConfig, decide, fail_decision
@@ -86,6 +86,11 @@ class ScanService:
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
             self.detector_fingerprint = await self.local.start()
+        else:
+            # Remote workers must run the same detectors; build the set once to learn its versions.
+            probe = await asyncio.to_thread(self.pipeline_factory, "probe")
+            self.detector_fingerprint = fingerprint(probe.detectors)
+            del probe
 
     async def stop(self) -> None:
         self.queue.close()

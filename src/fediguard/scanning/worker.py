@@ -1,0 +1,231 @@
+"""A remote worker: loads the detectors, pulls jobs from a gateway over HTTP(S), posts back scores.
+
+Outbound connections only, so it works behind NAT. Each slot long-polls for a job (the gateway
+answers the moment one arrives), renews its lease while it scans, and posts the outcome; the policy
+stays in the gateway. It reconnects with capped exponential backoff forever and logs every
+disconnect and reconnect; it stops only when told to, or when the gateway refuses its key or its
+detectors (retrying would not help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from fediguard.detectors.registry import fingerprint
+from fediguard.errors import FediguardError
+from fediguard.policy import FailReason
+from fediguard.scanning.job import ScanOutcome
+from fediguard.scanning.pipeline import Pipeline
+from fediguard.scanning.threads import PipelineFactory, ScannerThread
+
+log = logging.getLogger(__name__)
+
+LEASE_PATH = "/api/v1/worker/lease"
+
+
+class WorkerRefused(FediguardError):
+    """The gateway refused this worker (bad key, or detectors that differ from its own)."""
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    lease: str
+    lease_s: float
+    sha256: str
+    media_type: str | None
+    data: bytes
+
+
+def _warm_up(pipeline: Pipeline) -> str:
+    pipeline.warm_up()
+    return fingerprint(pipeline.detectors)
+
+
+def _scan(job: _Job, pipeline: Pipeline) -> ScanOutcome:
+    return pipeline.run(job.data, job.sha256, job.media_type)
+
+
+class RemoteWorker:
+    def __init__(
+        self,
+        server: str,
+        key: str,
+        make_pipeline: PipelineFactory,
+        concurrency: int = 1,
+        wait_s: float = 25.0,
+        verify: bool | str = True,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.key = key
+        self.make_pipeline = make_pipeline
+        self.concurrency = concurrency
+        self.wait_s = wait_s
+        self.verify = verify
+        self.completed = 0
+        self.ready = asyncio.Event()
+        self._connected = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve jobs until ``stop`` is set. Raises WorkerRefused when the gateway refuses us."""
+        slots = [ScannerThread(f"worker-{i}", self.make_pipeline) for i in range(self.concurrency)]
+        prints = await asyncio.gather(*(slot.call(_warm_up) for slot in slots))
+        detectors = str(prints[0])
+        log.info("worker ready: %d slot(s), detectors %s, gateway %s", len(slots), detectors, self.server)
+        headers = {"Authorization": f"Bearer {self.key}", "X-Fediguard-Detectors": detectors}
+        timeout = httpx.Timeout(self.wait_s + 15, connect=10)
+        try:
+            async with httpx.AsyncClient(
+                base_url=self.server, headers=headers, timeout=timeout, verify=self.verify
+            ) as http:
+                self.ready.set()
+                tasks = [asyncio.create_task(self._serve(http, slot, stop)) for slot in slots]
+                try:
+                    await asyncio.gather(*tasks)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for slot in slots:
+                slot.stop()
+
+    async def _serve(self, http: httpx.AsyncClient, slot: ScannerThread, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                job = await _unless_stopped(self._lease(http), stop)
+            except httpx.HTTPError as exc:
+                delay = backoff.next()
+                self._disconnected(f"{type(exc).__name__}: {exc}", delay)
+                await _sleep_unless_stopped(delay, stop)
+                continue
+            except _Unavailable as exc:
+                delay = backoff.next()
+                self._disconnected(str(exc), delay)
+                await _sleep_unless_stopped(delay, stop)
+                continue
+            if not self._connected:
+                self._connected = True
+                log.info("connected to %s", self.server)
+            backoff.reset()
+            if job is not None:
+                await self._process(http, slot, job)
+
+    def _disconnected(self, why: str, delay: float) -> None:
+        if self._connected:
+            log.warning("disconnected from %s: %s", self.server, why)
+        self._connected = False
+        log.warning("cannot reach %s (%s); retrying in %.1f s", self.server, why, delay)
+
+    async def _lease(self, http: httpx.AsyncClient) -> _Job | None:
+        response = await http.get(LEASE_PATH, params={"wait": f"{self.wait_s:g}"})
+        if response.status_code == 204:
+            return None
+        if response.status_code in (401, 403, 409):
+            raise WorkerRefused(
+                f"gateway refused this worker ({response.status_code}): {_error_text(response)}"
+            )
+        if response.status_code != 200:
+            raise _Unavailable(f"lease answered {response.status_code}: {_error_text(response)}")
+        h = response.headers
+        return _Job(
+            lease=h["x-fediguard-lease"],
+            lease_s=float(h.get("x-fediguard-lease-seconds", "5")),
+            sha256=h["x-fediguard-sha256"],
+            media_type=h.get("x-fediguard-media-type") or None,
+            data=response.content,
+        )
+
+    async def _process(self, http: httpx.AsyncClient, slot: ScannerThread, job: _Job) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(http, job))
+        try:
+            outcome: ScanOutcome = await slot.call(functools.partial(_scan, job))
+        except Exception as exc:
+            log.exception("scan failed for %s", job.sha256[:12])
+            outcome = ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail=f"{type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.cancel()
+        url = f"{LEASE_PATH}/{job.lease}/result"
+        for attempt in range(3):
+            try:
+                response = await http.post(url, json=outcome.to_json())
+            except httpx.HTTPError as exc:
+                log.warning(
+                    "posting result for %s failed (%s); attempt %d", job.sha256[:12], exc, attempt + 1
+                )
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if response.status_code == 200:
+                self.completed += 1
+            else:
+                log.warning("result for %s refused: %s", job.sha256[:12], _error_text(response))
+            return
+
+    async def _heartbeat(self, http: httpx.AsyncClient, job: _Job) -> None:
+        url = f"{LEASE_PATH}/{job.lease}/extend"
+        while True:
+            await asyncio.sleep(job.lease_s / 3)
+            try:
+                response = await http.post(url)
+            except httpx.HTTPError as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            if response.status_code != 200:
+                log.warning("lease %s lost: %s", job.lease[:8], _error_text(response))
+                return
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text[:200]))
+    except ValueError:
+        return response.text[:200]
+
+
+async def _unless_stopped(coro: Coroutine[Any, Any, _Job | None], stop: asyncio.Event) -> _Job | None:
+    task = asyncio.ensure_future(coro)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()
+
+
+async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

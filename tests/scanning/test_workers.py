@@ -1,0 +1,237 @@
+"""Remote workers as real processes against a real gateway on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import RunningGateway, drawn_png
+
+KEYS = {"w1": "worker-one-key-0123456789", "w2": "worker-two-key-0123456789", "w3": "worker-three-key-012345"}
+WORKER_KEYS = ",".join(f"{n}:{k}" for n, k in KEYS.items())
+TESTS_DIR = Path(__file__).resolve().parents[1]
+PLUGINS = "support.plugins:sleepy"
+
+Start = Callable[..., RunningGateway]
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        gw: RunningGateway, name: str, sleep_s: float = 0.05, detectors: str = PLUGINS
+    ) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            PYTHONPATH=str(TESTS_DIR),
+            FEDIGUARD_DETECTORS=detectors,
+            FEDIGUARD_LOG_LEVEL="INFO",
+            FG_TEST_SLEEP_S=str(sleep_s),
+            FEDIGUARD_WORKER_KEY=KEYS[name],
+        )
+        cmd = [sys.executable, "-m", "fediguard", "worker", "--server", gw.url]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def remote(gw: RunningGateway) -> dict[str, dict[str, object]]:
+    rows = httpx.get(f"{gw.url}/api/v1/workers").json()["scanners"]
+    return {r["name"]: r for r in rows if r["kind"] == "remote"}
+
+
+def gateway(gateway_for: Start, **overrides: object) -> RunningGateway:
+    settings: dict[str, object] = {"local_scanner": False, "worker_keys": WORKER_KEYS, "detectors": [PLUGINS]}
+    settings.update(overrides)
+    return gateway_for(**settings)
+
+
+@pytest.fixture(autouse=True)
+def _plugins_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+
+
+def test_uploads_spread_across_two_workers(gateway_for: Start, workers: Callable[..., object]) -> None:
+    gw = gateway(gateway_for)
+    workers(gw, "w1", 0.1)
+    workers(gw, "w2", 0.1)
+    wait_for(lambda: {"w1", "w2"} <= set(remote(gw)), what="both workers to poll")
+    responses: list[httpx.Response] = []
+    threads = [threading.Thread(target=lambda: responses.append(gw.post(drawn_png()))) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in responses] == [200] * 12
+    scanners = {gw.store.get(r.json()["id"]).scanner for r in responses}  # type: ignore[union-attr]
+    assert scanners == {"w1", "w2"}
+    record = gw.store.get(responses[0].json()["id"])
+    assert record is not None and record.results[0]["detector"] == "sleep"
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'fediguard_worker_completed{scanner="w1"}' in metrics
+
+
+def test_killed_worker_loses_no_job(
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    gw = gateway(gateway_for, lease_s=1.0, deadline_s=15)
+    stuck = workers(gw, "w1", 60)  # holds its lease, scanning "forever"
+    wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
+    result: list[httpx.Response] = []
+    poster = threading.Thread(target=lambda: result.append(gw.post(drawn_png())))
+    poster.start()
+    wait_for(lambda: remote(gw)["w1"]["busy"] == 1, what="w1 to hold the lease")
+    stuck.send_signal(signal.SIGKILL)
+    workers(gw, "w2", 0.01)
+    poster.join(30)
+    assert result and result[0].status_code == 200, result
+    body = result[0].json()
+    assert body["verdict"] == "pass"
+    assert gw.store.get(body["id"]).scanner == "w2"  # type: ignore[union-attr]
+    assert gw.service.queue.requeued == 1 and gw.service.queue.depth == 0
+    assert remote(gw)["w1"]["expired_leases"] == 1
+
+
+def test_worker_with_other_detectors_is_refused(
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    gw = gateway(gateway_for)
+    proc = workers(gw, "w1", detectors="support.plugins:benign")
+    assert proc.wait(60) == 2
+    assert proc.stderr is not None and b"detector mismatch" in proc.stderr.read()
+
+
+def test_worker_with_a_wrong_key_exits(gateway_for: Start) -> None:
+    gw = gateway(gateway_for)
+    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DETECTORS=PLUGINS)
+    run = subprocess.run(
+        [sys.executable, "-m", "fediguard", "worker", "--server", gw.url, "--key", "not-a-key-0123456789"],
+        env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and b"refused this worker (401)" in run.stderr
+
+
+def test_protocol_errors_are_clean_and_change_nothing(gateway_for: Start) -> None:
+    gw = gateway(gateway_for, lease_s=0.5, deadline_s=10, fail_policy="open")
+    fp = gw.service.detector_fingerprint
+    auth = {n: {"Authorization": f"Bearer {k}", "X-Fediguard-Detectors": fp} for n, k in KEYS.items()}
+    lease_url = f"{gw.url}/api/v1/worker/lease"
+    with httpx.Client(timeout=20) as http:
+        assert http.get(lease_url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert http.get(lease_url, params={"wait": "0.05"}, headers=auth["w1"]).status_code == 204
+        assert http.get(lease_url, params={"wait": "x"}, headers=auth["w1"]).status_code == 400
+        poster = threading.Thread(target=lambda: gw.post(drawn_png(), timeout=20))
+        poster.start()
+        job = http.get(lease_url, params={"wait": "5"}, headers=auth["w1"])
+        assert job.status_code == 200 and job.content.startswith(b"\x89PNG")
+        lease = job.headers["x-fediguard-lease"]
+        result_url = f"{lease_url}/{lease}/result"
+        good = {"results": [{"detector": "sleep", "version": "test-1", "scores": {}}]}
+        # another worker's lease, malformed results, an unknown lease: refused, nothing changes
+        assert http.post(result_url, json=good, headers=auth["w2"]).status_code == 404
+        assert http.post(result_url, content=b"{not json", headers=auth["w1"]).status_code == 422
+        assert http.post(result_url, json={"results": [{"scores": 1}]}, headers=auth["w1"]).status_code == 422
+        assert http.post(result_url, json={"error": "deadline"}, headers=auth["w1"]).status_code == 422
+        assert http.post(f"{lease_url}/nope/result", json=good, headers=auth["w1"]).status_code == 404
+        assert http.post(f"{lease_url}/{lease}/extend", headers=auth["w2"]).status_code == 404
+        assert http.post(f"{lease_url}/{lease}/extend", headers=auth["w1"]).status_code == 200
+        # let the lease go stale: its result is refused; the job went back to the queue
+        time.sleep(0.8)
+        assert http.post(result_url, json=good, headers=auth["w1"]).status_code == 404
+        again = http.get(lease_url, params={"wait": "5"}, headers=auth["w2"])
+        assert (
+            again.status_code == 200
+            and again.headers["x-fediguard-sha256"] == job.headers["x-fediguard-sha256"]
+        )
+        lease2 = again.headers["x-fediguard-lease"]
+        assert http.post(f"{lease_url}/{lease2}/result", json=good, headers=auth["w2"]).status_code == 200
+        poster.join(20)
+    assert gw.store.count() == 1
+    assert gw.store.recent(1)[0].scanner == "w2" and gw.store.recent(1)[0].verdict == "pass"
+
+
+def test_no_worker_applies_the_fail_policy_promptly(
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    gw = gateway(gateway_for, deadline_s=20)
+    proc = workers(gw, "w1")
+    wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
+    proc.kill()
+    proc.wait(10)
+    time.sleep(2.5)  # past REMOTE_STALE_S: the dead worker no longer counts
+    t = time.monotonic()
+    response = gw.post(drawn_png(), timeout=30)
+    assert time.monotonic() - t < 2
+    assert response.status_code == 503 and response.json()["fail_reason"] == "no_scanner"
+    assert httpx.get(f"{gw.url}/readyz").status_code == 503
+
+
+def test_fedi_safety_worker_protocol(gateway_for: Start) -> None:
+    """A stand-in that speaks exactly the fedi-safety worker protocol gets jobs and its verdicts apply."""
+    gw = gateway(gateway_for, fail_policy="open")
+    answers = iter([(True, False), (False, True), (False, False)])
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def fedi_safety_worker() -> None:
+        with httpx.Client(base_url=gw.url, headers={"apikey": KEYS["w3"]}, timeout=10) as http:
+            while not stop.is_set():
+                r = http.get("/api/v1/pop")
+                if r.status_code == 204:
+                    continue
+                assert r.status_code == 200
+                disposition = r.headers["content-disposition"]
+                name = disposition.split("filename=")[1].strip('"')
+                seen.append(name)
+                is_csam, is_nsfw = next(answers)
+                done = http.post("/api/v1/pop", json={"image": name, "is_csam": is_csam, "is_nsfw": is_nsfw})
+                assert done.status_code == 200
+
+    thread = threading.Thread(target=fedi_safety_worker, daemon=True)
+    thread.start()
+    try:
+        statuses = [gw.post(drawn_png(colour=(i, i, i))) for i in range(3)]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [r.status_code for r in statuses] == [406, 200, 200]
+    assert [r.json()["labels"] for r in statuses] == [["csam_suspect"], ["nsfw"], []]
+    assert all(name.endswith(".png") for name in seen)
+    record = gw.store.get(statuses[0].json()["id"])
+    assert record is not None and record.scanner == "w3"
+    assert record.results[0]["scores"] == {"csam": 1.0, "nsfw": 0.0}
+    with httpx.Client(base_url=gw.url, timeout=10) as http:
+        assert http.get("/api/v1/pop", headers={"apikey": "nope"}).status_code == 401
+        bad = http.post(
+            "/api/v1/pop", headers={"apikey": KEYS["w3"]}, json={"image": "x.png", "is_csam": "yes"}
+        )
+        assert bad.status_code == 422
+        gone = http.post("/api/v1/pop", headers={"apikey": KEYS["w3"]},
+                         json={"image": "unknown.png", "is_csam": False, "is_nsfw": False})  # fmt: skip
+        assert gone.status_code == 404
