@@ -215,11 +215,13 @@ def test_fedi_safety_worker_protocol(gateway_for: Start) -> None:
 
     thread = threading.Thread(target=fedi_safety_worker, daemon=True)
     thread.start()
+    wait_for(lambda: "w3" in remote(gw), what="the stand-in to poll")
     try:
         statuses = [gw.post(drawn_png(colour=(i, i, i))) for i in range(3)]
     finally:
         stop.set()
         thread.join(10)
+    assert [r.json()["verdict"] for r in statuses] == ["reject", "pass", "pass"]
     assert [r.status_code for r in statuses] == [406, 200, 200]
     assert [r.json()["labels"] for r in statuses] == [["csam_suspect"], ["nsfw"], []]
     assert all(name.endswith(".png") for name in seen)
