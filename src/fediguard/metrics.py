@@ -43,6 +43,11 @@ class Metrics:
             buckets=_STAGE_BUCKETS,
             registry=self.registry,
         )
+        self.record_failures = Counter(
+            "fediguard_record_failures",
+            "Decisions answered but not recorded (database error).",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "fediguard_queue_depth", "Jobs waiting for a scanner.", registry=self.registry
         )

@@ -80,14 +80,22 @@ class RecordStore:
         self.engine.dispose()
 
     def add(self, decision: NewDecision) -> int:
-        row = {k: getattr(decision, k) for k in NewDecision.__dataclass_fields__}
-        row["labels"] = list(decision.labels)
-        row["reasons"] = list(decision.reasons)
-        row["results"] = list(decision.results)
-        row["created_at"] = datetime.now(UTC)
+        return self.add_many([decision])[0]
+
+    def add_many(self, batch: Sequence[NewDecision]) -> list[int]:
+        """Insert several decisions in one transaction; their ids, in order."""
+        now = datetime.now(UTC)
+        rows = []
+        for decision in batch:
+            row = {k: getattr(decision, k) for k in NewDecision.__dataclass_fields__}
+            row["labels"] = list(decision.labels)
+            row["reasons"] = list(decision.reasons)
+            row["results"] = list(decision.results)
+            row["created_at"] = now
+            rows.append(row)
+        statement = decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True)
         with self.engine.begin() as conn:
-            result = conn.execute(decisions.insert().values(**row).returning(decisions.c.id))
-            return int(result.scalar_one())
+            return [int(i) for i in conn.execute(statement, rows).scalars()]
 
     def get(self, record_id: int) -> DecisionRecord | None:
         with self.engine.connect() as conn:

@@ -18,6 +18,7 @@ from fediguard.media.decode import MediaLimits
 from fediguard.metrics import Metrics
 from fediguard.policy import Decision, FailReason, PolicyConfig, decide, fail_decision
 from fediguard.records import NewDecision, RecordStore
+from fediguard.records.writer import RecordWriter
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.local import LocalScanner
 from fediguard.scanning.pipeline import Pipeline
@@ -74,6 +75,7 @@ class ScanService:
         self.queue = JobQueue(settings.queue_max, lease_s=settings.lease_s)
         self.pipeline_factory = pipeline_factory or make_pipeline_factory(settings)
         self.local: LocalScanner | None = None
+        self.writer: RecordWriter | None = None
         self.detector_fingerprint = ""
         self.metrics.on_collect(self._refresh_gauges)
 
@@ -82,7 +84,9 @@ class ScanService:
         return (self.local is None or self.local.ready) and self.queue.able_to_scan()
 
     async def start(self) -> None:
-        """Load and warm up the in-process scanner (when enabled)."""
+        """Start the record writer; load and warm up the in-process scanner (when enabled)."""
+        if self.store is not None:
+            self.writer = RecordWriter(self.store)
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
             self.detector_fingerprint = await self.local.start()
@@ -96,6 +100,8 @@ class ScanService:
         self.queue.close()
         if self.local is not None:
             await self.local.stop()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
 
     async def decide(
         self,
@@ -243,7 +249,16 @@ class ScanService:
             fingerprint=self.detector_fingerprint or None,
         )
         t = time.perf_counter()
-        record_id = await asyncio.to_thread(self.store.add, record)
+        try:
+            if self.writer is not None:
+                record_id = await self.writer.add(record)
+            else:
+                record_id = await asyncio.to_thread(self.store.add, record)
+        except Exception:
+            # The verdict still stands and is answered; the missing record is logged and counted.
+            log.exception("could not record the decision for %s (verdict %s)", sha256[:16], decision.verdict)
+            self.metrics.record_failures.inc()
+            return None
         self.metrics.stage_seconds.labels("record").observe(time.perf_counter() - t)
         return record_id
 
