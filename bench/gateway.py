@@ -128,7 +128,8 @@ def measure(url: str, body: bytes, concurrency: int, args: argparse.Namespace) -
             script, payload = Path(tmp, "post.lua"), Path(tmp, "body.png")
             script.write_text(WRK_SCRIPT)
             payload.write_bytes(body)
-            cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{args.seconds}s", "--timeout", "30s", "-s", str(script), url]
+            wrk = ["wrk", "-t1", f"-c{concurrency}", f"-d{args.seconds}s", "--timeout", "30s"]
+            cmd = [*wrk, "-s", str(script), url]
             env = dict(os.environ, FG_BODY=str(payload))
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
         fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
