@@ -81,3 +81,10 @@ def test_config_command_refuses_invalid_settings(tmp_path: Path) -> None:
         [sys.executable, "-m", "fediguard", "config"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert run.returncode == 2 and "fail_policy" in run.stderr
+
+
+def test_client_policy_labels_are_checked() -> None:
+    with pytest.raises(ConfigError, match="client_policies"):
+        load_settings(environ={"FEDIGUARD_CLIENT_POLICIES": '{"a": {"reject_labels": ["bogus"]}}'})
+    with pytest.raises(ConfigError, match="client_policies"):
+        load_settings(environ={"FEDIGUARD_CLIENT_POLICIES": "not json"})

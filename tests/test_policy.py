@@ -88,3 +88,23 @@ def test_fail_decision_says_what_applied() -> None:
     d = fail_decision(FailReason.DEADLINE, FailPolicy.OPEN, "no result within 8 s")
     assert d.verdict is Verdict.UNSCANNED and d.fail_policy is FailPolicy.OPEN
     assert d.reasons == ("no verdict (deadline): no result within 8 s; fail-open policy applied",)
+
+
+def test_per_client_overrides(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fediguard.config import load_settings
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        '[client_policies.strict]\nreject_labels = ["csam_suspect", "nsfw"]\nexplicit_threshold = 0.3\n'
+    )
+    settings = load_settings(toml, environ={})
+    base = PolicyConfig.from_settings(settings)
+    strict = base.for_client("strict", settings)
+    assert base.for_client("other", settings) is base
+    assert strict.reject_labels == frozenset({"csam_suspect", "nsfw"}) and strict.explicit_threshold == 0.3
+    assert strict.minor_age == base.minor_age
+    results = [nudity((0, 0.4))]
+    assert decide(results, base).verdict is Verdict.PASS and decide(results, base).labels == ()
+    assert decide(results, strict).verdict is Verdict.REJECT
+    env = load_settings(environ={"FEDIGUARD_CLIENT_POLICIES": '{"a": {"minor_age": 21}}'})
+    assert env.client_policies["a"].minor_age == 21

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -74,6 +75,22 @@ def _parse_credentials(value: Any, kind: str, name_required: bool) -> list[Crede
     return creds
 
 
+class ClientPolicy(BaseModel):
+    """Policy settings that differ for one client (by its token name, or ``ip:ADDRESS``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reject_labels: list[str] | None = None
+    explicit_threshold: float | None = Field(None, ge=0, le=1)
+    minor_age: float | None = Field(None, ge=0, le=100)
+    age_uncertainty_factor: float | None = Field(None, ge=0, le=5)
+
+    @field_validator("reject_labels", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return _split_list(value)
+
+
 class Settings(BaseModel):
     """Every setting fediguard reads. Environment variable = ``FEDIGUARD_`` + the upper-case name;
     TOML key = the name."""
@@ -117,6 +134,7 @@ class Settings(BaseModel):
     explicit_threshold: float = Field(0.5, ge=0, le=1)
     minor_age: float = Field(18.0, ge=0, le=100)
     age_uncertainty_factor: float = Field(1.0, ge=0, le=5)
+    client_policies: dict[str, ClientPolicy] = Field(default_factory=dict)
 
     # --- records ---------------------------------------------------------------------------------
     data_dir: Path = Path("fediguard-data")
@@ -145,11 +163,24 @@ class Settings(BaseModel):
     @field_validator("reject_labels")
     @classmethod
     def _known_labels(cls, value: list[str]) -> list[str]:
-        from fediguard.policy import LABELS
+        _check_labels(value)
+        return value
 
-        unknown = sorted(set(value) - set(LABELS))
-        if unknown:
-            raise ValueError(f"unknown label(s) {unknown}; known: {sorted(LABELS)}")
+    @field_validator("client_policies", mode="before")
+    @classmethod
+    def _client_policies(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: a JSON object
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from exc
+        return value
+
+    @field_validator("client_policies")
+    @classmethod
+    def _client_labels(cls, value: dict[str, ClientPolicy]) -> dict[str, ClientPolicy]:
+        for policy in value.values():
+            _check_labels(policy.reject_labels or [])
         return value
 
     @field_validator("log_level")
@@ -178,6 +209,14 @@ class Settings(BaseModel):
         data["worker_key"] = "***" if self.worker_key else None
         data["database_url"] = _mask_url(self.effective_database_url)
         return data
+
+
+def _check_labels(labels: list[str]) -> None:
+    from fediguard.policy import LABELS
+
+    unknown = sorted(set(labels) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown label(s) {unknown}; known: {sorted(LABELS)}")
 
 
 def _mask_url(url: str) -> str:

@@ -56,12 +56,30 @@ class PolicyConfig:
             age_uncertainty_factor=settings.age_uncertainty_factor,
         )
 
+    def for_client(self, client: str, settings: Settings) -> PolicyConfig:
+        """This policy with the client's overrides (``client_policies``) applied, if it has any."""
+        override = settings.client_policies.get(client)
+        if override is None:
+            return self
+        return PolicyConfig(
+            reject_labels=frozenset(override.reject_labels)
+            if override.reject_labels is not None
+            else self.reject_labels,
+            explicit_threshold=_pick(override.explicit_threshold, self.explicit_threshold),
+            minor_age=_pick(override.minor_age, self.minor_age),
+            age_uncertainty_factor=_pick(override.age_uncertainty_factor, self.age_uncertainty_factor),
+        )
+
     def fingerprint(self) -> str:
         """Changes whenever a setting that affects verdicts changes (for cached decisions)."""
         return (
             f"reject={','.join(sorted(self.reject_labels))};explicit={self.explicit_threshold};"
             f"minor={self.minor_age};k={self.age_uncertainty_factor}"
         )
+
+
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 @dataclass(frozen=True)

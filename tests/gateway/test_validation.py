@@ -289,3 +289,15 @@ def test_health_ready_and_metrics(gateway_for: Start) -> None:
     assert 'fediguard_decisions_total{policy="none",source="gateway",verdict="pass"} 1.0' in text
     assert 'fediguard_stage_seconds_count{stage="total"} 1.0' in text
     assert "fediguard_queue_depth 0.0" in text
+
+
+def test_per_client_policy_override(gateway_for: Start) -> None:
+    strict_secret, lax_secret = "strict-client-secret-012345", "lax-client-secret-0123456"
+    gw = gateway_for(
+        lambda: ScoreDetector("nudity", {"explicit": 0.9}),
+        client_tokens=f"strict:{strict_secret},lax:{lax_secret}",
+        client_policies={"strict": {"reject_labels": ["csam_suspect", "nsfw"]}},
+    )
+    assert gw.post(drawn_png(), client=lax_secret).status_code == 200
+    strict = gw.post(drawn_png(), client=strict_secret)
+    assert strict.status_code == 406 and strict.json()["labels"] == ["nsfw"]

@@ -102,7 +102,13 @@ class Gateway:
                 source="gateway",
             )
             return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
-        outcome = await self.service.decide(upload.data, upload.media_type, client=client, source="gateway")
+        outcome = await self.service.decide(
+            upload.data,
+            upload.media_type,
+            client=client,
+            source="gateway",
+            policy=self.service.policy_for(client),
+        )
         return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
 
     async def healthz(self, _request: Request) -> Response:

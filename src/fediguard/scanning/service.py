@@ -210,6 +210,9 @@ class ScanService:
             return outcome, self._fail(outcome.error, outcome.error_detail)
         return outcome, decide(outcome.results, policy or self.policy)
 
+    def policy_for(self, client: str) -> PolicyConfig:
+        return self.policy.for_client(client, self.settings)
+
     def _fail(self, reason: FailReason, detail: str) -> Decision:
         decision = fail_decision(reason, self.settings.fail_policy, detail)
         self.metrics.fail_policy.labels(reason.value, self.settings.fail_policy.value).inc()
