@@ -114,13 +114,17 @@ class Settings(BaseModel):
     local_scanner: bool = True
     scanner_threads: int = Field(2, ge=1, le=64)
     queue_max: int = Field(64, ge=1, le=100_000)
-    detectors: list[str] = Field(default_factory=lambda: ["hashlist", "nudity", "age"])
+    detectors: list[str] = Field(default_factory=lambda: ["nudity", "age"])
     onnx_threads: int = Field(1, ge=1, le=64)
     sample_frames: int = Field(16, ge=1, le=900)
     max_pixels: int = Field(50_000_000, ge=1)
     max_frame_side: int = Field(1280, ge=64, le=8192)
     hashlist_deny_file: Path | None = None
     hashlist_allow_file: Path | None = None
+    banks: bool = True
+    bank_refresh_s: float = Field(5.0, gt=0, le=3600)
+    pdq_max_distance: int = Field(31, ge=0, le=128)
+    verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)
 

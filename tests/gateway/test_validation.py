@@ -14,8 +14,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import RunningGateway, astronaut_jpeg, drawn_png, encode
 from support.detectors import CallCounter, HangDetector, RaiseDetector, ScoreDetector, SleepDetector
+from support.gateway import RunningGateway
+from support.images import astronaut_jpeg, drawn_png, encode
 
 pytestmark = pytest.mark.usefixtures("no_temp_files_left")
 

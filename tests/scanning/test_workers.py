@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RunningGateway, drawn_png
+from support.gateway import RunningGateway
+from support.images import drawn_png
 
 KEYS = {"w1": "worker-one-key-0123456789", "w2": "worker-two-key-0123456789", "w3": "worker-three-key-012345"}
 WORKER_KEYS = ",".join(f"{n}:{k}" for n, k in KEYS.items())
@@ -83,7 +84,8 @@ def test_uploads_spread_across_two_workers(gateway_for: Start, workers: Callable
     workers(gw, "w2", 0.1)
     wait_for(lambda: {"w1", "w2"} <= set(remote(gw)), what="both workers to poll")
     responses: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: responses.append(gw.post(drawn_png()))) for _ in range(12)]
+    bodies = [drawn_png(colour=(i, 50, 50)) for i in range(12)]  # distinct bytes: no verdict cache
+    threads = [threading.Thread(target=lambda b=b: responses.append(gw.post(b))) for b in bodies]
     for t in threads:
         t.start()
     for t in threads:

@@ -7,12 +7,14 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -48,4 +50,29 @@ decisions = Table(
     Index("ix_decisions_sha256", "sha256"),
     Index("ix_decisions_created_at", "created_at"),
     Index("ix_decisions_verdict", "verdict"),
+)
+
+banks = Table(
+    "banks",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("kind", String(8), nullable=False),  # deny | allow
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+bank_entries = Table(
+    "bank_entries",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("bank_id", _Id, ForeignKey("banks.id"), nullable=False),
+    Column("hash_kind", String(8), nullable=False),  # pdq | sha256
+    Column("value", String(64), nullable=False),  # 64 lowercase hex characters
+    Column("note", Text, nullable=False, default=""),
+    Column("source", String(300), nullable=False, default=""),  # file, record id, "cli"
+    Column("added_by", String(200), nullable=False, default=""),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("bank_id", "hash_kind", "value", name="uq_bank_entries_hash"),
+    Index("ix_bank_entries_value", "hash_kind", "value"),
 )

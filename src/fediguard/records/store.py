@@ -113,6 +113,23 @@ class RecordStore:
         with self.engine.connect() as conn:
             return [_to_record(r) for r in conn.execute(query).mappings()]
 
+    def find_pass(self, sha256: str, fingerprint: str) -> int | None:
+        """The newest scanned pass for these bytes under this fingerprint (the verdict cache)."""
+        query = (
+            select(decisions.c.id)
+            .where(
+                decisions.c.sha256 == sha256,
+                decisions.c.verdict == "pass",
+                decisions.c.fingerprint == fingerprint,
+                decisions.c.review.is_(None) | (decisions.c.review != "confirmed"),
+            )
+            .order_by(decisions.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return int(found) if found is not None else None
+
     def count(self, verdict: str | None = None) -> int:
         query = select(func.count()).select_from(decisions)
         if verdict:

@@ -13,7 +13,6 @@ import asyncio
 import functools
 import logging
 
-from fediguard.detectors.registry import fingerprint
 from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.pipeline import Pipeline
@@ -29,7 +28,7 @@ def _run(job: ScanJob, pipeline: Pipeline) -> ScanOutcome:
 
 def _warm_up(pipeline: Pipeline) -> str:
     pipeline.warm_up()
-    return fingerprint(pipeline.detectors)
+    return pipeline.fingerprint
 
 
 class LocalScanner:

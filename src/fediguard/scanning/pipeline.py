@@ -11,7 +11,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from fediguard.detectors.base import Detector, Subject
+from fediguard.banks.matcher import BankMatcher
+from fediguard.banks.pdq import pdq_hash
+from fediguard.detectors.base import Detector, DetectorResult, Subject
+from fediguard.detectors.registry import fingerprint
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.media.frames import DecodedMedia
@@ -21,13 +24,36 @@ from fediguard.scanning.job import ScanOutcome
 log = logging.getLogger(__name__)
 
 
-class Pipeline:
-    """One detector set plus the media limits. Not thread-safe: one Pipeline per scanner thread."""
+PDQ_STAGE = "pdq@1"
+"""Named in a pipeline's fingerprint when it hashes frames, so gateway and workers agree on it."""
 
-    def __init__(self, detectors: Sequence[Detector], limits: MediaLimits, scanner: str = "local") -> None:
+
+class Pipeline:
+    """One detector set plus the media limits. Not thread-safe: one Pipeline per scanner thread.
+
+    With ``hash_frames`` every decoded frame gets a PDQ hash (recorded, and matched against the banks
+    by the gateway); with a ``matcher`` (in-process scanners) the banks are checked right after
+    hashing, so an allow or deny hit runs no model at all.
+    """
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        limits: MediaLimits,
+        scanner: str = "local",
+        hash_frames: bool = False,
+        matcher: BankMatcher | None = None,
+    ) -> None:
         self.detectors = sorted(detectors, key=lambda d: d.cost)
         self.limits = limits
         self.scanner = scanner
+        self.hash_frames = hash_frames
+        self.matcher = matcher
+
+    @property
+    def fingerprint(self) -> str:
+        detectors = fingerprint(self.detectors)
+        return f"{detectors},{PDQ_STAGE}" if self.hash_frames else detectors
 
     def warm_up(self) -> None:
         for detector in self.detectors:
@@ -44,30 +70,69 @@ class Pipeline:
                 timings["decode"] = time.perf_counter() - started
 
         subject = Subject(data, sha256, media_type, _decode)
-        results = []
-        for detector in self.detectors:
-            started = time.perf_counter()
-            decode_before = timings.get("decode", 0.0)
-            try:
-                result = detector.detect(subject)
-            except MediaError as exc:
-                return ScanOutcome(
-                    timings=timings, error=FailReason.UNDECODABLE, error_detail=str(exc), scanner=self.scanner
-                )
-            except Exception as exc:
-                log.exception("detector %s failed on %s", detector.name, sha256[:12])
-                return ScanOutcome(
-                    timings=timings,
-                    error=FailReason.SCANNER_ERROR,
-                    error_detail=f"detector {detector.name} failed: {type(exc).__name__}: {exc}",
-                    scanner=self.scanner,
-                )
-            # Decoding happens inside the first detector that needs frames; it is timed on its own.
-            decode_spent = timings.get("decode", 0.0) - decode_before
-            seconds = time.perf_counter() - started - decode_spent
-            timings[f"detector:{detector.name}"] = seconds
-            results.append(replace(result, seconds=seconds))
-            if result.decisive:
-                break
+        results: list[DetectorResult] = []
+        pdq: list[dict[str, object]] | None = None
+        try:
+            for detector in self.detectors:
+                if detector.cost > 0 and self.hash_frames and pdq is None:
+                    pdq, hit = self._hash(subject, timings)
+                    if hit is not None:
+                        results.append(hit)
+                        break
+                result = self._detect(detector, subject, timings)
+                results.append(result)
+                if result.decisive:
+                    break
+            else:
+                if self.hash_frames and pdq is None:
+                    pdq, hit = self._hash(subject, timings)
+                    if hit is not None:
+                        results.append(hit)
+        except MediaError as exc:
+            return ScanOutcome(
+                timings=timings, error=FailReason.UNDECODABLE, error_detail=str(exc), scanner=self.scanner
+            )
+        except _DetectorFailed as exc:
+            return ScanOutcome(
+                timings=timings, error=FailReason.SCANNER_ERROR, error_detail=str(exc), scanner=self.scanner
+            )
         detected = subject.media.media_type if "media" in subject.__dict__ else None
-        return ScanOutcome(results=results, detected_type=detected, timings=timings, scanner=self.scanner)
+        return ScanOutcome(
+            results=results, detected_type=detected, timings=timings, pdq=pdq, scanner=self.scanner
+        )
+
+    def _detect(self, detector: Detector, subject: Subject, timings: dict[str, float]) -> DetectorResult:
+        started = time.perf_counter()
+        decode_before = timings.get("decode", 0.0)
+        try:
+            result = detector.detect(subject)
+        except MediaError:
+            raise
+        except Exception as exc:
+            log.exception("detector %s failed on %s", detector.name, subject.sha256[:12])
+            raise _DetectorFailed(f"detector {detector.name} failed: {type(exc).__name__}: {exc}") from exc
+        # Decoding happens inside the first detector that needs frames; it is timed on its own.
+        seconds = time.perf_counter() - started - (timings.get("decode", 0.0) - decode_before)
+        timings[f"detector:{detector.name}"] = seconds
+        return replace(result, seconds=seconds)
+
+    def _hash(
+        self, subject: Subject, timings: dict[str, float]
+    ) -> tuple[list[dict[str, object]], DetectorResult | None]:
+        frames = subject.media.frames
+        started = time.perf_counter()
+        hashes = [(frame.index, pdq_hash(frame.image)) for frame in frames if min(frame.image.shape[:2]) > 0]
+        timings["pdq"] = time.perf_counter() - started
+        records: list[dict[str, object]] = [
+            {"frame": index, "hash": h.hex, "quality": h.quality} for index, h in hashes
+        ]
+        if self.matcher is None:
+            return records, None
+        started = time.perf_counter()
+        hit = self.matcher.result(self.matcher.match_pdq(hashes))
+        timings["banks"] = time.perf_counter() - started
+        return records, hit
+
+
+class _DetectorFailed(Exception):
+    pass

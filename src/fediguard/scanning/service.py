@@ -10,13 +10,17 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from fediguard.banks.matcher import DETECTOR as BANKS_DETECTOR
+from fediguard.banks.matcher import BankMatcher
+from fediguard.banks.pdq import PdqHash
+from fediguard.banks.store import BankStore
 from fediguard.config import Settings
-from fediguard.detectors.registry import build_detectors, fingerprint
+from fediguard.detectors.registry import build_detectors
 from fediguard.media.decode import MediaLimits
 from fediguard.metrics import Metrics
-from fediguard.policy import Decision, FailReason, PolicyConfig, decide, fail_decision
+from fediguard.policy import Decision, FailReason, PolicyConfig, Verdict, decide, fail_decision
 from fediguard.records import NewDecision, RecordStore
 from fediguard.records.writer import RecordWriter
 from fediguard.scanning.job import ScanJob, ScanOutcome
@@ -49,11 +53,15 @@ def media_limits(settings: Settings) -> MediaLimits:
     )
 
 
-def make_pipeline_factory(settings: Settings) -> Callable[[str], Pipeline]:
+def make_pipeline_factory(
+    settings: Settings, matcher: BankMatcher | None = None
+) -> Callable[[str], Pipeline]:
+    """Pipelines with the configured detectors; ``matcher`` checks banks in-process (None in workers)."""
     limits = media_limits(settings)
 
     def _make(scanner: str) -> Pipeline:
-        return Pipeline(build_detectors(settings), limits, scanner=scanner)
+        detectors = build_detectors(settings)
+        return Pipeline(detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher)
 
     return _make
 
@@ -73,30 +81,51 @@ class ScanService:
         self.metrics = metrics or Metrics()
         self.policy = PolicyConfig.from_settings(settings)
         self.queue = JobQueue(settings.queue_max, lease_s=settings.lease_s)
-        self.pipeline_factory = pipeline_factory or make_pipeline_factory(settings)
+        self.matcher: BankMatcher | None = None
+        self.pipeline_factory = pipeline_factory or self._default_pipeline
         self.local: LocalScanner | None = None
         self.writer: RecordWriter | None = None
         self.detector_fingerprint = ""
+        self._bank_refresh: asyncio.Task[None] | None = None
         self.metrics.on_collect(self._refresh_gauges)
+
+    def _default_pipeline(self, scanner: str) -> Pipeline:
+        return make_pipeline_factory(self.settings, self.matcher)(scanner)
 
     @property
     def ready(self) -> bool:
         return (self.local is None or self.local.ready) and self.queue.able_to_scan()
 
     async def start(self) -> None:
-        """Start the record writer; load and warm up the in-process scanner (when enabled)."""
+        """Start the record writer, load the banks, load and warm up the in-process scanner."""
         if self.store is not None:
             self.writer = RecordWriter(self.store)
+            if self.settings.banks:
+                self.matcher = BankMatcher(BankStore(self.store.engine), self.settings.pdq_max_distance)
+                await asyncio.to_thread(self.matcher.reload_if_changed)
+                self._bank_refresh = asyncio.create_task(self._refresh_banks(), name="bank-refresh")
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
             self.detector_fingerprint = await self.local.start()
         else:
             # Remote workers must run the same detectors; build the set once to learn its versions.
             probe = await asyncio.to_thread(self.pipeline_factory, "probe")
-            self.detector_fingerprint = fingerprint(probe.detectors)
+            self.detector_fingerprint = probe.fingerprint
             del probe
 
+    async def _refresh_banks(self) -> None:
+        """Pick up bank changes made by other processes (the CLI, another gateway node)."""
+        assert self.matcher is not None
+        while True:
+            await asyncio.sleep(self.settings.bank_refresh_s)
+            try:
+                await asyncio.to_thread(self.matcher.reload_if_changed)
+            except Exception:
+                log.exception("reloading the banks failed; keeping the previous ones")
+
     async def stop(self) -> None:
+        if self._bank_refresh is not None:
+            self._bank_refresh.cancel()
         self.queue.close()
         if self.local is not None:
             await self.local.stop()
@@ -126,16 +155,23 @@ class ScanService:
             sha256 = _sha256(data)
         timings["hash"] = time.perf_counter() - t
 
+        policy = policy or self.policy
+        cache_key = self._cache_key(policy)
         outcome: ScanOutcome | None = None
+        triage = await self._triage(sha256, cache_key, policy, timings) if data else None
         if not data:
             decision = self._fail(FailReason.UNDECODABLE, "empty body")
+        elif triage is not None:
+            outcome, decision = triage
         elif not self.queue.able_to_scan():
             decision = self._fail(FailReason.NO_SCANNER, "no scanner is running or has been seen recently")
         else:
             outcome, decision = await self._scan(data, sha256, media_type, deadline, timings, policy)
 
         timings["total"] = loop.time() - started
-        record_id = await self._record(decision, data, sha256, media_type, client, source, timings, outcome)
+        record_id = await self._record(
+            decision, data, sha256, media_type, client, source, timings, outcome, cache_key=cache_key
+        )
         self._count(decision, source, timings)
         log.info(
             "decision id=%s source=%s client=%s verdict=%s labels=%s policy=%s size=%d type=%s sha256=%s "
@@ -176,6 +212,33 @@ class ScanService:
         )
         return DecisionOutcome(decision, record_id, "", size, timings)
 
+    def _cache_key(self, policy: PolicyConfig) -> str:
+        """What a cached pass must have been decided under: detectors, policy and banks, all unchanged."""
+        banks = self.matcher.state if self.matcher else "-"
+        return f"{self.detector_fingerprint}|{policy.fingerprint()}|banks={banks}"
+
+    async def _triage(
+        self, sha256: str, cache_key: str, policy: PolicyConfig, timings: dict[str, float]
+    ) -> tuple[ScanOutcome, Decision] | None:
+        """Decisions that need no scanner: an exact SHA-256 bank match, or a pass already decided
+        for the same bytes under the same detectors, policy and banks."""
+        t = time.perf_counter()
+        try:
+            if self.matcher is not None:
+                hits = self.matcher.match_sha256(sha256)
+                if hits:
+                    result = await asyncio.to_thread(self.matcher.result, hits)
+                    if result is not None:
+                        return ScanOutcome(results=[result], scanner="gateway"), decide([result], policy)
+            if self.settings.verdict_cache and self.store is not None:
+                cached = await asyncio.to_thread(self.store.find_pass, sha256, cache_key)
+                if cached is not None:
+                    reason = f"cached: identical bytes passed in decision {cached}"
+                    return ScanOutcome(scanner="cache"), Decision(Verdict.PASS, (), (reason,))
+            return None
+        finally:
+            timings["triage"] = time.perf_counter() - t
+
     async def _scan(
         self,
         data: bytes,
@@ -206,12 +269,29 @@ class ScanService:
             raise
         timings["scan"] = loop.time() - t
         timings.update(outcome.timings)
+        if outcome.error is None and outcome.pdq and self.matcher is not None:
+            outcome = await asyncio.to_thread(self._match_remote_hashes, outcome)
         if outcome.error is not None:
             return outcome, self._fail(outcome.error, outcome.error_detail)
         return outcome, decide(outcome.results, policy or self.policy)
 
     def policy_for(self, client: str) -> PolicyConfig:
         return self.policy.for_client(client, self.settings)
+
+    def _match_remote_hashes(self, outcome: ScanOutcome) -> ScanOutcome:
+        """Remote workers hash frames but know no banks: match their hashes here."""
+        assert self.matcher is not None
+        if any(r.detector == BANKS_DETECTOR for r in outcome.results):
+            return outcome
+        try:
+            hashes = [
+                (int(p["frame"]), PdqHash(str(p["hash"]), int(p["quality"]))) for p in outcome.pdq or []
+            ]
+            result = self.matcher.result(self.matcher.match_pdq(hashes))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring malformed PDQ hashes from %s: %s", outcome.scanner, exc)
+            return outcome
+        return replace(outcome, results=[result, *outcome.results]) if result else outcome
 
     def _fail(self, reason: FailReason, detail: str) -> Decision:
         decision = fail_decision(reason, self.settings.fail_policy, detail)
@@ -230,6 +310,7 @@ class ScanService:
         timings: dict[str, float],
         outcome: ScanOutcome | None,
         size: int | None = None,
+        cache_key: str | None = None,
     ) -> int | None:
         if self.store is None:
             return None
@@ -249,7 +330,7 @@ class ScanService:
             fail_reason=decision.fail_reason.value if decision.fail_reason else None,
             fail_policy=decision.fail_policy.value if decision.fail_policy else None,
             scanner=outcome.scanner if outcome else None,
-            fingerprint=self.detector_fingerprint or None,
+            fingerprint=cache_key,
         )
         t = time.perf_counter()
         try:

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from fediguard.detectors.registry import fingerprint
 from fediguard.errors import FediguardError
 from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanOutcome
@@ -64,7 +63,7 @@ class _Job:
 
 def _warm_up(pipeline: Pipeline) -> str:
     pipeline.warm_up()
-    return fingerprint(pipeline.detectors)
+    return pipeline.fingerprint
 
 
 def _scan(job: _Job, pipeline: Pipeline) -> ScanOutcome:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the real servers the storage tests start (Ceph radosgw for S3, openssh-server for SFTP).
+# Idempotent: a machine that already has the binaries is left alone, so reruns cost nothing.
+# Run as root (CI and developer machines are root); see shared/TESTING.md for why these packages.
+set -euo pipefail
+
+need=(/usr/bin/radosgw /usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/ceph /usr/bin/monmaptool
+      /usr/bin/radosgw-admin /usr/sbin/sshd /usr/bin/ssh-keygen)
+missing=0
+for bin in "${need[@]}"; do
+    [[ -x "$bin" ]] || { missing=1; break; }
+done
+
+if [[ "$missing" -eq 0 ]]; then
+    echo "install-services: radosgw, ceph and sshd already installed"
+    exit 0
+fi
+
+if [[ "$(id -u)" -ne 0 ]]; then
+    echo "install-services: must run as root to apt-get install" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+    radosgw ceph-mon ceph-osd ceph-common openssh-server openssh-client
+# Debian's postinst may start a system sshd; the tests run their own on a private port and
+# do not need it, but we leave a running one alone rather than guess who else relies on it.
+echo "install-services: done"

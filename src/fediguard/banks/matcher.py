@@ -1,0 +1,134 @@
+"""Matching uploads against every bank: exact SHA-256 first (no decoding), then PDQ per frame.
+
+The matcher keeps one in-memory index per bank kind and hash kind, built from the database and
+rebuilt when the banks change (the gateway polls :meth:`BankStore.state`, a cheap query). Only
+entry ids are held in memory; a hit's bank name and note are read from the database, since hits are
+rare. Results are :class:`DetectorResult` objects named ``banks``, in the form the policy reads:
+``deny``/``allow`` scores with their distances, and notes ``denied: …`` / ``allowed: …``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fediguard.banks.index import HashIndex
+from fediguard.banks.pdq import MATCH_DISTANCE, MIN_QUALITY, PdqHash
+from fediguard.banks.sha256 import Sha256Index
+from fediguard.banks.store import BankStore
+from fediguard.detectors.base import DetectorResult
+
+log = logging.getLogger(__name__)
+
+DETECTOR = "banks"
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry_id: int
+    bank_kind: str  # deny | allow
+    hash_kind: str  # pdq | sha256
+    distance: int
+    frame: int | None = None
+
+
+@dataclass
+class _Indexes:
+    sha256: dict[str, Sha256Index]
+    pdq: dict[str, HashIndex]
+    state: tuple[int, int]
+
+
+class BankMatcher:
+    """Thread-safe: scanner threads match while the gateway reloads (the indexes are swapped whole)."""
+
+    def __init__(
+        self, store: BankStore, max_distance: int = MATCH_DISTANCE, min_quality: int = MIN_QUALITY
+    ) -> None:
+        self.store = store
+        self.max_distance = max_distance
+        self.min_quality = min_quality
+        self._reload_lock = threading.Lock()
+        self._indexes = _Indexes({k: Sha256Index() for k in ("deny", "allow")},
+                                 {k: HashIndex() for k in ("deny", "allow")}, (-1, -1))  # fmt: skip
+
+    @property
+    def state(self) -> tuple[int, int]:
+        return self._indexes.state
+
+    def reload_if_changed(self) -> bool:
+        """Rebuild the indexes when the banks changed since the last load. Blocking; call in a thread."""
+        with self._reload_lock:
+            state = self.store.state()
+            if state == self._indexes.state:
+                return False
+            started = time.perf_counter()
+            sha: dict[str, list[tuple[int, str]]] = {"deny": [], "allow": []}
+            pdq: dict[str, list[tuple[int, str]]] = {"deny": [], "allow": []}
+            for entry_id, bank_kind, hash_kind, value in self.store.all_hashes():
+                (sha if hash_kind == "sha256" else pdq)[bank_kind].append((entry_id, value))
+            indexes = _Indexes({}, {}, state)
+            for kind in ("deny", "allow"):
+                indexes.sha256[kind] = Sha256Index()
+                indexes.sha256[kind].add_many(sha[kind])
+                indexes.pdq[kind] = HashIndex()
+                indexes.pdq[kind].add_many(pdq[kind])
+            self._indexes = indexes
+            log.info(
+                "banks loaded: %d entries (%d deny, %d allow) in %.2f s",
+                state[0], len(sha["deny"]) + len(pdq["deny"]), len(sha["allow"]) + len(pdq["allow"]),
+                time.perf_counter() - started,
+            )  # fmt: skip
+            return True
+
+    def match_sha256(self, sha256: str) -> list[Hit]:
+        indexes = self._indexes
+        return [
+            Hit(entry_id, kind, "sha256", 0)
+            for kind in ("allow", "deny")
+            for entry_id in indexes.sha256[kind].lookup(sha256)
+        ]
+
+    def match_pdq(self, hashes: Sequence[tuple[int, PdqHash]]) -> list[Hit]:
+        """Hits for (frame index, hash) pairs; hashes under ``min_quality`` are ignored."""
+        usable = [(frame, h) for frame, h in hashes if h.quality >= self.min_quality]
+        if not usable:
+            return []
+        indexes = self._indexes
+        hits: list[Hit] = []
+        for kind in ("allow", "deny"):
+            index = indexes.pdq[kind]
+            if not len(index):
+                continue
+            found = index.search_many([h.hex for _, h in usable], self.max_distance)
+            for (frame, _), matches in zip(usable, found, strict=True):
+                hits.extend(Hit(entry_id, kind, "pdq", distance, frame) for entry_id, distance in matches)
+        return hits
+
+    def result(self, hits: Sequence[Hit]) -> DetectorResult | None:
+        """The ``banks`` detector result for these hits (None when there are none)."""
+        if not hits:
+            return None
+        described = self.store.describe(sorted({h.entry_id for h in hits}))
+        scores: dict[str, float] = {}
+        notes: list[str] = []
+        for hit in sorted(hits, key=lambda h: (h.distance, h.entry_id)):
+            entry = described.get(hit.entry_id)
+            if entry is None:  # deleted since the indexes were built
+                continue
+            key = hit.bank_kind
+            if key not in scores:
+                scores[key] = 1.0
+                scores[f"{key}_distance"] = float(hit.distance)
+            where = f", frame {hit.frame}" if hit.frame is not None else ""
+            note = f" — {entry.note}" if entry.note else ""
+            verb = "denied: matches" if key == "deny" else "allowed: matches"
+            how = f"{hit.hash_kind}, distance {hit.distance}{where}"
+            notes.append(f"{verb} bank {entry.bank!r} entry {entry.id} ({how}){note}")
+        if not scores:
+            return None
+        return DetectorResult(DETECTOR, VERSION, scores=scores, notes=notes[:20], decisive=True)

@@ -1,0 +1,191 @@
+"""Banks in the records database: named lists of hashes, each ``deny`` or ``allow``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from fediguard.banks.formats import BankEntry
+from fediguard.errors import FediguardError
+from fediguard.records.schema import bank_entries, banks
+
+BANK_KINDS = ("deny", "allow")
+
+
+class BankError(FediguardError):
+    """A bank operation that cannot be done (unknown bank, name taken, bad kind)."""
+
+
+@dataclass(frozen=True)
+class Bank:
+    id: int
+    name: str
+    kind: str
+    description: str
+    created_at: datetime
+    entries: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    id: int
+    bank: str
+    bank_kind: str
+    hash_kind: str
+    value: str
+    note: str
+    source: str
+    added_by: str
+    added_at: datetime
+
+
+class BankStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, name: str, kind: str, description: str = "") -> Bank:
+        if kind not in BANK_KINDS:
+            raise BankError(f"bank kind must be deny or allow, not {kind!r}")
+        if (
+            not name
+            or len(name) > 100
+            or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        ):
+            raise BankError("bank names are 1-100 letters, digits, '-', '_' or '.'")
+        created = datetime.now(UTC)
+        row = {"name": name, "kind": kind, "description": description, "created_at": created}
+        try:
+            with self.engine.begin() as conn:
+                bank_id = conn.execute(banks.insert().values(**row).returning(banks.c.id)).scalar_one()
+        except IntegrityError as exc:
+            raise BankError(f"a bank named {name!r} exists already") from exc
+        return Bank(int(bank_id), name, kind, description, created)
+
+    def get(self, name: str) -> Bank:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(banks).where(banks.c.name == name)).mappings().first()
+            if row is None:
+                raise BankError(f"no bank named {name!r} (see `fediguard banks list`)")
+            count = conn.execute(
+                select(func.count()).select_from(bank_entries).where(bank_entries.c.bank_id == row["id"])
+            ).scalar_one()
+        return Bank(row["id"], row["name"], row["kind"], row["description"], row["created_at"], int(count))
+
+    def ensure(self, name: str, kind: str) -> Bank:
+        """The bank named ``name``, created with ``kind`` if missing; BankError if it has the other kind."""
+        try:
+            bank = self.get(name)
+        except BankError:
+            return self.create(name, kind)
+        if bank.kind != kind:
+            raise BankError(f"bank {name!r} is a {bank.kind} bank, not {kind}")
+        return bank
+
+    def list(self) -> list[Bank]:
+        counts = (
+            select(bank_entries.c.bank_id, func.count().label("n"))
+            .group_by(bank_entries.c.bank_id)
+            .subquery()
+        )
+        query = select(banks, func.coalesce(counts.c.n, 0).label("n")).outerjoin(
+            counts, counts.c.bank_id == banks.c.id
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(banks.c.name)).mappings().all()
+        return [
+            Bank(r["id"], r["name"], r["kind"], r["description"], r["created_at"], int(r["n"])) for r in rows
+        ]
+
+    def delete(self, name: str) -> int:
+        """Delete a bank and its entries; returns how many entries went."""
+        bank = self.get(name)
+        with self.engine.begin() as conn:
+            gone = conn.execute(delete(bank_entries).where(bank_entries.c.bank_id == bank.id)).rowcount
+            conn.execute(delete(banks).where(banks.c.id == bank.id))
+        return int(gone or 0)
+
+    def add(self, name: str, entries: Sequence[BankEntry], source: str, added_by: str) -> int:
+        """Add entries to a bank in one transaction; hashes already in it are skipped. Returns how
+        many were new."""
+        bank = self.get(name)
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            values = {e.value for e in entries}
+            existing = self._existing(conn, bank.id, values if len(values) <= 10_000 else None)
+            rows, seen = [], set(existing)
+            for entry in entries:
+                key = (entry.kind, entry.value)
+                if key in seen:
+                    continue
+                seen.add(key)
+                rows.append({
+                    "bank_id": bank.id, "hash_kind": entry.kind, "value": entry.value, "note": entry.note,
+                    "source": source[:300], "added_by": added_by[:200], "added_at": now,
+                })  # fmt: skip
+            if rows:
+                conn.execute(bank_entries.insert(), rows)
+        return len(rows)
+
+    @staticmethod
+    def _existing(conn: Connection, bank_id: int, values: set[str] | None) -> set[tuple[str, str]]:
+        """Keys already in the bank: among ``values``, or all of them (for large imports)."""
+        query = select(bank_entries.c.hash_kind, bank_entries.c.value).where(
+            bank_entries.c.bank_id == bank_id
+        )
+        if values is not None:
+            query = query.where(bank_entries.c.value.in_(values))
+        return {(r.hash_kind, r.value) for r in conn.execute(query)}
+
+    def entries(self, name: str) -> Iterator[BankEntry]:
+        bank = self.get(name)
+        query = (
+            select(bank_entries.c.hash_kind, bank_entries.c.value, bank_entries.c.note)
+            .where(bank_entries.c.bank_id == bank.id)
+            .order_by(bank_entries.c.id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield BankEntry(row.hash_kind, row.value, row.note)
+
+    def all_hashes(self) -> Iterable[tuple[int, str, str, str]]:
+        """Every entry as (entry id, bank kind, hash kind, value), for building the matcher's indexes."""
+        query = select(bank_entries.c.id, banks.c.kind, bank_entries.c.hash_kind, bank_entries.c.value).join(
+            banks, banks.c.id == bank_entries.c.bank_id
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=10_000).execute(query):
+                yield int(row.id), row.kind, row.hash_kind, row.value
+
+    def describe(self, entry_ids: Sequence[int]) -> dict[int, StoredEntry]:
+        query = (
+            select(bank_entries, banks.c.name, banks.c.kind)
+            .join(banks, banks.c.id == bank_entries.c.bank_id)
+            .where(bank_entries.c.id.in_(list(entry_ids)))
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {
+            r["id"]: StoredEntry(
+                r["id"],
+                r["name"],
+                r["kind"],
+                r["hash_kind"],
+                r["value"],
+                r["note"],
+                r["source"],
+                r["added_by"],
+                r["added_at"],
+            )
+            for r in rows
+        }
+
+    def state(self) -> tuple[int, int]:
+        """(entry count, highest entry id): changes whenever any bank changes, cheap to poll."""
+        query = select(func.count(), func.coalesce(func.max(bank_entries.c.id), 0)).select_from(bank_entries)
+        with self.engine.connect() as conn:
+            count, top = conn.execute(query).one()
+        return int(count), int(top)

@@ -1,0 +1,150 @@
+"""Key safety, URL parsing and layouts: pure logic, no server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fediguard.errors import ConfigError, FediguardError
+from fediguard.storage import (
+    LAYOUTS,
+    ObjectGone,
+    SourceError,
+    StoredObject,
+    UnsafeKey,
+    check_key,
+    get_layout,
+    iter_media,
+    open_source,
+)
+from fediguard.storage.local import LocalSource
+from fediguard.storage.s3 import S3Source
+from fediguard.storage.ssh import SSHSource
+
+HOSTILE_KEYS = ["", "/etc/passwd", "../secret", "a/../../b", "a/./b", ".", "..", "a//b", "a/", "a\x00b",
+                "a\\..\\b"]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_hostile_keys_are_refused(key: str) -> None:
+    with pytest.raises(UnsafeKey):
+        check_key(key)
+
+
+@pytest.mark.parametrize("key", ["a", "files/01/8f/x.webp", "sp ace", "ünïcode/ké", "..a/b..", ".hidden"])
+def test_ordinary_keys_pass(key: str) -> None:
+    assert check_key(key) == key
+
+
+def test_errors_share_the_project_base() -> None:
+    assert issubclass(UnsafeKey, SourceError)
+    assert issubclass(ObjectGone, SourceError)
+    assert issubclass(SourceError, FediguardError)
+
+
+def test_open_file_url(tmp_path: Path) -> None:
+    source = open_source(tmp_path.as_uri(), quarantine_dir=str(tmp_path / "q"))
+    assert isinstance(source, LocalSource)
+    assert source.url == tmp_path.resolve().as_uri()
+
+
+def test_open_s3_url() -> None:
+    source = open_source("s3://media/pictrs/files", endpoint_url="http://127.0.0.1:9", region="x",
+                         access_key_id="a", secret_access_key="b", quarantine_prefix="quarantine")
+    assert isinstance(source, S3Source)
+    assert source.url == "s3://media/pictrs/files/"
+
+
+def test_open_ssh_url() -> None:
+    source = open_source("ssh://alice@files.example:2222/srv/pictrs/files", key_file="/k")
+    assert isinstance(source, SSHSource)
+    assert source.url == "ssh://alice@files.example:2222/srv/pictrs/files"
+
+
+@pytest.mark.parametrize(("url", "options"), [
+    ("ftp://host/x", {}),
+    ("file://otherhost/x", {}),
+    ("s3:///nobucket", {}),
+    ("ssh://alice:pw@host/x", {}),
+    ("ssh://alice@host:99999/x", {}),
+    ("ssh://alice@host/x", {"password": "nope"}),
+    ("file:///tmp", {"endpoint_url": "http://x"}),  # an S3 option on a file source: a typo/mix-up
+    ("s3://bucket/files", {"quarantine_prefix": ""}),  # quarantine would contain the swept prefix
+])
+def test_bad_urls_and_options_are_config_errors(url: str, options: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        open_source(url, **options)
+
+
+def test_missing_local_root_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        open_source((tmp_path / "nope").as_uri())
+
+
+PICTRS_MEDIA = [
+    "files/01/8f/3a/9c/0e/7b/6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f.webp",  # 0.5 file store
+    "01/8f/3a/9c/0e/7b/6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f",  # 0.5 object store
+    "files/000/000/001/6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f",  # 0.4 style generator folders
+]
+PICTRS_OTHER = ["sled-repo/db", "files/readme.txt", "files/01/8f/not-a-uuid.png",
+                "6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f", "sled-repo/snap.6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f"]
+MASTODON_MEDIA = [
+    "media_attachments/files/109/348/123/456/789/012/original/0a1b2c3d4e5f6a7b.png",
+    "media_attachments/files/109/348/123/456/789/012/small/0a1b2c3d4e5f6a7b.png",
+    "cache/media_attachments/files/110/000/000/000/000/001/original/f.jpg",
+    "cache/preview_cards/images/000/123/456/original/card.jpg",
+    "accounts/avatars/000/000/001/original/me.gif",
+    "cache/accounts/headers/109/000/000/000/000/002/static/h.png",
+    "site_uploads/files/000/000/001/original/thumb.png",
+    "custom_emojis/images/000/000/007/static/blob.png",
+]
+MASTODON_OTHER = ["backups/dump.zip", "imports/000/000/001/original/follows.csv.gz",
+                  "media_attachments/files/original/x.png", "cache/other/000/original/x.png"]
+
+
+def test_pictrs_layout() -> None:
+    layout = get_layout("pictrs")
+    assert all(layout.is_media(k) for k in PICTRS_MEDIA)
+    assert not any(layout.is_media(k) for k in PICTRS_OTHER)
+
+
+def test_mastodon_layout() -> None:
+    layout = get_layout("mastodon")
+    assert all(layout.is_media(k) for k in MASTODON_MEDIA)
+    assert not any(layout.is_media(k) for k in MASTODON_OTHER)
+    # Walk prefixes never overlap, so no key is listed twice.
+    for a in layout.prefixes:
+        assert not any(b != a and b.startswith(a) for b in layout.prefixes)
+
+
+def test_plain_layout_takes_everything() -> None:
+    assert all(LAYOUTS["plain"].is_media(k) for k in [*PICTRS_OTHER, *MASTODON_OTHER])
+
+
+def test_unknown_layout() -> None:
+    with pytest.raises(ConfigError):
+        get_layout("pixelfed")
+
+
+class _FakeSource:
+    """Answers list() from a fixed key list, recording the prefixes asked for."""
+
+    name = url = "fake:"
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys, self.prefixes = keys, []  # type: list[str], list[str]
+
+    async def list(self, prefix: str = "", since: datetime | None = None):  # type: ignore[no-untyped-def]
+        self.prefixes.append(prefix)
+        for key in self.keys:
+            if key.startswith(prefix):
+                yield StoredObject(key, 1, datetime(2024, 1, 1, tzinfo=UTC), None)
+
+
+async def test_iter_media_walks_the_layout_prefixes_only() -> None:
+    source = _FakeSource([*MASTODON_MEDIA, *MASTODON_OTHER])
+    found = [o.key async for o in iter_media(source, get_layout("mastodon"))]  # type: ignore[arg-type]
+    assert sorted(found) == sorted(MASTODON_MEDIA)
+    assert "" not in source.prefixes
