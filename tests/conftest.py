@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 
 from fediguard.config import Settings  # noqa: E402
 from fediguard.detectors.base import Detector  # noqa: E402
-from support.gateway import RunningGateway, make_settings, pipelines, start_gateway  # noqa: E402
+from support.gateway import RunningGateway, make_settings, start_gateway  # noqa: E402
 from support.services import POSTGRES_URL, unavailable  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def gateway_for(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
 
     def _start(*makers: Callable[[], Detector], **overrides: Any) -> RunningGateway:
         settings = make_settings(tmp_path, **overrides)
-        gw = start_gateway(settings, pipelines(settings, *makers) if makers else None)
+        gw = start_gateway(settings, *makers)
         running.append(gw)
         return gw
 

@@ -284,7 +284,7 @@ def test_health_ready_and_metrics(gateway_for: Start) -> None:
     gw = gateway_for(lambda: ScoreDetector("nudity", {}))
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gw.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["detectors"] == "nudity@test-1"
+    assert ready.status_code == 200 and ready.json()["detectors"] == "nudity@test-1,pdq@1"
     gw.post(drawn_png())
     text = httpx.get(f"{gw.url}/metrics").text
     assert 'fediguard_decisions_total{policy="none",source="gateway",verdict="pass"} 1.0' in text

@@ -26,10 +26,19 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return load_settings(environ={}, **values)
 
 
-def pipelines(settings: Settings, *makers: Callable[[], Detector]) -> Callable[[str], Pipeline]:
-    """A pipeline factory whose detectors are built by ``makers`` (one new set per scanner thread)."""
+def pipelines(
+    settings: Settings, *makers: Callable[[], Detector], service: ScanService | None = None
+) -> Callable[[str], Pipeline]:
+    """A pipeline factory whose detectors are built by ``makers`` (one new set per scanner thread),
+    hashing frames and matching banks as the real one does when ``service`` is given."""
     limits = media_limits(settings)
-    return lambda name: Pipeline([make() for make in makers], limits, scanner=name)
+
+    def make(name: str) -> Pipeline:
+        matcher = service.matcher if service else None
+        detectors = [make() for make in makers]
+        return Pipeline(detectors, limits, scanner=name, hash_frames=settings.banks, matcher=matcher)
+
+    return make
 
 
 @dataclass
@@ -61,14 +70,18 @@ class RunningGateway:
         self.thread.join(30)
 
 
-def start_gateway(settings: Settings, factory: Callable[[str], Pipeline] | None = None) -> RunningGateway:
-    """The real gateway (uvicorn, real sockets) on a free loopback port, in a background thread."""
+def start_gateway(settings: Settings, *makers: Callable[[], Detector]) -> RunningGateway:
+    """The real gateway (uvicorn, real sockets) on a free loopback port, in a background thread.
+
+    With ``makers`` its scanners run those detectors; without, the configured ones."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     store = RecordStore(settings.effective_database_url)
-    service = ScanService(settings, store, pipeline_factory=factory)
+    service = ScanService(settings, store)
+    if makers:
+        service.pipeline_factory = pipelines(settings, *makers, service=service)
     server = make_server(settings, service)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

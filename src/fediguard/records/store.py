@@ -130,6 +130,14 @@ class RecordStore:
             found = conn.execute(query).scalar()
         return int(found) if found is not None else None
 
+    def set_review(self, record_id: int, review: str, note: str, by: str) -> None:
+        """Mark a decision as ``confirmed`` or ``overturned`` by an admin."""
+        if review not in ("confirmed", "overturned"):
+            raise ValueError(f"review must be confirmed or overturned, not {review!r}")
+        values = {"review": review, "review_note": note, "reviewed_by": by, "reviewed_at": datetime.now(UTC)}
+        with self.engine.begin() as conn:
+            conn.execute(decisions.update().where(decisions.c.id == record_id).values(**values))
+
     def count(self, verdict: str | None = None) -> int:
         query = select(func.count()).select_from(decisions)
         if verdict:

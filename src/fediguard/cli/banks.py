@@ -1,0 +1,251 @@
+"""`fediguard banks …`, `fediguard allow ID` and `fediguard confirm ID`: hash banks from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from fediguard.banks.formats import (
+    KINDS,
+    BankEntry,
+    dump_csv,
+    dump_signal_list,
+    parse_csv,
+    parse_signal_list,
+)
+from fediguard.banks.pdq import MIN_QUALITY, pdq_hash
+from fediguard.banks.store import BankError, BankStore
+from fediguard.cli.common import add_config_option, settings_from
+from fediguard.config import Settings
+from fediguard.errors import FediguardError, MediaError
+from fediguard.records import RecordStore
+
+BANKS_HELP = """\
+Banks are named lists of hashes kept in the records database: `deny` banks of known-bad images
+(an upload that matches is rejected with the bank's name as its reason) and `allow` banks of
+overturned false positives (an upload that matches passes without any model running).
+Matching: exact SHA-256 of the bytes, and PDQ perceptual hashes of every frame within
+pdq_max_distance bits (default 31). A running gateway picks up changes within bank_refresh_s.
+When both an allow and a deny entry match, the closer one wins; a tie goes to deny.
+
+Files: `csv` is `hash,kind,note` with a header (kind pdq or sha256); `signals` is the
+ThreatExchange signal list used by Meta's HMA tools: one `pdq <hex>` or `video_sha256 <hex>` a line.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    banks = sub.add_parser(
+        "banks", help="manage hash banks (deny and allow lists)", description=BANKS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add_config_option(banks)
+    verbs = banks.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("list", help="list banks with their kind and size")
+    p.set_defaults(func=_list)
+
+    p = verbs.add_parser("create", help="create a bank")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["deny", "allow"], required=True)
+    p.add_argument("--description", default="")
+    p.set_defaults(func=_create)
+
+    p = verbs.add_parser("delete", help="delete a bank and all its entries")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=_delete)
+
+    p = verbs.add_parser("add", help="add the hashes of image/video files, or given hashes, to a bank")
+    p.add_argument("name")
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    p.add_argument("--hash", action="append", default=[], metavar="HEX", help="a hash to add (repeatable)")
+    p.add_argument("--kind", choices=KINDS, default="pdq", help="kind of the --hash values (default pdq)")
+    p.add_argument("--note", default="", help="note stored with every entry added")
+    p.set_defaults(func=_add)
+
+    p = verbs.add_parser("import", help="import a bank file (all or nothing)")
+    p.add_argument("name")
+    p.add_argument("file", type=Path)
+    p.add_argument("--format", choices=["csv", "signals"], help="default: by extension (.csv or other)")
+    p.add_argument("--signal-kind", choices=KINDS, help="signals file of bare hashes of this kind")
+    p.set_defaults(func=_import)
+
+    p = verbs.add_parser("export", help="export a bank")
+    p.add_argument("name")
+    p.add_argument("--format", choices=["csv", "signals"], default="csv")
+    p.add_argument(
+        "--drop-notes", action="store_true", help="signals: leave out notes the format cannot hold"
+    )
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(func=_export)
+
+    for verb in verbs.choices.values():
+        add_config_option(verb)
+
+    for name, review, kind, default_bank, text in (
+        ("allow", "overturned", "allow", "allowed",
+         "overturn a decision: its hashes go into an allow bank, so the same image passes from now on"),
+        ("confirm", "confirmed", "deny", "confirmed",
+         "confirm a decision: its hashes go into a deny bank, so copies of the image are rejected"),
+    ):  # fmt: skip
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("record_id", type=int, metavar="RECORD_ID")
+        p.add_argument("--bank", default=default_bank, help=f"{kind} bank to use (default {default_bank!r})")
+        p.add_argument("--note", default="", help="why (kept with the entries and the record)")
+        add_config_option(p)
+        p.set_defaults(func=_review, review=review, bank_kind=kind)
+
+
+def _stores(args: argparse.Namespace) -> tuple[Settings, RecordStore, BankStore]:
+    settings = settings_from(args)
+    records = RecordStore(settings.effective_database_url)
+    return settings, records, BankStore(records.engine)
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _list(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    rows = banks.list()
+    records.close()
+    if not rows:
+        print("no banks yet: `fediguard banks create NAME --kind deny|allow`")
+        return 0
+    print(f"{'NAME':30} {'KIND':5} {'ENTRIES':>9}  DESCRIPTION")
+    for b in rows:
+        print(f"{b.name:30} {b.kind:5} {b.entries:>9}  {b.description}")
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    bank = banks.create(args.name, args.kind, args.description)
+    records.close()
+    print(f"created {bank.kind} bank {bank.name!r}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    bank = banks.get(args.name)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise FediguardError("refusing to delete without --yes when not on a terminal")
+        answer = input(f"delete {bank.kind} bank {bank.name!r} and its {bank.entries} entries? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    gone = banks.delete(args.name)
+    records.close()
+    print(f"deleted bank {args.name!r} ({gone} entries)")
+    return 0
+
+
+def file_entries(path: Path, settings: Settings, note: str) -> list[BankEntry]:
+    """The SHA-256 of a file's bytes and the usable PDQ hashes of its frames."""
+    from fediguard.media.decode import decode
+    from fediguard.scanning.service import media_limits
+
+    data = path.read_bytes()
+    entries = [BankEntry("sha256", hashlib.sha256(data).hexdigest(), note)]
+    try:
+        media = decode(data, limits=media_limits(settings))
+    except MediaError as exc:
+        print(f"{path}: only its SHA-256 was added: {exc}", file=sys.stderr)
+        return entries
+    for frame in media.frames:
+        h = pdq_hash(frame.image)
+        if h.usable:
+            entries.append(BankEntry("pdq", h.hex, note))
+    return entries
+
+
+def _add(args: argparse.Namespace) -> int:
+    settings, records, banks = _stores(args)
+    if not args.files and not args.hash:
+        raise FediguardError("give FILEs or --hash values to add")
+    entries: list[BankEntry] = []
+    try:
+        entries += [BankEntry(args.kind, value, args.note) for value in args.hash]
+    except ValueError as exc:
+        raise FediguardError(f"--hash: {exc}") from exc
+    for path in args.files:
+        try:
+            entries += file_entries(path, settings, args.note)
+        except OSError as exc:
+            raise FediguardError(f"{path}: {exc.strerror or exc}") from exc
+    added = banks.add(args.name, entries, source="cli add", added_by=_who())
+    records.close()
+    noun = "entry" if added == 1 else "entries"
+    print(f"added {added} new {noun} to {args.name!r} ({len(entries) - added} were there already)")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    banks.get(args.name)  # fail before reading a large file
+    fmt = args.format or ("csv" if args.file.suffix.lower() == ".csv" else "signals")
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise FediguardError(f"{args.file}: {exc.strerror or exc}") from exc
+    entries = parse_csv(data) if fmt == "csv" else parse_signal_list(data, signal_kind=args.signal_kind)
+    added = banks.add(args.name, entries, source=f"import {args.file.name}", added_by=_who())
+    records.close()
+    print(f"imported {added} new entr{'y' if added == 1 else 'ies'} into {args.name!r} "
+          f"({len(entries) - added} already there)")  # fmt: skip
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    entries = list(banks.entries(args.name))
+    records.close()
+    try:
+        text = (
+            dump_csv(entries)
+            if args.format == "csv"
+            else dump_signal_list(entries, drop_notes=args.drop_notes)
+        )
+    except ValueError as exc:
+        raise FediguardError(f"{exc} (use --drop-notes, or --format csv)") from exc
+    if args.output:
+        args.output.write_text(text, encoding="utf-8", newline="")
+        print(f"exported {len(entries)} entries to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _review(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    record = records.get(args.record_id)
+    if record is None:
+        raise FediguardError(f"no decision record {args.record_id}")
+    if not record.sha256:
+        raise FediguardError(f"decision {record.id} has no hash (the upload was never read whole)")
+    note = args.note or f"{args.review} decision {record.id}"
+    entries = [BankEntry("sha256", record.sha256, note)]
+    for item in record.pdq or []:
+        if int(item.get("quality", 0)) >= MIN_QUALITY:
+            entries.append(BankEntry("pdq", str(item["hash"]), note))
+    try:
+        banks.ensure(args.bank, args.bank_kind)
+    except BankError as exc:
+        raise FediguardError(str(exc)) from exc
+    added = banks.add(args.bank, entries, source=f"record {record.id}", added_by=_who())
+    records.set_review(record.id, args.review, args.note, _who())
+    records.close()
+    print(
+        f"decision {record.id} {args.review}: {added} hash(es) added to {args.bank_kind} bank {args.bank!r}"
+    )
+    return 0
