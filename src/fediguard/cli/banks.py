@@ -17,7 +17,8 @@ from fediguard.banks.formats import (
     parse_csv,
     parse_signal_list,
 )
-from fediguard.banks.pdq import MIN_QUALITY, pdq_hash
+from fediguard.banks.pdq import pdq_hash
+from fediguard.banks.review import review_decision
 from fediguard.banks.store import BankError, BankStore
 from fediguard.cli.common import add_config_option, settings_from
 from fediguard.config import Settings
@@ -228,24 +229,12 @@ def _export(args: argparse.Namespace) -> int:
 
 def _review(args: argparse.Namespace) -> int:
     _, records, banks = _stores(args)
-    record = records.get(args.record_id)
-    if record is None:
-        raise FediguardError(f"no decision record {args.record_id}")
-    if not record.sha256:
-        raise FediguardError(f"decision {record.id} has no hash (the upload was never read whole)")
-    note = args.note or f"{args.review} decision {record.id}"
-    entries = [BankEntry("sha256", record.sha256, note)]
-    for item in record.pdq or []:
-        if int(item.get("quality", 0)) >= MIN_QUALITY:
-            entries.append(BankEntry("pdq", str(item["hash"]), note))
     try:
-        banks.ensure(args.bank, args.bank_kind)
+        added = review_decision(records, banks, args.record_id, args.review, args.bank, args.note, _who())
     except BankError as exc:
         raise FediguardError(str(exc)) from exc
-    added = banks.add(args.bank, entries, source=f"record {record.id}", added_by=_who())
-    records.set_review(record.id, args.review, args.note, _who())
-    records.close()
-    print(
-        f"decision {record.id} {args.review}: {added} hash(es) added to {args.bank_kind} bank {args.bank!r}"
-    )
+    finally:
+        records.close()
+    where = f"{args.bank_kind} bank {args.bank!r}"
+    print(f"decision {args.record_id} {args.review}: {added} hash(es) added to {where}")
     return 0

@@ -76,3 +76,36 @@ bank_entries = Table(
     UniqueConstraint("bank_id", "hash_kind", "value", name="uq_bank_entries_hash"),
     Index("ix_bank_entries_value", "hash_kind", "value"),
 )
+
+sweep_sources = Table(
+    "sweep_sources",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("url", String(1000), nullable=False, unique=True),
+    Column("options", JSON, nullable=False),  # non-secret options, so `restore` can reopen it
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+sweep_objects = Table(
+    "sweep_objects",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("source_id", _Id, ForeignKey("sweep_sources.id"), nullable=False),
+    Column("key", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("modified", DateTime(timezone=True), nullable=False),
+    Column("etag", String(200), nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("status", String(16), nullable=False),  # scanned | skipped | error
+    Column("verdict", String(16), nullable=True),
+    Column("decision_id", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    # Actions are recorded as pending before they happen and done after, so a crash never loses
+    # track of an object: a later run finishes what is pending.
+    Column("action", String(16), nullable=True),  # quarantine | delete | restore
+    Column("action_state", String(16), nullable=True),  # pending | done | failed
+    Column("quarantine_key", String(1100), nullable=True),
+    Column("scanned_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source_id", "key", name="uq_sweep_objects_key"),
+    Index("ix_sweep_objects_action_state", "action_state"),
+)

@@ -1,0 +1,279 @@
+"""`fediguard sweep SOURCE` and `fediguard restore ID`: scan what is already stored."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from fediguard.cli.common import add_config_option, settings_from
+from fediguard.config import Settings
+from fediguard.errors import ConfigError, FediguardError
+from fediguard.records import RecordStore
+from fediguard.storage import LAYOUTS, Source, get_layout, open_source
+from fediguard.sweeper.progress import Progress, SweepStats
+from fediguard.sweeper.run import ACTIONS, Sweeper, SweepOptions, Verdict, restore
+from fediguard.sweeper.state import SweepState
+
+log = logging.getLogger("fediguard.sweep")
+
+HELP = """\
+Scan media already stored, with the same pipeline and policy as uploads, and act on what is rejected.
+
+SOURCE is one of:
+  file:///srv/pict-rs/files          a local folder (symlinks are never followed)
+  s3://bucket/prefix                 S3-compatible storage; credentials from the usual AWS variables
+                                     or profile, --endpoint-url for B2, Wasabi, MinIO, Garage, R2…
+  ssh://user@host[:port]/path        a remote server over SFTP, with a key (--ssh-key)
+
+Every object scanned is remembered in the records database: a re-run skips what is unchanged, so an
+interrupted sweep resumes where it stopped and nothing is scanned twice. Actions are recorded before
+they happen. `--action quarantine` moves rejected objects to --quarantine, from where
+`fediguard restore ID` puts one back (and allow-lists it). Flagged objects are logged with their ID.
+
+  fediguard sweep file:///srv/pict-rs/files --layout pictrs --action quarantine --quarantine /srv/quarantine
+  fediguard sweep s3://media/ --endpoint-url https://s3.example.org --layout mastodon --since 1d --daemon
+"""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '20m', '2h', '1d' or plain seconds → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 20m, 2h, 1d)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "sweep", help="scan stored media (folder, S3, SSH)", description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("source", metavar="SOURCE")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--all", action="store_true", help="everything (the default), skipping what is unchanged"
+    )
+    when.add_argument(
+        "--since", type=parse_duration, metavar="AGE", help="only objects modified in the last AGE"
+    )
+    p.add_argument("--daemon", action="store_true", help="keep sweeping what is new, every --interval")
+    p.add_argument("--interval", type=parse_duration, default=30.0, metavar="AGE", help="default 30s")
+    p.add_argument("--action", choices=ACTIONS, default="report", help="what to do with rejected objects")
+    p.add_argument("--dry-run", action="store_true", help="scan and record, but change nothing in storage")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), default="plain", help="which keys are media")
+    p.add_argument("--prefix", default="", help="only keys under this prefix")
+    p.add_argument("--concurrency", type=int, default=4, help="objects read at once (default 4)")
+    p.add_argument("--quarantine", metavar="LOCATION", help="folder, s3://bucket/prefix or remote path")
+    p.add_argument("--endpoint-url", help="S3 endpoint for non-AWS storage")
+    p.add_argument("--region", help="S3 region")
+    p.add_argument("--ssh-key", help="SSH private key file")
+    p.add_argument("--known-hosts", help="known_hosts file (default: the user's)")
+    p.add_argument("--insecure-host-key", action="store_true", help="accept any SSH host key (tests only)")
+    p.add_argument("--gateway", metavar="URL", help="decide through this gateway (and its remote workers)")
+    p.add_argument("--token", help="client token for --gateway (default: authenticate by address)")
+    add_config_option(p)
+    p.set_defaults(func=run)
+
+    r: argparse.ArgumentParser = sub.add_parser(
+        "restore", help="put a quarantined object back",
+        description="Move a quarantined object back to where it was swept from, and overturn its "
+        "decision (its hashes join the allow bank, so it is not flagged again).",
+    )  # fmt: skip
+    r.add_argument("object_id", type=int, metavar="ID", help="the object ID the sweep logged")
+    r.add_argument("--no-allow", action="store_true", help="only move it back; do not allow-list it")
+    r.add_argument("--bank", default="allowed", help="allow bank to use (default 'allowed')")
+    for name in ("--endpoint-url", "--region", "--ssh-key", "--known-hosts"):
+        r.add_argument(name, help="as for sweep, when not remembered from the sweep")
+    r.add_argument("--insecure-host-key", action="store_true")
+    add_config_option(r)
+    r.set_defaults(func=run_restore)
+
+
+def source_options(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Non-secret options for ``open_source`` from the command line (credentials stay in the
+    environment: they are never stored)."""
+    scheme = urlsplit(url).scheme.lower()
+    options: dict[str, Any] = {}
+    quarantine = getattr(args, "quarantine", None)
+    if scheme == "file":
+        if quarantine:
+            options["quarantine_dir"] = quarantine
+    elif scheme == "s3":
+        for name in ("endpoint_url", "region"):
+            if getattr(args, name, None):
+                options[name] = getattr(args, name)
+        if quarantine:
+            q = urlsplit(quarantine)
+            if q.scheme == "s3":
+                options["quarantine_bucket"], options["quarantine_prefix"] = q.netloc, q.path.lstrip("/")
+            else:
+                options["quarantine_prefix"] = quarantine
+    elif scheme in ("ssh", "sftp"):
+        if getattr(args, "ssh_key", None):
+            options["key_file"] = args.ssh_key
+        if getattr(args, "known_hosts", None):
+            options["known_hosts"] = args.known_hosts
+        if getattr(args, "insecure_host_key", False):
+            options["insecure_host_key"] = True
+        if quarantine:
+            options["quarantine_path"] = quarantine
+    return options
+
+
+class LocalDecider:
+    """Decides in this process, through the same service as the gateway."""
+
+    def __init__(self, service: Any, source_name: str) -> None:
+        self.service = service
+        self.client = f"sweep:{source_name}"
+
+    async def decide(self, data: bytes, key: str) -> Verdict:
+        outcome = await self.service.decide(data, None, client=self.client, source="sweep", deadline_s=300)
+        d = outcome.decision
+        return Verdict(d.verdict.value, outcome.record_id, outcome.sha256, d.reasons)
+
+
+class GatewayDecider:
+    """Decides through a running gateway (so its remote workers scan), as pict-rs would ask."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, token: str | None) -> None:
+        self.http = http
+        self.url = f"{url.rstrip('/')}/api/v1/scan/{token or 'IPADDR'}"
+
+    async def decide(self, data: bytes, key: str) -> Verdict:
+        response = await self.http.post(
+            self.url, content=data, headers={"Content-Type": "application/octet-stream"}
+        )
+        try:
+            body = response.json()
+            return Verdict(
+                str(body["verdict"]), body.get("id"), body.get("sha256"), tuple(body.get("reasons", []))
+            )
+        except (ValueError, KeyError) as exc:
+            raise FediguardError(f"gateway answered {response.status_code}: {response.text[:200]}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.action == "quarantine" and not args.quarantine and not args.dry_run:
+        raise ConfigError("--action quarantine needs --quarantine LOCATION")
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    return asyncio.run(_sweep(settings, args))
+
+
+async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    options = source_options(args.source, args)
+    source = open_source(args.source, **options)
+    records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
+    state = SweepState(records.engine)
+    source_id = await asyncio.to_thread(state.source_id, source.url, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    service = None
+    http = None
+    try:
+        if args.gateway:
+            http = httpx.AsyncClient(timeout=httpx.Timeout(330, connect=10))
+            decider: Any = GatewayDecider(http, args.gateway, args.token)
+        else:
+            from fediguard.scanning.service import ScanService
+
+            service = ScanService(settings, records)
+            await service.start()
+            decider = LocalDecider(service, source.name)
+        since = datetime.now(UTC) - timedelta(seconds=args.since) if args.since else None
+        passes = 0
+        while True:
+            started = datetime.now(UTC)
+            sweep_options = SweepOptions(
+                layout=get_layout(args.layout), action=args.action, dry_run=args.dry_run, since=since,
+                prefix=args.prefix, concurrency=args.concurrency, max_bytes=settings.max_body_bytes,
+            )  # fmt: skip
+            progress = Progress(SweepStats())
+            sweeper = Sweeper(source, source_id, state, decider, sweep_options, progress)
+            task = asyncio.create_task(sweeper.run())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                progress.finish("sweep interrupted")
+                return 130
+            task.result()
+            passes += 1
+            progress.finish(f"sweep of {source.url}" + (f" (pass {passes})" if args.daemon else ""))
+            if not args.daemon:
+                return 1 if progress.stats.flagged else 0
+            # Next pass: what changed since this one began (listing is inclusive, skips dedupe overlap).
+            since = started - timedelta(seconds=1)
+            try:
+                await asyncio.wait_for(stop.wait(), args.interval)
+                return 0
+            except TimeoutError:
+                pass
+    finally:
+        if service is not None:
+            await service.stop()
+        if http is not None:
+            await http.aclose()
+        await source.close()
+        records.close()
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    return asyncio.run(_restore(settings, args))
+
+
+async def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from fediguard.banks.review import review_decision
+    from fediguard.banks.store import BankStore
+
+    records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
+    state = SweepState(records.engine)
+    source: Source | None = None
+    try:
+        record = await asyncio.to_thread(state.get, args.object_id)
+        if record is None:
+            raise FediguardError(f"no swept object {args.object_id}")
+        url, options = await asyncio.to_thread(state.source, record.source_id)
+        options.update({k: v for k, v in source_options(url, args).items() if v})
+        source = open_source(url, **options)
+        try:
+            done = await restore(source, state, args.object_id)
+        except ValueError as exc:
+            raise FediguardError(str(exc)) from exc
+        if done.action_state != "done":
+            raise FediguardError(f"restoring {done.key} failed; see the log")
+        print(f"restored {done.key} from quarantine ({done.quarantine_key})")
+        if not args.no_allow and done.decision_id is not None:
+            by = f"restore:{time.strftime('%Y-%m-%d')}"
+            banks = BankStore(records.engine)
+            note = f"restored swept object {done.id}"
+            added = await asyncio.to_thread(
+                review_decision, records, banks, done.decision_id, "overturned", args.bank, note, by
+            )
+            print(
+                f"decision {done.decision_id} overturned: {added} hash(es) added to allow bank {args.bank!r}"
+            )
+        return 0
+    finally:
+        if source is not None:
+            await source.close()
+        records.close()

@@ -1,0 +1,95 @@
+"""Progress of a sweep: a one-line bar on a terminal, a log line every so often elsewhere, and a summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+log = logging.getLogger("fediguard.sweep")
+
+
+@dataclass
+class SweepStats:
+    listed: int = 0
+    skipped: int = 0  # already scanned and unchanged
+    scanned: int = 0
+    not_media: int = 0
+    flagged: int = 0
+    actions: int = 0
+    errors: int = 0
+    gone: int = 0  # vanished between listing and reading
+    listing_done: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def processed(self) -> int:
+        return self.skipped + self.scanned + self.not_media + self.errors + self.gone
+
+    def rate(self) -> float:
+        """Objects read and scanned per second (skips are not work)."""
+        elapsed = time.monotonic() - self.started
+        return (self.scanned + self.not_media) / elapsed if elapsed > 0 else 0.0
+
+    def eta_s(self) -> float | None:
+        if not self.listing_done:
+            return None
+        rate = self.rate()
+        remaining = self.listed - self.processed
+        return remaining / rate if rate > 0 else None
+
+    def line(self) -> str:
+        eta = self.eta_s()
+        eta_text = f"ETA {_duration(eta)}" if eta is not None else "listing…"
+        return (
+            f"listed {self.listed:,}  scanned {self.scanned:,}  skipped {self.skipped:,}  "
+            f"flagged {self.flagged:,}  errors {self.errors:,}  {self.rate():.1f}/s  {eta_text}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Renders :class:`SweepStats`: redrawn at most 10 times a second on a terminal, logged every
+    ``log_every`` seconds otherwise (cron, systemd, docker logs)."""
+
+    def __init__(self, stats: SweepStats, stream: TextIO | None = None, log_every: float = 10.0) -> None:
+        self.stats = stats
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.log_every = log_every
+        self._last = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last >= 0.1:
+                self._last = now
+                self.stream.write("\r\x1b[K" + self.stats.line())
+                self.stream.flush()
+        elif now - self._last >= self.log_every:
+            self._last = now
+            log.info("sweep progress: %s", self.stats.line())
+
+    def finish(self, label: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        s = self.stats
+        elapsed = time.monotonic() - s.started
+        summary = (
+            f"{label}: {s.listed:,} listed, {s.scanned:,} scanned, {s.skipped:,} skipped (unchanged), "
+            f"{s.not_media:,} not media, {s.flagged:,} flagged, {s.actions:,} actions, {s.errors:,} errors, "
+            f"{s.gone:,} vanished, in {_duration(elapsed)}"
+        )
+        self.stream.write(summary + "\n")
+        self.stream.flush()
+        log.info("%s", summary)
