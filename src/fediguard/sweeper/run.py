@@ -120,11 +120,19 @@ class Sweeper:
         known = await asyncio.to_thread(self.state.known, self.source_id, [o.key for o in batch])
         for obj in batch:
             record = known.get(obj.key)
-            if record is not None and record.status in ("scanned", "not_media") and unchanged(record, obj):
+            if record is not None and self._settled(record) and unchanged(record, obj):
                 self.stats.skipped += 1
                 self.progress.tick()
                 continue
             await todo.put(obj)
+
+    def _settled(self, record: ObjectRecord) -> bool:
+        """Whether nothing is left to do for an unchanged object: scanned (or not media), and, when
+        this run acts, not a reject whose action is still to be done (after a report-only run)."""
+        if record.status not in ("scanned", "not_media"):
+            return False
+        acting = self.options.action != "report" and not self.options.dry_run
+        return not (acting and record.verdict == "reject" and record.action_state != "done")
 
     # --- reading and deciding ---------------------------------------------------------------------
     async def _reader(self, todo: asyncio.Queue[StoredObject | None]) -> None:
