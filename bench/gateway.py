@@ -87,6 +87,10 @@ def base_env(data_dir: str, **extra: str) -> dict[str, str]:
         FEDIGUARD_LOG_LEVEL="WARNING",
         FG_TEST_SLEEP_S=str(SLEEP_S),
         FEDIGUARD_WORKER_KEYS=",".join(f"{n}:{k}" for n, k in WORKER_KEYS.items()),
+        # Every request sends the same bytes: without these, all but the first would be answered
+        # from the verdict cache, and PDQ hashing would add its own cost to the detector's.
+        FEDIGUARD_VERDICT_CACHE="false",
+        FEDIGUARD_BANKS="false",
     )
     env.update(extra)
     return env

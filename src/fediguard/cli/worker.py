@@ -64,5 +64,15 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await worker.run(stop)
 
-    asyncio.run(main())
+    _run_loop(main())
     return 0
+
+
+def _run_loop(coro: Any) -> None:
+    """uvloop where installed (as the gateway's uvicorn uses it): less latency per job."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
