@@ -255,9 +255,14 @@ def remote_workers(args: argparse.Namespace, body: bytes, data: str) -> None:
                     print(f"idle CPU: gateway {100 * (cpu_seconds(gw.pid) - g0) / args.idle_s:.2f} %, "
                           f"worker {100 * (cpu_seconds(procs[0].pid) - w0) / args.idle_s:.2f} %")  # fmt: skip
                 for conc in loads:
+                    g0, w0 = cpu_seconds(gw.pid), sum(cpu_seconds(p.pid) for p in procs)
                     result = measure(f"{url}/api/v1/scan/IPADDR", body, conc, args)
+                    g1, w1 = cpu_seconds(gw.pid), sum(cpu_seconds(p.pid) for p in procs)
                     report(f"{n_workers} worker(s) x {concurrency_per_worker} slot(s), {conc} concurrent",
                            result, SLEEP_S)  # fmt: skip
+                    # Where the cores go: on 2 shared cores, CPU per upload caps the throughput.
+                    print(f"{'':44} CPU per upload: gateway {1000 * (g1 - g0) / result.n:.1f} ms, "
+                          f"worker(s) {1000 * (w1 - w0) / result.n:.1f} ms")  # fmt: skip
             finally:
                 for p in procs:
                     p.terminate()

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import random
+import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -97,24 +99,39 @@ class RemoteWorker:
         detectors = str(prints[0])
         log.info("worker ready: %d slot(s), detectors %s, gateway %s", len(slots), detectors, self.server)
         headers = {"Authorization": f"Bearer {self.key}", "X-Fediguard-Detectors": detectors}
-        timeout = httpx.Timeout(self.wait_s + 15, connect=10)
+        tls = _tls_context(self.verify)
         try:
-            async with httpx.AsyncClient(
-                base_url=self.server, headers=headers, timeout=timeout, verify=self.verify
-            ) as http:
-                self.ready.set()
-                tasks = [asyncio.create_task(self._serve(http, slot, stop)) for slot in slots]
-                try:
-                    await asyncio.gather(*tasks)
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+            self.ready.set()
+            tasks = [asyncio.create_task(self._serve(headers, tls, slot, stop)) for slot in slots]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             for slot in slots:
                 slot.stop()
 
-    async def _serve(self, http: httpx.AsyncClient, slot: ScannerThread, stop: asyncio.Event) -> None:
+    def _client(self, headers: dict[str, str], tls: ssl.SSLContext) -> httpx.AsyncClient:
+        """One small client per slot: a slot needs at most two connections (its long-poll or
+        result, and a lease renewal), and httpx's pool costs CPU in proportion to its size, which
+        one pool shared by 64 slots made the worker's main cost."""
+        return httpx.AsyncClient(
+            base_url=self.server,
+            headers=headers,
+            timeout=httpx.Timeout(self.wait_s + 15, connect=10),
+            verify=tls,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        )
+
+    async def _serve(
+        self, headers: dict[str, str], tls: ssl.SSLContext, slot: ScannerThread, stop: asyncio.Event
+    ) -> None:
+        async with self._client(headers, tls) as http:
+            await self._serve_with(http, slot, stop)
+
+    async def _serve_with(self, http: httpx.AsyncClient, slot: ScannerThread, stop: asyncio.Event) -> None:
         backoff = Backoff()
         while not stop.is_set():
             try:
@@ -198,6 +215,16 @@ class RemoteWorker:
             if response.status_code != 200:
                 log.warning("lease %s lost: %s", job.lease[:8], _error_text(response))
                 return
+
+
+def _tls_context(verify: bool | str) -> ssl.SSLContext:
+    """One TLS context shared by every slot's client: ``verify`` is True (the system's and
+    certifi's roots), False (no verification, for testing only) or a CA file or folder."""
+    if isinstance(verify, str):
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
+    return httpx.create_ssl_context(verify=verify)
 
 
 class _Unavailable(Exception):
