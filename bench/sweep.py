@@ -3,8 +3,9 @@
 
     python bench/sweep.py [--count 10000] [--threads 8] [--concurrency 8] [--no-s3]
 
-Prints objects/s against the detector's own limit (threads / 0.05 s), and the process RSS after
-1,000 objects and at the end (flat memory means the listing is streamed). Listing-only speed is
+Prints objects/s against the detector's own limit (threads / 0.05 s), the process RSS after 1,000
+objects and at the end (flat memory means the listing is streamed), and the peak RSS (VmHWM) of
+the sweep, which also catches a spike between those two samples. Listing-only speed is
 measured by bench/sweep_listing.py.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import shutil
@@ -38,11 +40,18 @@ from fediguard.sweeper.state import SweepState  # noqa: E402
 SLEEP_S = 0.05
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """The process's resident memory in MB: now (VmRSS) or its peak so far (VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh, so each sweep's peak is its own (Linux 4.0+; ignored elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def image(i: int) -> bytes:
@@ -84,6 +93,7 @@ async def sweep(url: str, options: dict[str, Any], args: argparse.Namespace, dat
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch())
+    reset_peak_rss()
     started = time.perf_counter()
     await sweeper.run()
     elapsed = time.perf_counter() - started
@@ -94,7 +104,7 @@ async def sweep(url: str, options: dict[str, Any], args: argparse.Namespace, dat
     print(
         f"{url.split(':')[0]:5} {stats.scanned:6d} objects in {elapsed:6.1f} s: {rate:6.1f}/s "
         f"(detector limit {limit:.0f}/s, {100 * rate / limit:5.1f} %)  "
-        f"RSS after 1,000: {early:.0f} MB, at end: {rss_mb():.0f} MB",
+        f"RSS after 1,000: {early:.0f} MB, at end: {rss_mb():.0f} MB, peak: {rss_mb('VmHWM'):.0f} MB",
         flush=True,
     )
     await source.close()

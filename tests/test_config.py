@@ -75,6 +75,22 @@ def test_config_command_masks_secrets(tmp_path: Path) -> None:
     assert '"lemmy:***"' in out and "postgresql://fg:***@db/fg" in out
 
 
+def test_config_command_masks_a_password_in_the_database_url_query(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FEDIGUARD_DATABASE_URL": "postgresql://db/fg?user=fg&password=qpass&sslmode=require",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "fediguard", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert "qpass" not in out and "postgresql://db/fg?user=fg&password=***&sslmode=require" in out
+
+
 def test_config_command_refuses_invalid_settings(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "FEDIGUARD_FAIL_POLICY": "sideways"}
     run = subprocess.run(

@@ -108,3 +108,15 @@ def test_per_client_overrides(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert decide(results, strict).verdict is Verdict.REJECT
     env = load_settings(environ={"FEDIGUARD_CLIENT_POLICIES": '{"a": {"minor_age": 21}}'})
     assert env.client_policies["a"].minor_age == 21
+
+
+def test_the_face_likeliest_to_be_a_minor_decides_not_only_the_youngest_looking() -> None:
+    """Faces of 20 ± 1 and 26 ± 10 in one explicit frame: the youngest-looking is no minor within
+    its uncertainty (19), the other may be (16)."""
+    faces = {"faces": 2, "min_age": 20, "min_age_sd": 1, "face0_age": 20, "face0_age_sd": 1,
+             "face1_age": 26, "face1_age_sd": 10}  # fmt: skip
+    result = DetectorResult("age", "t", frames=[FrameScores(0, faces)])
+    d = decide([nudity((0, 0.8)), result], DEFAULT)
+    assert d.labels == ("csam_suspect",) and d.reasons[0].endswith("face apparent age 26 ± 10")
+    tighter = PolicyConfig(age_uncertainty_factor=0.5)  # 26 - 5 = 21 and 20 - 0.5 = 19.5: no minor
+    assert decide([nudity((0, 0.8)), result], tighter).labels == ("nsfw",)

@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -21,6 +22,10 @@ from fediguard.errors import ConfigError
 ENV_PREFIX = "FEDIGUARD_"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+MEGABYTE = 1024 * 1024
+"""pict-rs's megabyte (``max_file_size = 40`` is 41,943,040 bytes); ``max_body_mb`` uses the same."""
 
 
 class FailPolicy(StrEnum):
@@ -197,7 +202,8 @@ class Settings(BaseModel):
 
     @property
     def max_body_bytes(self) -> int:
-        return int(self.max_body_mb * 1_000_000)
+        """In pict-rs's unit: its ``max_file_size`` megabytes are 1024 * 1024 bytes."""
+        return int(self.max_body_mb * MEGABYTE)
 
     @property
     def effective_database_url(self) -> str:
@@ -224,12 +230,18 @@ def _check_labels(labels: list[str]) -> None:
 
 
 def _mask_url(url: str) -> str:
+    """The URL with its password hidden, whether in the user info or in the query
+    (``?password=``, as libpq and SQLAlchemy accept)."""
+    url = _SECRET_QUERY.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
     userinfo, _, host = rest.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+
+
+_SECRET_QUERY = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, str]:

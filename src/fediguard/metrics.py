@@ -57,8 +57,12 @@ class Metrics:
             ["kind", "state"],
             registry=self.registry,
         )
-        self.worker_completed = Gauge(
-            "fediguard_worker_completed", "Jobs completed per scanner.", ["scanner"], registry=self.registry
+        self.worker_jobs = Counter(
+            "fediguard_worker_jobs",
+            "Jobs each scanner (in-process slot or remote worker) finished (completed) or let its lease "
+            "expire on (expired).",
+            ["scanner", "outcome"],
+            registry=self.registry,
         )
         self.worker_last_seen = Gauge(
             "fediguard_worker_last_seen_seconds",

@@ -177,14 +177,31 @@ def _judge_frames(
 
 
 def _apparent_minor(frame: FrameScores | None, config: PolicyConfig) -> str | None:
-    """The reason text when a face in this frame may be a minor, counting the model's uncertainty."""
-    if frame is None or frame.scores.get("faces", 0.0) < 1 or "min_age" not in frame.scores:
+    """The reason text when a face in this frame may be a minor, counting each face's uncertainty:
+    the face with the lowest age - factor * sd decides, which is not always the youngest-looking."""
+    if frame is None or frame.scores.get("faces", 0.0) < 1:
         return None
-    age = frame.scores["min_age"]
-    sd = frame.scores.get("min_age_sd", 0.0)
-    if age - config.age_uncertainty_factor * sd >= config.minor_age:
+    faces = _face_ages(frame.scores)
+    if not faces:
+        return None
+    k = config.age_uncertainty_factor
+    age, sd = min(faces, key=lambda face: face[0] - k * face[1])
+    if age - k * sd >= config.minor_age:
         return None
     return f"face apparent age {age:.0f} ± {sd:.0f}"
+
+
+def _face_ages(scores: dict[str, float]) -> list[tuple[float, float]]:
+    """(age, sd) of every aged face: ``face<i>_age``/``_sd`` when the detector lists faces, else the
+    youngest face's ``min_age``/``min_age_sd`` (detectors that report only that)."""
+    faces = []
+    i = 0
+    while f"face{i}_age" in scores:
+        faces.append((scores[f"face{i}_age"], scores.get(f"face{i}_age_sd", 0.0)))
+        i += 1
+    if not faces and "min_age" in scores:
+        faces.append((scores["min_age"], scores.get("min_age_sd", 0.0)))
+    return faces
 
 
 def _top_note(frame: FrameScores) -> str | None:

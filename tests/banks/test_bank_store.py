@@ -106,3 +106,77 @@ def test_records_keep_no_image(banks: BankStore, tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite3"
     if db.exists():
         assert data[100:164] not in db.read_bytes()
+
+
+def test_generation_changes_even_when_sqlite_reuses_entry_ids(
+    banks: BankStore, request: pytest.FixtureRequest
+) -> None:
+    """Delete an allow bank holding X, create a deny bank holding Y: on SQLite Y gets X's entry id
+    back, so count and highest id stay the same; the generation must still move, on every node."""
+    other_node = RecordStore(banks.engine.url.render_as_string(hide_password=False))
+    request.addfinalizer(other_node.close)
+    matcher, stale = BankMatcher(BankStore(other_node.engine)), BankMatcher(banks)
+    x, y = "a1" * 32, "b2" * 32
+    banks.create("ok", "allow")
+    banks.add("ok", [BankEntry("sha256", x)], "t", "t")
+    assert matcher.reload_if_changed() and stale.reload_if_changed()
+    assert [h.bank_kind for h in matcher.match_sha256(x)] == ["allow"]
+    (old_id,) = [i for i, *_ in banks.all_hashes()]
+
+    banks.delete("ok")
+    banks.create("bad", "deny")
+    banks.add("bad", [BankEntry("sha256", y)], "t", "t")
+    if banks.engine.dialect.name == "sqlite":
+        assert [i for i, *_ in banks.all_hashes()] == [old_id], "SQLite reused the deleted id"
+
+    assert matcher.reload_if_changed(), "the change was seen"
+    assert matcher.match_sha256(x) == []
+    assert [h.bank_kind for h in matcher.match_sha256(y)] == ["deny"]
+    assert not matcher.reload_if_changed()
+    # Until a node reloads, a hit on X's old id must not be credited to the entry now holding it.
+    assert stale.result(stale.match_sha256(x)) is None
+
+
+def test_every_bank_write_raises_the_generation(banks: BankStore) -> None:
+    seen = [banks.state()]
+
+    def changed() -> None:
+        seen.append(banks.state())
+        assert seen[-1] > seen[-2]
+
+    banks.create("b", "deny")
+    changed()
+    banks.add("b", [BankEntry("pdq", "cd" * 32), BankEntry("sha256", "ef" * 32)], "t", "t")
+    changed()
+    assert banks.add("b", [BankEntry("pdq", "cd" * 32)], "t", "t") == 0
+    assert banks.state() == seen[-1], "adding nothing new changes nothing"
+    assert banks.remove("b", entry_ids=[10**9]) == ()
+    assert banks.state() == seen[-1], "removing nothing changes nothing"
+    assert [e.value for e in banks.remove("b", hashes=["CD" * 32])] == ["cd" * 32]
+    changed()
+    (entry,) = [i for i, *_ in banks.all_hashes()]
+    removed = banks.remove("b", entry_ids=[entry])
+    assert [(e.id, e.bank, e.bank_kind, e.hash_kind) for e in removed] == [(entry, "b", "deny", "sha256")]
+    changed()
+    assert banks.get("b").entries == 0
+    banks.delete("b")
+    changed()
+    banks.create("x", "deny")
+    with pytest.raises(BankError, match="not a hash"):
+        banks.remove("x", hashes=["zz"])
+
+
+def test_remove_only_touches_the_named_bank_and_find_matches_exact_hashes(banks: BankStore) -> None:
+    banks.create("one", "deny")
+    banks.create("two", "deny")
+    banks.create("ok", "allow")
+    for name in ("one", "two", "ok"):
+        banks.add(name, [BankEntry("sha256", "ab" * 32), BankEntry("pdq", "cd" * 32)], "t", "t")
+    found = banks.find("deny", [("sha256", "AB" * 32), ("sha256", "cd" * 32), ("pdq", "99" * 32)])
+    assert [(e.bank, e.hash_kind) for e in found] == [("one", "sha256"), ("two", "sha256")], (
+        "only deny banks, only the same hash kind and value"
+    )
+    assert len(banks.remove("one", hashes=["ab" * 32, "cd" * 32])) == 2
+    assert [(b.name, b.entries) for b in banks.list()] == [("ok", 2), ("one", 0), ("two", 2)]
+    with pytest.raises(BankError, match="no bank named"):
+        banks.remove("three", entry_ids=[1])

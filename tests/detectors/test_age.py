@@ -81,6 +81,10 @@ def test_small_faces_are_found_and_counted(pasted_faces: RGB, age: AgeDetector) 
     scores = age.frame_scores(0, faces).scores
     assert scores["faces"] == 4 and scores["small_faces"] == 4 - len(aged)
     assert scores["min_age"] == min(f.age for f in aged if f.age is not None)
+    # Every aged face is published, youngest first, each with its own uncertainty.
+    listed = [(scores[f"face{i}_age"], scores[f"face{i}_age_sd"]) for i in range(len(aged))]
+    assert listed == sorted((f.age, f.age_sd) for f in aged if f.age is not None and f.age_sd is not None)
+    assert f"face{len(aged)}_age" not in scores
 
 
 def test_no_face_in_drawings(drawn: dict[str, RGB], age: AgeDetector) -> None:
@@ -98,7 +102,10 @@ def test_score_keys_notes_and_version(
     assert [f.frame for f in result.frames] == [0, 4, 8]
     assert [f.scores["faces"] for f in result.frames] == [1, 0, 1]
     assert set(result.frames[1].scores) == {"faces", "small_faces"}
-    assert set(result.frames[0].scores) == {"faces", "small_faces", "min_age", "min_age_sd"}
+    assert set(result.frames[0].scores) == {
+        "faces", "small_faces", "min_age", "min_age_sd", "face0_age", "face0_age_sd"
+    }  # fmt: skip
+    assert result.frames[0].scores["face0_age"] == result.frames[0].scores["min_age"]
     youngest = min((f for f in result.frames if "min_age" in f.scores), key=lambda f: f.scores["min_age"])
     assert result.scores["min_age"] == youngest.scores["min_age"]
     assert result.scores["min_age_sd"] == youngest.scores["min_age_sd"]

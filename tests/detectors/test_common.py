@@ -3,8 +3,12 @@ a flat image scored as empty, and one instance per thread giving the same answer
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -94,3 +98,27 @@ def test_two_instances_on_two_threads_match_sequential(
     for (_, name), result in got.items():
         assert result.scores == pytest.approx(expected[name].scores, abs=1e-5)
         assert [f.notes for f in result.frames] == [f.notes for f in expected[name].frames]
+
+
+def test_loading_and_running_the_models_writes_nothing_and_sends_nothing(tmp_path: Path) -> None:
+    """onnxruntime 1.29+ telemetry (an upload to Microsoft, a device id under ~/.cache and files
+    in the temp folder) stays off: a fresh process that loads and runs every default detector
+    leaves its home and temp folders empty."""
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    code = (
+        "from fediguard.config import load_settings\n"
+        "from fediguard.detectors.registry import build_detectors\n"
+        "import numpy as np\n"
+        "for d in build_detectors(load_settings(environ={})):\n"
+        "    d.warm_up()\n"
+        "import onnxruntime\n"
+        "print('ok', onnxruntime.__version__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEDIGUARD_", "ORT_"))}
+    env.update(HOME=str(home), TMPDIR=str(tmp))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p not in (home, tmp))
+    assert left == [], f"files written while loading the models: {left}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -10,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.store import BankStore
+from fediguard.detectors.hashlist import HashListDetector
 from support.detectors import CallCounter, ScoreDetector
 from support.gateway import RunningGateway
 from support.images import encode
@@ -32,7 +36,7 @@ def cli(gw: RunningGateway, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)  # fmt: skip
 
 
-def wait_for_banks(gw: RunningGateway, state_before: tuple[int, int]) -> None:
+def wait_for_banks(gw: RunningGateway, state_before: int) -> None:
     assert gw.service.matcher is not None
     deadline = time.monotonic() + 10
     while gw.service.matcher.state == state_before:
@@ -141,3 +145,182 @@ def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     assert cli(gw, "banks", "delete", "imp", "--yes").returncode == 0
     missing = cli(gw, "allow", "999999")
     assert missing.returncode == 2 and "no decision record 999999" in missing.stderr
+
+
+def test_a_bank_change_is_seen_even_when_sqlite_reuses_entry_ids(gateway_for: Start) -> None:
+    """Delete an allow bank, create a deny bank with as many entries: SQLite hands out the deleted
+    entry id again. The gateway must still reload, drop the old allow entry, apply the new deny
+    entry and stop reusing cached passes."""
+    counter = CallCounter()
+    gw = gateway_for(lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})), bank_refresh_s=0.1)
+    banks = BankStore(gw.store.engine)
+    allowed, body = encode(photo("chelsea"), "PNG"), encode(photo("camera"), "PNG")
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    banks.create("ok", "allow")
+    banks.add("ok", [BankEntry("sha256", hashlib.sha256(allowed).hexdigest())], "t", "t")
+    wait_for_banks(gw, before)
+    assert gw.post(allowed).json()["labels"] == ["allowlisted"]
+    first = gw.post(body)
+    assert first.status_code == 200 and gw.post(body).json()["reasons"][0].startswith("cached:")
+    assert counter.count == 1
+    record = gw.store.get(first.json()["id"])
+    assert record is not None and record.pdq
+    (old_id,) = [i for i, *_ in banks.all_hashes()]
+
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    banks.delete("ok")
+    banks.create("bad", "deny")
+    banks.add("bad", [BankEntry("pdq", record.pdq[0]["hash"])], "t", "t")
+    assert [i for i, *_ in banks.all_hashes()] == [old_id], "SQLite reused the id"
+    wait_for_banks(gw, before)
+
+    denied = gw.post(body)
+    assert denied.status_code == 406 and denied.json()["labels"] == ["denylisted"], "no cached pass"
+    assert f"bank 'bad' entry {old_id}" in denied.json()["reasons"][0]
+    scanned = gw.post(allowed)
+    assert scanned.status_code == 200 and scanned.json()["labels"] == [], "no longer allow-listed"
+    assert counter.count == 2
+
+
+def test_allow_refuses_to_claim_an_overturn_that_an_exact_deny_entry_beats(gateway_for: Start) -> None:
+    counter = CallCounter()
+    gw = gateway_for(
+        lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.9})), reject_labels="csam_suspect,nsfw",
+        bank_refresh_s=0.1,
+    )  # fmt: skip
+    body = encode(photo("rocket"), "PNG")
+    first = gw.post(body)
+    assert first.status_code == 406 and first.json()["labels"] == ["nsfw"]
+    record_id = str(first.json()["id"])
+    assert cli(gw, "confirm", record_id).returncode == 0
+    sha = hashlib.sha256(body).hexdigest()
+    assert cli(gw, "banks", "create", "known-bad", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "add", "known-bad", "--hash", sha, "--kind", "sha256").returncode == 0
+
+    blocked = cli(gw, "allow", record_id)
+    assert blocked.returncode == 1, blocked.stderr
+    assert blocked.stdout == "" and f"decision {record_id} is NOT overturned" in blocked.stderr
+    banks = BankStore(gw.store.engine)
+    deny = banks.find("deny", [("sha256", sha)])
+    assert {e.bank for e in deny} == {"confirmed", "known-bad"}
+    for e in deny:
+        assert f"deny bank {e.bank!r} entry {e.id}: sha256 {sha}" in blocked.stderr
+    commands = [line.strip() for line in blocked.stderr.splitlines() if "fediguard banks remove" in line]
+    confirmed_ids = " ".join(str(i) for i, kind, *_ in banks.all_hashes() if kind == "deny")
+    assert len(commands) == 2 and commands[0].startswith("fediguard banks remove confirmed --id ")
+    assert sorted(commands[0].split("--id ")[1].split() + commands[1].split("--id ")[1].split()) == sorted(
+        confirmed_ids.split()
+    ), "every deny entry holding one of the image's own hashes (SHA-256 and PDQ) is named"
+    record = gw.store.get(int(record_id))
+    assert record is not None and record.review == "confirmed", "nothing was changed"
+    assert "allowed" not in {b.name for b in banks.list()}
+
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    for command in commands:
+        removed = cli(gw, *shlex.split(command)[1:])
+        assert removed.returncode == 0 and "removed entry" in removed.stdout, removed.stderr
+    allowed = cli(gw, "allow", record_id)
+    assert allowed.returncode == 0 and f"decision {record_id} overturned" in allowed.stdout, allowed.stderr
+    wait_for_banks(gw, before)
+    again = gw.post(body)
+    assert again.status_code == 200 and again.json()["labels"] == ["allowlisted"]
+    assert counter.count == 1
+
+
+def test_banks_remove_via_cli(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    assert cli(gw, "banks", "create", "b", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "add", "b", "--hash", "ab" * 32, "--hash", "cd" * 32).returncode == 0
+    ids = sorted(i for i, *_ in BankStore(gw.store.engine).all_hashes())
+    partly = cli(gw, "banks", "remove", "b", "--id", str(ids[0]), "999999")
+    assert partly.returncode == 1 and f"removed entry {ids[0]} from deny bank 'b'" in partly.stdout
+    assert "not in bank 'b': entry 999999" in partly.stderr
+    by_hash = cli(gw, "banks", "remove", "b", "--hash", "CD" * 32)
+    assert by_hash.returncode == 0 and f"removed entry {ids[1]}" in by_hash.stdout, by_hash.stderr
+    assert BankStore(gw.store.engine).get("b").entries == 0
+    both = cli(gw, "banks", "remove", "b", "--id", "1", "--hash", "ab" * 32)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    assert cli(gw, "banks", "remove", "nope", "--id", "1").returncode == 2
+
+
+def test_an_exact_sha256_allow_ties_an_exact_pdq_deny_and_deny_wins(gateway_for: Start) -> None:
+    counter = CallCounter()
+    gw = gateway_for(lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})), bank_refresh_s=0.1)
+    body = encode(photo("astronaut"), "PNG")
+    first = gw.post(body)
+    record = gw.store.get(first.json()["id"])
+    assert record is not None and record.pdq and counter.count == 1
+    own_pdq = record.pdq[0]["hash"]
+    banks = BankStore(gw.store.engine)
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    banks.create("ok", "allow")
+    banks.add("ok", [BankEntry("sha256", hashlib.sha256(body).hexdigest())], "t", "t")
+    banks.create("bad", "deny")
+    banks.add("bad", [BankEntry("pdq", own_pdq, "its own PDQ")], "t", "t")
+    wait_for_banks(gw, before)
+
+    tied = gw.post(body)
+    assert tied.status_code == 406 and tied.json()["labels"] == ["denylisted"], tied.json()
+    assert "bank 'bad'" in tied.json()["reasons"][0] and "pdq, distance 0" in tied.json()["reasons"][0]
+    assert counter.count == 1, "no model ran"
+    tied_record = gw.store.get(tied.json()["id"])
+    assert tied_record is not None and tied_record.pdq == record.pdq, "the hashes are recorded"
+
+    # A deny entry two bits away is farther than the exact allow: the allow wins.
+    near = f"{int(own_pdq, 16) ^ 0b101:064x}"
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    banks.remove("bad", hashes=[own_pdq])
+    banks.add("bad", [BankEntry("pdq", near)], "t", "t")
+    wait_for_banks(gw, before)
+    closer = gw.post(body)
+    assert closer.status_code == 200 and closer.json()["labels"] == ["allowlisted"], closer.json()
+    assert counter.count == 1
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))  # mtime moves, whatever the clock
+
+
+@pytest.mark.parametrize(
+    ("setting", "first", "then"),
+    [
+        ("nothing", {}, {}),
+        ("pdq_max_distance", {"pdq_max_distance": 31}, {"pdq_max_distance": 20}),
+        ("sample_frames", {"sample_frames": 16}, {"sample_frames": 4}),
+        ("max_frame_side", {"max_frame_side": 1280}, {"max_frame_side": 640}),
+        ("max_pixels", {"max_pixels": 50_000_000}, {"max_pixels": 40_000_000}),
+        ("deny file", {}, {}),
+        ("allow file", {}, {}),
+    ],
+)
+def test_verdict_cache_is_keyed_on_every_setting_that_changes_verdicts(
+    gateway_for: Start, tmp_path: Path, setting: str, first: dict[str, int], then: dict[str, int]
+) -> None:
+    """A cached pass is reused by a gateway restarted on the same settings, and by none whose match
+    radius, hash-list contents or media limits differ."""
+    counter = CallCounter()
+    deny, allow = tmp_path / "deny.txt", tmp_path / "allow.txt"
+    _write(deny, f"{'44' * 32}\n")
+    _write(allow, f"{'55' * 32}\n")
+    makers = (
+        lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})),
+        lambda: HashListDetector(deny_file=deny, allow_file=allow),
+    )
+    body = encode(photo("camera"), "PNG")
+    gw = gateway_for(*makers, **first)
+    assert gw.post(body).status_code == 200
+    assert gw.post(body).json()["reasons"][0].startswith("cached:") and counter.count == 1
+    gw.stop()
+
+    if setting == "deny file":
+        _write(deny, f"# a comment\n{'44' * 32}\n{'66' * 32}\n")
+    elif setting == "allow file":
+        _write(allow, f"{'77' * 32}\n")
+    gw = gateway_for(*makers, **then)
+    again = gw.post(body)
+    assert again.status_code == 200
+    if setting == "nothing":
+        assert again.json()["reasons"][0].startswith("cached:") and counter.count == 1
+    else:
+        assert counter.count == 2, f"a pass cached before {setting} changed was reused"

@@ -6,6 +6,7 @@ import hashlib
 import io
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from fediguard.detectors.base import DetectorResult, Subject
 from support.detectors import CallCounter, HangDetector, RaiseDetector, ScoreDetector, SleepDetector
 from support.gateway import RunningGateway
 from support.images import astronaut_jpeg, drawn_png, encode
@@ -102,12 +104,81 @@ def test_hanging_detector_gets_the_fail_policy_at_the_deadline(
         body = _record(gw, response)
         assert body["verdict"] == "unscanned"
         assert body["policy"] == policy and body["fail_reason"] == "deadline"
+        assert "within the 0.5 s deadline" in body["reasons"][0]  # type: ignore[index]
         record = gw.store.get(int(body["id"]))  # type: ignore[arg-type]
         assert record is not None and record.fail_policy == policy and record.fail_reason == "deadline"
         metrics = httpx.get(f"{gw.url}/metrics").text
         assert f'fediguard_fail_policy_applied_total{{policy="{policy}",reason="deadline"}} 1.0' in metrics
     finally:
         release.set()
+
+
+class _HangOnFirstCalls:
+    """Hangs (until released) on its first ``n`` calls across every slot, then answers at once."""
+
+    name = "hang"
+    version = "test-1"
+    cost = 5
+
+    def __init__(self, state: dict[str, int], release: threading.Event) -> None:
+        self.state = state
+        self.release = release
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        with _HANG_LOCK:
+            self.state["calls"] += 1
+            hang = self.state["calls"] <= self.state["n"]
+        if hang:
+            self.release.wait(60)
+        return DetectorResult(self.name, self.version)
+
+
+_HANG_LOCK = threading.Lock()
+
+
+def test_stuck_slots_are_replaced_so_later_uploads_are_scanned(
+    gateway_for: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fediguard.scanning.local as local
+
+    monkeypatch.setattr(local, "STUCK_GRACE_S", 0.2)
+    release = threading.Event()
+    state = {"calls": 0, "n": 2}
+    gw = gateway_for(lambda: _HangOnFirstCalls(state, release), deadline_s=0.5, scanner_threads=2)
+    try:
+        results: list[httpx.Response] = []
+        posts = [threading.Thread(target=lambda c=c: results.append(gw.post(drawn_png(colour=c))))
+                 for c in ((1, 1, 1), (2, 2, 2))]  # fmt: skip
+        for t in posts:
+            t.start()
+        for t in posts:
+            t.join(30)
+        assert [r.json()["fail_reason"] for r in results] == ["deadline", "deadline"]
+        # Both slots are stuck in native code; fresh slots take their place.
+        scanner = gw.service.local
+        assert scanner is not None
+        for _ in range(300):
+            if scanner.stuck == 2 and len(gw.service.queue.scanners) == 2:
+                break
+            time.sleep(0.02)
+        response = gw.post(drawn_png(colour=(3, 3, 3)), timeout=30)
+        assert response.status_code == 200 and response.json()["verdict"] == "pass", response.json()
+        assert httpx.get(f"{gw.url}/readyz").status_code == 200
+        assert scanner.stuck == 2
+    finally:
+        release.set()
+
+
+def test_a_scan_longer_than_the_lease_is_not_run_twice(gateway_for: Start) -> None:
+    """In-process leases do not expire under a slot that is still working."""
+    counter = CallCounter()
+    gw = gateway_for(lambda: counter.wrap(SleepDetector(0.6)), lease_s=0.2, deadline_s=5, scanner_threads=2)
+    response = gw.post(drawn_png())
+    assert response.status_code == 200 and response.json()["verdict"] == "pass", response.json()
+    assert counter.count == 1
 
 
 def test_crashing_detector_gets_the_fail_policy(gateway_for: Start) -> None:
@@ -239,18 +310,38 @@ def test_multipart_with_hostile_filename(gateway_for: Start, tmp_path: Path) -> 
         body = _record(gw, response)
         assert gw.store.get(body["id"]).sha256 == hashlib.sha256(data).hexdigest()  # type: ignore[arg-type,union-attr]
     assert not (tmp_path.parent / "x").exists() and not Path("x").exists()
-    # A part header over python-multipart's 4 KiB limit is refused clearly, and nothing is stored.
+    # A part header over python-multipart's 4 KiB limit cannot be read: the fail policy answers,
+    # with the reason, and the decision is recorded (without the name or the bytes).
     with httpx.Client(timeout=10) as http:
         response = http.post(gw.scan_url(), files={"file": ("x" * 5000, data, "image/png")})
-    assert response.status_code == 400 and "header size" in response.json()["error"]
-    assert gw.store.count() == 5
+    assert response.status_code == 503
+    body = _record(gw, response)
+    assert body["fail_reason"] == "undecodable" and "header size" in body["reasons"][0]  # type: ignore[index]
+    assert gw.store.count() == 6
 
 
-def test_multipart_without_file_field_is_a_bad_request(gateway_for: Start) -> None:
-    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+@pytest.mark.parametrize("policy,status", [("closed", 503), ("open", 200)])
+def test_unreadable_request_bodies_get_the_fail_policy(gateway_for: Start, policy: str, status: int) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}), fail_policy=policy)
     with httpx.Client(timeout=10) as http:
-        response = http.post(gw.scan_url(), files={"other": ("a.png", drawn_png(), "image/png")})
-    assert response.status_code == 400 and "file" in response.json()["error"]
+        no_file = http.post(gw.scan_url(), files={"other": ("a.png", drawn_png(), "image/png")})
+        no_boundary = http.post(
+            gw.scan_url(), content=b"--x--", headers={"Content-Type": "multipart/form-data"}
+        )
+        cut_short = http.post(
+            gw.scan_url(),
+            content=b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+    for response, words in ((no_file, "file"), (no_boundary, "boundary"), (cut_short, "")):
+        assert response.status_code == status, response.text
+        body = _record(gw, response)
+        assert body["verdict"] == "unscanned" and body["policy"] == policy
+        assert body["fail_reason"] == "undecodable" and words in body["reasons"][0]  # type: ignore[index]
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert f'fediguard_fail_policy_applied_total{{policy="{policy}",reason="undecodable"}} 3.0' in metrics, (
+        metrics
+    )
 
 
 def test_no_scanner_applies_the_fail_policy_at_once(gateway_for: Start) -> None:
@@ -302,3 +393,22 @@ def test_per_client_policy_override(gateway_for: Start) -> None:
     assert gw.post(drawn_png(), client=lax_secret).status_code == 200
     strict = gw.post(drawn_png(), client=strict_secret)
     assert strict.status_code == 406 and strict.json()["labels"] == ["nsfw"]
+
+
+def test_real_default_detectors_pass_benign_photos_through_the_gateway(gateway_for: Start) -> None:
+    """The shipped CPU detectors (nudity, apparent age) and the default policy, end to end: benign
+    photos pass, with both detectors' scores and the face's apparent age in the record."""
+    from skimage import data as samples
+
+    gw = gateway_for(detectors=["nudity", "age"])
+    for name in ("astronaut", "camera", "coffee"):
+        image = getattr(samples, name)()
+        response = gw.post(encode(image, "JPEG", quality=90), "image/jpeg")
+        assert response.status_code == 200, (name, response.text)
+        body = _record(gw, response)
+        assert body["verdict"] == "pass" and body["labels"] == [], (name, body)
+        record = gw.store.get(body["id"])  # type: ignore[arg-type]
+        assert record is not None
+        assert [r["detector"] for r in record.results] == ["nudity", "age"]
+        if name in ("astronaut", "camera"):
+            assert record.results[1]["scores"]["faces"] >= 1 and record.results[1]["scores"]["min_age"] >= 18

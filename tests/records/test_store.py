@@ -51,3 +51,31 @@ def test_add_get_recent_count(store: RecordStore) -> None:
     assert [r.id for r in store.recent(limit=2)] == [ids[2], ids[1]]
     assert [r.id for r in store.recent(verdict="pass")] == [ids[0]]
     assert store.count() == 3 and store.count("unscanned") == 1
+
+
+def test_an_existing_database_gains_the_bank_generation_table(store: RecordStore) -> None:
+    """A database made before the generation table existed (entries already in it) gets the table
+    and its row when opened, and bank changes raise the generation from then on."""
+    from sqlalchemy import inspect
+
+    from fediguard.banks.formats import BankEntry
+    from fediguard.banks.store import BankStore
+    from fediguard.records.schema import bank_generation
+
+    banks = BankStore(store.engine)
+    banks.create("old", "deny")
+    banks.add("old", [BankEntry("sha256", "ab" * 32)], "t", "t")
+    bank_generation.drop(store.engine)
+    assert "bank_generation" not in inspect(store.engine).get_table_names()
+
+    reopened = RecordStore(store.engine.url.render_as_string(hide_password=False))
+    try:
+        assert "bank_generation" in inspect(reopened.engine).get_table_names()
+        again = BankStore(reopened.engine)
+        before = again.state()
+        again.add("old", [BankEntry("sha256", "cd" * 32)], "t", "t")
+        assert again.state() > before
+        RecordStore(store.engine.url.render_as_string(hide_password=False)).close()  # idempotent
+        assert again.state() == before + 1
+    finally:
+        reopened.close()

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.queue import JobQueue, QueueFull
 
@@ -96,3 +97,48 @@ async def test_close_wakes_waiting_scanners() -> None:
     q.close()
     with pytest.raises(asyncio.CancelledError):
         await waiter
+
+
+async def test_jobs_queued_when_the_last_remote_worker_leaves_fail_without_waiting_for_their_deadline() -> (
+    None
+):
+    q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
+    q.register("remote-1", remote=True)
+    poll = asyncio.create_task(q.lease("remote-1", timeout=None))
+    await asyncio.sleep(0.01)
+    poll.cancel()  # the worker hung up while long-polling
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    assert q.able_to_scan(), "a worker is still counted for a moment, to poll again"
+    waiting, later = job(deadline_in=60), job(deadline_in=60)
+    q.put(waiting)
+    q.put(later)
+    outcome = await asyncio.wait_for(waiting.future, 5)
+    assert outcome.error is FailReason.NO_SCANNER and "went away" in outcome.error_detail
+    assert (await later.future).error is FailReason.NO_SCANNER
+    assert q.depth == 0 and q.orphaned == 2
+
+
+async def test_queued_jobs_wait_for_a_worker_that_polls_again() -> None:
+    q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
+    q.register("remote-1", remote=True)
+    first = asyncio.create_task(q.lease("remote-1", timeout=0.01))
+    assert await first is None  # a long-poll that ended without a job
+    j = job(deadline_in=60)
+    q.put(j)
+    await asyncio.sleep(0.02)
+    lease = await q.lease("remote-1", timeout=1)  # the worker's next poll
+    assert lease is not None and lease.job is j
+    await asyncio.sleep(0.2)  # past the check the first poll scheduled
+    assert not j.future.done(), "a job leased to a live worker is not failed"
+
+
+async def test_a_local_scanner_keeps_queued_jobs_when_remote_workers_leave() -> None:
+    q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
+    q.register("scanner-0", remote=False)
+    q.register("remote-1", remote=True)
+    assert await q.lease("remote-1", timeout=0.01) is None
+    j = job(deadline_in=60)
+    q.put(j)
+    await asyncio.sleep(0.2)
+    assert not j.future.done() and q.depth == 1

@@ -183,6 +183,19 @@ async def test_read_cap(tmp_path: Path) -> None:
     assert info.value.size == 1000 and info.value.limit == 999
 
 
+async def test_read_head(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(b"\x89PNG" + b"z" * 100_000)
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    source = LocalSource(tmp_path)
+    assert await source.read_head("big", 16) == b"\x89PNG" + b"z" * 12
+    assert await source.read_head("empty", 16) == b""
+    with pytest.raises(ObjectGone):
+        await source.read_head("missing", 16)
+    with pytest.raises(SourceError, match="not a regular file"):
+        await source.read_head("dir", 16)
+
+
 async def test_since_filters_by_mtime(tmp_path: Path) -> None:
     now = time.time()
     for name, age in (("old", 3600), ("new", 10)):

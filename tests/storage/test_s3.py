@@ -195,3 +195,13 @@ async def test_concurrent_reads(s3_admin: Any, s3_bucket: str, make_source: Any)
     put_many(s3_admin, s3_bucket, objects)
     source = make_source(s3_bucket)
     assert await asyncio.gather(*(source.read(k, 1 << 20) for k in objects)) == list(objects.values())
+
+
+async def test_read_head(s3_admin: Any, s3_bucket: str, make_source: Any) -> None:
+    s3_admin.put_object(Bucket=s3_bucket, Key="big", Body=b"\x89PNG" + b"z" * 100_000)
+    s3_admin.put_object(Bucket=s3_bucket, Key="empty", Body=b"")
+    source = make_source(s3_bucket)
+    assert await source.read_head("big", 16) == b"\x89PNG" + b"z" * 12
+    assert await source.read_head("empty", 16) == b""
+    with pytest.raises(ObjectGone):
+        await source.read_head("missing", 16)

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,21 @@ def db(data_dir: Path) -> sqlite3.Connection:
     return sqlite3.connect(data_dir / "fediguard.sqlite3")
 
 
+def restore(data_dir: Path, object_id: int, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "fediguard", "restore", str(object_id), *args]
+    return subprocess.run(cmd, env=env_for(data_dir), capture_output=True, text=True, timeout=120)
+
+
+def object_id(data_dir: Path, key: str) -> int:
+    (found,) = db(data_dir).execute("select id from sweep_objects where key = ?", (key,)).fetchone()
+    return int(found)
+
+
+def action_of(data_dir: Path, key: str) -> tuple[str | None, str | None]:
+    query = "select action, action_state from sweep_objects where key = ?"
+    return tuple(db(data_dir).execute(query, (key,)).fetchone())  # type: ignore[return-value]
+
+
 def test_quarantine_restore_and_skip_on_rerun(tmp_path: Path) -> None:
     store, quarantine, data = tmp_path / "pictrs", tmp_path / "quarantine", tmp_path / "data"
     store.mkdir()
@@ -116,8 +132,10 @@ def test_quarantine_restore_and_skip_on_rerun(tmp_path: Path) -> None:
     )
     assert again.returncode == 0 and "5 listed, 0 scanned, 5 skipped" in again.stderr, again.stderr
 
-    cmd = [sys.executable, "-m", "fediguard", "restore", str(object_id)]
-    restored = subprocess.run(cmd, env=env_for(data), capture_output=True, text=True, timeout=120)
+    # The deny entry holds the file's own hash, which no allow entry can outweigh: drop it first.
+    with db(data) as conn:
+        conn.execute("delete from bank_entries")
+    restored = restore(data, object_id)
     assert restored.returncode == 0, restored.stderr
     assert (store / bad_key).read_bytes() == files[bad_key] and not (quarantine / bad_key).exists()
     assert "overturned" in restored.stdout
@@ -182,13 +200,16 @@ def test_bad_objects_never_stop_a_sweep(tmp_path: Path) -> None:
     run = sweep(data, f"file://{store}")
     assert run.returncode == 0, run.stderr
     # good + truncated are media; empty and notes.txt are not; links and the FIFO are never listed.
-    assert "4 listed, 2 scanned, 0 skipped (unchanged), 2 not media" in run.stderr, run.stderr
-    keys = {k for (k,) in db(data).execute("select key from sweep_objects")}
-    assert keys == {"good.png", "empty.png", "notes.txt", "truncated.png"}
-    verdicts = dict(
-        db(data).execute("select key, verdict from sweep_objects where status = 'scanned'").fetchall()
+    assert "4 listed, 1 scanned, 0 skipped (unchanged), 2 not media" in run.stderr, run.stderr
+    assert "0 unscanned (retried next run), 1 undecodable, 0 too large" in run.stderr
+    statuses = dict(
+        db(data).execute("select key, status || ' ' || coalesce(verdict, '-') from sweep_objects")
     )
-    assert verdicts == {"good.png": "pass", "truncated.png": "unscanned"}
+    assert statuses == {"good.png": "scanned pass", "empty.png": "not_media -", "notes.txt": "not_media -",
+                        "truncated.png": "undecodable unscanned"}  # fmt: skip
+    # Undecodable media gives the same answer every time: skipped while unchanged, like the rest.
+    again = sweep(data, f"file://{store}")
+    assert "4 listed, 0 scanned, 4 skipped" in again.stderr, again.stderr
 
 
 def test_interrupted_sweep_resumes_and_scans_each_object_once(tmp_path: Path) -> None:
@@ -250,3 +271,157 @@ def test_bad_arguments_are_explained(tmp_path: Path, args: list[str], message: s
 def test_unknown_source_scheme(tmp_path: Path) -> None:
     run = sweep(tmp_path / "data", "ftp://example.org/x")
     assert run.returncode == 2 and "unsupported storage URL scheme" in run.stderr
+
+
+def quarantine_one(tmp_path: Path) -> tuple[Path, Path, Path, str, bytes]:
+    """A pict-rs folder swept with quarantine: (store, quarantine, data, the held key, its bytes)."""
+    store, quarantine, data = tmp_path / "pictrs", tmp_path / "quarantine", tmp_path / "data"
+    store.mkdir()
+    files = pictrs_tree(store, 3)
+    bad_key = sorted(files)[1]
+    deny(data, files[bad_key])
+    run = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "quarantine",
+                "--quarantine", str(quarantine))  # fmt: skip
+    assert run.returncode == 1 and (quarantine / bad_key).exists(), run.stderr
+    return store, quarantine, data, bad_key, files[bad_key]
+
+
+def test_restore_after_a_later_sweep_without_quarantine(tmp_path: Path) -> None:
+    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    later = sweep(data, f"file://{store}", "--layout", "pictrs")  # report only: no --quarantine
+    assert later.returncode == 0, later.stderr
+    restored = restore(data, object_id(data, key), "--no-allow")
+    assert restored.returncode == 0, restored.stderr
+    assert (store / key).read_bytes() == body and not (quarantine / key).exists()
+
+
+def test_restore_from_a_quarantine_location_given_again(tmp_path: Path) -> None:
+    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    elsewhere = tmp_path / "new-quarantine"
+    later = sweep(data, f"file://{store}", "--layout", "pictrs", "--quarantine", str(elsewhere))
+    assert "1 object(s) stay in the old one" in later.stderr, later.stderr
+    lost = restore(data, object_id(data, key), "--no-allow")
+    assert lost.returncode == 2 and "is not in the quarantine location" in lost.stderr, lost.stderr
+    restored = restore(data, object_id(data, key), "--no-allow", "--quarantine", str(quarantine))
+    assert restored.returncode == 0, restored.stderr
+    assert (store / key).read_bytes() == body
+
+
+def test_failed_restore_leaves_the_object_restorable(tmp_path: Path) -> None:
+    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    oid = object_id(data, key)
+    (store / key).write_bytes(b"a newcomer under the same name")
+    for _ in range(2):  # refused for the same clear reason every time, never "not in quarantine"
+        failed = restore(data, oid, "--no-allow")
+        assert failed.returncode == 2, failed.stderr
+        assert "already exists" in failed.stderr and "stays in quarantine" in failed.stderr, failed.stderr
+        assert action_of(data, key) == ("quarantine", "done")
+        assert (quarantine / key).read_bytes() == body
+    # A row left as restore/failed by an older version is restorable too.
+    with db(data) as conn:
+        conn.execute(
+            "update sweep_objects set action = 'restore', action_state = 'failed' where id = ?", (oid,)
+        )
+    (store / key).unlink()
+    restored = restore(data, oid, "--no-allow")
+    assert restored.returncode == 0, restored.stderr
+    assert (store / key).read_bytes() == body and action_of(data, key) == ("restore", "done")
+    # A restore that moved the file but crashed before recording it is finished, not failed.
+    with db(data) as conn:
+        conn.execute("update sweep_objects set action_state = 'pending' where id = ?", (oid,))
+    finished = restore(data, oid, "--no-allow")
+    assert finished.returncode == 0 and action_of(data, key) == ("restore", "done"), finished.stderr
+
+
+def test_dry_run_reports_pending_actions_without_carrying_them_out(tmp_path: Path) -> None:
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    files = pictrs_tree(store, 3)
+    bad_key = sorted(files)[0]
+    deny(data, files[bad_key])
+    assert sweep(data, f"file://{store}", "--layout", "pictrs").returncode == 1
+    with db(data) as conn:  # what a run that crashed between recording and deleting leaves behind
+        conn.execute("update sweep_objects set action = 'delete', action_state = 'pending' where key = ?",
+                     (bad_key,))  # fmt: skip
+    before = snapshot(store)
+    dry = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "delete", "--dry-run")
+    assert dry.returncode == 0 and "pending from an earlier run; left as it is" in dry.stderr, dry.stderr
+    assert snapshot(store) == before and action_of(data, bad_key) == ("delete", "pending")
+    wet = sweep(data, f"file://{store}", "--layout", "pictrs")
+    assert wet.returncode == 0 and not (store / bad_key).exists(), wet.stderr
+    assert action_of(data, bad_key) == ("delete", "done")
+
+
+def test_objects_without_a_verdict_are_retried(tmp_path: Path) -> None:
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    pictrs_tree(store, 3)
+    blind = sweep(data, f"file://{store}", "--layout", "pictrs", FEDIGUARD_LOCAL_SCANNER="false")
+    assert "3 listed, 0 scanned" in blind.stderr and "3 unscanned (retried next run)" in blind.stderr, (
+        blind.stderr
+    )
+    statuses = {s for (s,) in db(data).execute("select status || ' ' || error from sweep_objects")}
+    assert statuses == {"unscanned no_scanner"}
+    seeing = sweep(data, f"file://{store}", "--layout", "pictrs")
+    assert "3 listed, 3 scanned, 0 skipped" in seeing.stderr and "0 unscanned" in seeing.stderr, seeing.stderr
+    # Records of an older version, which saved "no verdict" as scanned, are retried too; and errors.
+    with db(data) as conn:
+        conn.execute("update sweep_objects set verdict = 'unscanned' where rowid = 1")
+        conn.execute("update sweep_objects set status = 'error', verdict = null where rowid = 2")
+    third = sweep(data, f"file://{store}", "--layout", "pictrs")
+    assert "3 listed, 2 scanned, 1 skipped" in third.stderr, third.stderr
+
+
+def test_large_files_are_judged_before_being_read(tmp_path: Path) -> None:
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    (store / "backup.tar").write_bytes(b"ustar" + bytes(3_000_000))
+    (store / "huge.png").write_bytes(picture(1) + bytes(3_000_000))  # media, over the limit
+    (store / "fine.png").write_bytes(picture(2))
+    first = sweep(data, f"file://{store}", FEDIGUARD_MAX_BODY_MB="1")
+    assert first.returncode == 0, first.stderr
+    assert "3 listed, 1 scanned" in first.stderr and "1 not media" in first.stderr, first.stderr
+    assert "1 too large" in first.stderr and "0 errors" in first.stderr, first.stderr
+    statuses = dict(db(data).execute("select key, status from sweep_objects"))
+    assert statuses == {"backup.tar": "not_media", "huge.png": "too_large", "fine.png": "scanned"}
+    again = sweep(data, f"file://{store}", FEDIGUARD_MAX_BODY_MB="1")
+    assert "3 listed, 0 scanned, 3 skipped" in again.stderr and "0 errors" in again.stderr, again.stderr
+    raised = sweep(data, f"file://{store}", FEDIGUARD_MAX_BODY_MB="5")  # a raised limit: tried again
+    assert "3 listed, 1 scanned, 2 skipped" in raised.stderr, raised.stderr
+
+
+def test_daemon_lists_everything_every_full_every(tmp_path: Path) -> None:
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    pictrs_tree(store, 2)
+    log_path = tmp_path / "daemon.log"
+    cmd = [sys.executable, "-m", "fediguard", "sweep", f"file://{store}", "--layout", "pictrs", "--daemon",
+           "--interval", "0.2s", "--full-every", "2s"]  # fmt: skip
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, env=env_for(data), stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        wait_for(lambda: "(pass 2, changes only)" in log_path.read_text(), proc)
+        # Copied in with its old modification time (rsync -a, mv): no incremental pass sees it.
+        key = f"files/01/8f/3a/ff/0e/7b/{UUIDS[30]}.png"
+        (store / key).parent.mkdir(parents=True)
+        (store / key).write_bytes(picture(30))
+        os.utime(store / key, (time.time() - 86400, time.time() - 86400))
+        wait_for(
+            lambda: db(data).execute("select 1 from sweep_objects where key = ?", (key,)).fetchone(), proc
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = log_path.read_text()
+    assert proc.returncode == 0, text
+    full = [line for line in text.splitlines() if ", full)" in line]
+    assert "(pass 1, full)" in full[0], text
+    assert any("3 listed, 1 scanned, 2 skipped" in line for line in full), text
+
+
+def wait_for(condition: Callable[[], object], proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the daemon stopped"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -1,7 +1,7 @@
 """Matching uploads against every bank: exact SHA-256 first (no decoding), then PDQ per frame.
 
 The matcher keeps one in-memory index per bank kind and hash kind, built from the database and
-rebuilt when the banks change (the gateway polls :meth:`BankStore.state`, a cheap query). Only
+rebuilt when the banks change (the gateway polls :meth:`BankStore.state`, the banks' generation). Only
 entry ids are held in memory; a hit's bank name and note are read from the database, since hits are
 rare. Results are :class:`DetectorResult` objects named ``banks``, in the form the policy reads:
 ``deny``/``allow`` scores with their distances, and notes ``denied: …`` / ``allowed: …``.
@@ -40,7 +40,7 @@ class Hit:
 class _Indexes:
     sha256: dict[str, Sha256Index]
     pdq: dict[str, HashIndex]
-    state: tuple[int, int]
+    state: int
 
 
 class BankMatcher:
@@ -54,11 +54,16 @@ class BankMatcher:
         self.min_quality = min_quality
         self._reload_lock = threading.Lock()
         self._indexes = _Indexes({k: Sha256Index() for k in ("deny", "allow")},
-                                 {k: HashIndex() for k in ("deny", "allow")}, (-1, -1))  # fmt: skip
+                                 {k: HashIndex() for k in ("deny", "allow")}, -1)  # fmt: skip
 
     @property
-    def state(self) -> tuple[int, int]:
+    def state(self) -> int:
+        """The banks' generation the indexes were built from (-1 before the first load)."""
         return self._indexes.state
+
+    def has_pdq(self, bank_kind: str) -> bool:
+        """Whether any PDQ entry of this bank kind is loaded."""
+        return len(self._indexes.pdq[bank_kind]) > 0
 
     def reload_if_changed(self) -> bool:
         """Rebuild the indexes when the banks changed since the last load. Blocking; call in a thread."""
@@ -78,10 +83,10 @@ class BankMatcher:
                 indexes.pdq[kind] = HashIndex()
                 indexes.pdq[kind].add_many(pdq[kind])
             self._indexes = indexes
+            deny, allow = len(sha["deny"]) + len(pdq["deny"]), len(sha["allow"]) + len(pdq["allow"])
             log.info(
-                "banks loaded: %d entries (%d deny, %d allow) in %.2f s",
-                state[0], len(sha["deny"]) + len(pdq["deny"]), len(sha["allow"]) + len(pdq["allow"]),
-                time.perf_counter() - started,
+                "banks loaded (generation %d): %d entries (%d deny, %d allow) in %.2f s",
+                state, deny + allow, deny, allow, time.perf_counter() - started,
             )  # fmt: skip
             return True
 
@@ -118,8 +123,8 @@ class BankMatcher:
         notes: list[str] = []
         for hit in sorted(hits, key=lambda h: (h.distance, h.entry_id)):
             entry = described.get(hit.entry_id)
-            if entry is None:  # deleted since the indexes were built
-                continue
+            if entry is None or (entry.bank_kind, entry.hash_kind) != (hit.bank_kind, hit.hash_kind):
+                continue  # deleted since the indexes were built (its id possibly reused by SQLite)
             key = hit.bank_kind
             if key not in scores:
                 scores[key] = 1.0

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fediguard.banks._hex import parse_hex256
 from fediguard.banks.formats import BankEntry
 from fediguard.errors import FediguardError
-from fediguard.records.schema import bank_entries, banks
+from fediguard.records.schema import bank_entries, bank_generation, banks
 
 BANK_KINDS = ("deny", "allow")
 
@@ -61,6 +63,7 @@ class BankStore:
         try:
             with self.engine.begin() as conn:
                 bank_id = conn.execute(banks.insert().values(**row).returning(banks.c.id)).scalar_one()
+                _changed(conn)
         except IntegrityError as exc:
             raise BankError(f"a bank named {name!r} exists already") from exc
         return Bank(int(bank_id), name, kind, description, created)
@@ -106,7 +109,32 @@ class BankStore:
         with self.engine.begin() as conn:
             gone = conn.execute(delete(bank_entries).where(bank_entries.c.bank_id == bank.id)).rowcount
             conn.execute(delete(banks).where(banks.c.id == bank.id))
+            _changed(conn)
         return int(gone or 0)
+
+    def remove(
+        self, name: str, entry_ids: Sequence[int] = (), hashes: Sequence[str] = ()
+    ) -> tuple[StoredEntry, ...]:
+        """Delete single entries of a bank, named by entry id or by hash (of either kind); returns
+        the entries deleted. Ids and hashes the bank does not hold are ignored."""
+        bank = self.get(name)
+        try:
+            values = [parse_hex256(h, "hash") for h in hashes]
+        except ValueError as exc:
+            raise BankError(str(exc)) from exc
+        wanted = or_(bank_entries.c.id.in_(list(entry_ids)), bank_entries.c.value.in_(values))
+        query = (
+            select(bank_entries, banks.c.name, banks.c.kind)
+            .join(banks, banks.c.id == bank_entries.c.bank_id)
+            .where(bank_entries.c.bank_id == bank.id, wanted)
+            .order_by(bank_entries.c.id)
+        )
+        with self.engine.begin() as conn:
+            found = tuple(_stored(r) for r in conn.execute(query).mappings())
+            if found:
+                conn.execute(delete(bank_entries).where(bank_entries.c.id.in_([e.id for e in found])))
+                _changed(conn)
+        return found
 
     def add(self, name: str, entries: Sequence[BankEntry], source: str, added_by: str) -> int:
         """Add entries to a bank in one transaction; hashes already in it are skipped. Returns how
@@ -128,6 +156,7 @@ class BankStore:
                 })  # fmt: skip
             if rows:
                 conn.execute(bank_entries.insert(), rows)
+                _changed(conn)
         return len(rows)
 
     @staticmethod
@@ -168,24 +197,43 @@ class BankStore:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return {
-            r["id"]: StoredEntry(
-                r["id"],
-                r["name"],
-                r["kind"],
-                r["hash_kind"],
-                r["value"],
-                r["note"],
-                r["source"],
-                r["added_by"],
-                r["added_at"],
-            )
-            for r in rows
-        }
+        return {r["id"]: _stored(r) for r in rows}
 
-    def state(self) -> tuple[int, int]:
-        """(entry count, highest entry id): changes whenever any bank changes, cheap to poll."""
-        query = select(func.count(), func.coalesce(func.max(bank_entries.c.id), 0)).select_from(bank_entries)
+    def find(self, bank_kind: str, hashes: Sequence[tuple[str, str]]) -> tuple[StoredEntry, ...]:
+        """Entries of ``bank_kind`` banks holding exactly one of these (hash kind, value) pairs."""
+        wanted = {(kind, value.lower()) for kind, value in hashes}
+        query = (
+            select(bank_entries, banks.c.name, banks.c.kind)
+            .join(banks, banks.c.id == bank_entries.c.bank_id)
+            .where(banks.c.kind == bank_kind, bank_entries.c.value.in_(sorted({v for _, v in wanted})))
+            .order_by(banks.c.name, bank_entries.c.id)
+        )
         with self.engine.connect() as conn:
-            count, top = conn.execute(query).one()
-        return int(count), int(top)
+            rows = conn.execute(query).mappings().all()
+        return tuple(_stored(r) for r in rows if (r["hash_kind"], r["value"]) in wanted)
+
+    def state(self) -> int:
+        """The banks' generation: raised by every write that changes a bank, in the same transaction,
+        so it changes whenever any bank changes (on every node sharing the database). Cheap to poll."""
+        query = select(bank_generation.c.generation).where(bank_generation.c.id == 1)
+        with self.engine.connect() as conn:
+            generation = conn.execute(query).scalar()
+        return int(generation or 0)
+
+
+def _changed(conn: Connection) -> None:
+    """Raise the banks' generation, inside the transaction that changes them."""
+    bumped = conn.execute(
+        update(bank_generation)
+        .where(bank_generation.c.id == 1)
+        .values(generation=bank_generation.c.generation + 1)
+    ).rowcount
+    if not bumped:  # a database whose schema was made without RecordStore
+        conn.execute(bank_generation.insert().values(id=1, generation=1))
+
+
+def _stored(row: Any) -> StoredEntry:
+    return StoredEntry(
+        row["id"], row["name"], row["kind"], row["hash_kind"], row["value"], row["note"], row["source"],
+        row["added_by"], row["added_at"],
+    )  # fmt: skip

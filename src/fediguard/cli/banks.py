@@ -18,7 +18,7 @@ from fediguard.banks.formats import (
     parse_signal_list,
 )
 from fediguard.banks.pdq import pdq_hash
-from fediguard.banks.review import review_decision
+from fediguard.banks.review import DenyConflict, review_decision
 from fediguard.banks.store import BankError, BankStore
 from fediguard.cli.common import add_config_option, settings_from
 from fediguard.config import Settings
@@ -31,7 +31,9 @@ Banks are named lists of hashes kept in the records database: `deny` banks of kn
 overturned false positives (an upload that matches passes without any model running).
 Matching: exact SHA-256 of the bytes, and PDQ perceptual hashes of every frame within
 pdq_max_distance bits (default 31). A running gateway picks up changes within bank_refresh_s.
-When both an allow and a deny entry match, the closer one wins; a tie goes to deny.
+When both an allow and a deny entry match, the closer one wins; a tie goes to deny. So an
+image a deny entry matches exactly (its SHA-256, or its own PDQ hash) cannot be allowed until that
+entry is removed: `fediguard banks remove BANK --id N` (entry ids are named in decision reasons).
 
 Files: `csv` is `hash,kind,note` with a header (kind pdq or sha256); `signals` is the
 ThreatExchange signal list used by Meta's HMA tools: one `pdq <hex>` or `video_sha256 <hex>` a line.
@@ -59,6 +61,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=_delete)
+
+    p = verbs.add_parser("remove", help="remove single entries from a bank, by entry id or by hash")
+    p.add_argument("name")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="ids", type=int, nargs="+", action="extend", metavar="N",
+                       help="entry ids to remove (as named in decision reasons)")  # fmt: skip
+    which.add_argument("--hash", dest="hashes", nargs="+", action="extend", metavar="HEX",
+                       help="hashes to remove (SHA-256 or PDQ, 64 hex characters)")  # fmt: skip
+    p.set_defaults(func=_remove)
 
     p = verbs.add_parser("add", help="add the hashes of image/video files, or given hashes, to a bank")
     p.add_argument("name")
@@ -151,6 +162,24 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    try:
+        removed = banks.remove(args.name, entry_ids=args.ids or (), hashes=args.hashes or ())
+    finally:
+        records.close()
+    for e in removed:
+        print(f"removed entry {e.id} from {e.bank_kind} bank {e.bank!r}: {e.hash_kind} {e.value}")
+    gone_ids = {e.id for e in removed}
+    gone_values = {e.value for e in removed}
+    missing = [f"entry {i}" for i in args.ids or () if i not in gone_ids]
+    missing += [f"hash {h}" for h in args.hashes or () if h.strip().lower() not in gone_values]
+    if missing:
+        print(f"not in bank {args.name!r}: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def file_entries(path: Path, settings: Settings, note: str) -> list[BankEntry]:
     """The SHA-256 of a file's bytes and the usable PDQ hashes of its frames."""
     from fediguard.media.decode import decode
@@ -231,6 +260,9 @@ def _review(args: argparse.Namespace) -> int:
     _, records, banks = _stores(args)
     try:
         added = review_decision(records, banks, args.record_id, args.review, args.bank, args.note, _who())
+    except DenyConflict as exc:
+        print(f"fediguard: {exc}", file=sys.stderr)
+        return 1
     except BankError as exc:
         raise FediguardError(str(exc)) from exc
     finally:

@@ -40,7 +40,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    # --explain shows the detectors' scores, so it scans even bytes that passed before.
+    settings = settings_from(args, verdict_cache=False) if args.explain else settings_from(args)
     return asyncio.run(_scan_all(settings, args))
 
 

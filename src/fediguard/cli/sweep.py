@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import signal
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from fediguard.records import RecordStore
 from fediguard.storage import LAYOUTS, Source, get_layout, open_source
 from fediguard.sweeper.progress import Progress, SweepStats
 from fediguard.sweeper.run import ACTIONS, Sweeper, SweepOptions, Verdict, restore
-from fediguard.sweeper.state import SweepState
+from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState
 
 log = logging.getLogger("fediguard.sweep")
 
@@ -35,9 +36,16 @@ SOURCE is one of:
   ssh://user@host[:port]/path        a remote server over SFTP, with a key (--ssh-key)
 
 Every object scanned is remembered in the records database: a re-run skips what is unchanged, so an
-interrupted sweep resumes where it stopped and nothing is scanned twice. Actions are recorded before
-they happen. `--action quarantine` moves rejected objects to --quarantine, from where
-`fediguard restore ID` puts one back (and allow-lists it). Flagged objects are logged with their ID.
+interrupted sweep resumes where it stopped and nothing is scanned twice. Objects with no verdict
+(no scanner, deadline, read errors) are tried again by the next run. Actions are recorded before
+they happen. `--action quarantine` moves rejected objects to --quarantine (remembered for the
+source), from where `fediguard restore ID` puts one back (and allow-lists it). Flagged objects are
+logged with their ID.
+
+With --daemon, each pass lists only what was modified since the previous one began, and every
+--full-every (default 24h) a pass lists everything: files copied in with old modification times
+(rsync -a, mv) are found, and errors and objects with no verdict are retried. Unchanged objects
+are skipped, so a full pass mostly costs the listing.
 
   fediguard sweep file:///srv/pict-rs/files --layout pictrs --action quarantine --quarantine /srv/quarantine
   fediguard sweep s3://media/ --endpoint-url https://s3.example.org --layout mastodon --since 1d --daemon
@@ -70,6 +78,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--daemon", action="store_true", help="keep sweeping what is new, every --interval")
     p.add_argument("--interval", type=parse_duration, default=30.0, metavar="AGE", help="default 30s")
+    p.add_argument(
+        "--full-every", type=parse_duration, default=86400.0, metavar="AGE",
+        help="with --daemon, list everything (or the whole --since window) every AGE, not only what "
+        "changed: finds files copied in with old times and retries errors (default 24h)",
+    )  # fmt: skip
     p.add_argument("--action", choices=ACTIONS, default="report", help="what to do with rejected objects")
     p.add_argument("--dry-run", action="store_true", help="scan and record, but change nothing in storage")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="plain", help="which keys are media")
@@ -96,6 +109,10 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--bank", default="allowed", help="allow bank to use (default 'allowed')")
     for name in ("--endpoint-url", "--region", "--ssh-key", "--known-hosts"):
         r.add_argument(name, help="as for sweep, when not remembered from the sweep")
+    r.add_argument(
+        "--quarantine", metavar="LOCATION",
+        help="where the object is held, when not the location remembered from the sweeps",
+    )  # fmt: skip
     r.add_argument("--insecure-host-key", action="store_true")
     add_config_option(r)
     r.set_defaults(func=run_restore)
@@ -142,7 +159,8 @@ class LocalDecider:
     async def decide(self, data: bytes, key: str) -> Verdict:
         outcome = await self.service.decide(data, None, client=self.client, source="sweep", deadline_s=300)
         d = outcome.decision
-        return Verdict(d.verdict.value, outcome.record_id, outcome.sha256, d.reasons)
+        fail_reason = d.fail_reason.value if d.fail_reason else None
+        return Verdict(d.verdict.value, outcome.record_id, outcome.sha256, d.reasons, fail_reason)
 
 
 class GatewayDecider:
@@ -159,8 +177,9 @@ class GatewayDecider:
         try:
             body = response.json()
             return Verdict(
-                str(body["verdict"]), body.get("id"), body.get("sha256"), tuple(body.get("reasons", []))
-            )
+                str(body["verdict"]), body.get("id"), body.get("sha256"), tuple(body.get("reasons", [])),
+                body.get("fail_reason"),
+            )  # fmt: skip
         except (ValueError, KeyError) as exc:
             raise FediguardError(f"gateway answered {response.status_code}: {response.text[:200]}") from exc
 
@@ -179,7 +198,10 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     source = open_source(args.source, **options)
     records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
     state = SweepState(records.engine)
-    source_id = await asyncio.to_thread(state.source_id, source.url, options)
+    source_id, remembered = await asyncio.to_thread(state.register, source.url, options)
+    if remembered != options:  # the quarantine location of earlier sweeps, for pending actions
+        await source.close()
+        source = open_source(args.source, **remembered)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,10 +218,15 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
             service = ScanService(settings, records)
             await service.start()
             decider = LocalDecider(service, source.name)
-        since = datetime.now(UTC) - timedelta(seconds=args.since) if args.since else None
         passes = 0
+        full_due = time.monotonic()
+        since: datetime | None = None
         while True:
             started = datetime.now(UTC)
+            full = time.monotonic() >= full_due
+            if full:  # everything (or the --since window): also what an incremental pass cannot see
+                full_due = time.monotonic() + args.full_every
+                since = started - timedelta(seconds=args.since) if args.since else None
             sweep_options = SweepOptions(
                 layout=get_layout(args.layout), action=args.action, dry_run=args.dry_run, since=since,
                 prefix=args.prefix, concurrency=args.concurrency, max_bytes=settings.max_body_bytes,
@@ -217,7 +244,8 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
                 return 130
             task.result()
             passes += 1
-            progress.finish(f"sweep of {source.url}" + (f" (pass {passes})" if args.daemon else ""))
+            kind = "full" if full else "changes only"
+            progress.finish(f"sweep of {source.url}" + (f" (pass {passes}, {kind})" if args.daemon else ""))
             if not args.daemon:
                 return 1 if progress.stats.flagged else 0
             # Next pass: what changed since this one began (listing is inclusive, skips dedupe overlap).
@@ -242,9 +270,6 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 async def _restore(settings: Settings, args: argparse.Namespace) -> int:
-    from fediguard.banks.review import review_decision
-    from fediguard.banks.store import BankStore
-
     records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
     state = SweepState(records.engine)
     source: Source | None = None
@@ -253,27 +278,42 @@ async def _restore(settings: Settings, args: argparse.Namespace) -> int:
         if record is None:
             raise FediguardError(f"no swept object {args.object_id}")
         url, options = await asyncio.to_thread(state.source, record.source_id)
-        options.update({k: v for k, v in source_options(url, args).items() if v})
-        source = open_source(url, **options)
+        given = {k: v for k, v in source_options(url, args).items() if v}
+        if any(name in given for name in QUARANTINE_OPTIONS):  # replaces the remembered location
+            options = {k: v for k, v in options.items() if k not in QUARANTINE_OPTIONS}
+        source = open_source(url, **{**options, **given})
         try:
             done = await restore(source, state, args.object_id)
         except ValueError as exc:
             raise FediguardError(str(exc)) from exc
-        if done.action_state != "done":
-            raise FediguardError(f"restoring {done.key} failed; see the log")
+        if done.action != "restore" or done.action_state != "done":
+            raise FediguardError(
+                f"restoring {done.key} failed: {done.error}; it stays in quarantine as "
+                f"{done.quarantine_key!r} and can be restored again"
+            )
         print(f"restored {done.key} from quarantine ({done.quarantine_key})")
-        if not args.no_allow and done.decision_id is not None:
-            by = f"restore:{time.strftime('%Y-%m-%d')}"
-            banks = BankStore(records.engine)
-            note = f"restored swept object {done.id}"
-            added = await asyncio.to_thread(
-                review_decision, records, banks, done.decision_id, "overturned", args.bank, note, by
-            )
-            print(
-                f"decision {done.decision_id} overturned: {added} hash(es) added to allow bank {args.bank!r}"
-            )
-        return 0
+        if args.no_allow or done.decision_id is None:
+            return 0
+        return await _overturn(records, done.decision_id, done.id, args.bank)
     finally:
         if source is not None:
             await source.close()
         records.close()
+
+
+async def _overturn(records: RecordStore, decision_id: int, object_id: int, bank: str) -> int:
+    """Allow-list a restored object's decision; the object stays restored when that is refused."""
+    from fediguard.banks.review import review_decision
+    from fediguard.banks.store import BankStore
+
+    by = f"restore:{time.strftime('%Y-%m-%d')}"
+    note = f"restored swept object {object_id}"
+    try:
+        added = await asyncio.to_thread(
+            review_decision, records, BankStore(records.engine), decision_id, "overturned", bank, note, by
+        )
+    except FediguardError as exc:
+        print(f"restored, but not allow-listed:\n{exc}", file=sys.stderr)
+        return 1
+    print(f"decision {decision_id} overturned: {added} hash(es) added to allow bank {bank!r}")
+    return 0

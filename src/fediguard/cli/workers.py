@@ -42,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     print(f"queue depth {data['queue_depth']}")
-    print(f"{'NAME':24} {'KIND':6} {'SEEN':>8} {'BUSY':>4} {'DONE':>7} {'EXPIRED':>7}  DETECTORS")
+    print(
+        f"{'NAME':24} {'KIND':6} {'SEEN':>8} {'BUSY':>4} {'DONE':>7} {'PER MIN':>7} {'EXPIRED':>7}  DETECTORS"
+    )
     for s in data["scanners"]:
         print(
             f"{s['name'][:24]:24} {s['kind']:6} {s['last_seen_s_ago']:>7}s {s['busy']:>4} "
-            f"{s['completed']:>7} {s['expired_leases']:>7}  {s['detectors']}"
+            f"{s['completed']:>7} {s.get('per_minute', 0):>7} {s['expired_leases']:>7}  {s['detectors']}"
         )
     return 0

@@ -28,8 +28,11 @@ Why this combination (measured on scikit-image's astronaut, camera, coffee, rock
 
 Scores per frame: ``faces`` (faces found), ``small_faces`` (those narrower than ``min_face_px``:
 counted but not aged, since the 64-px chip of a tiny face gives noise), and, when at least one face
-was aged, ``min_age`` and ``min_age_sd`` (of the youngest-looking face). Whole upload: the most faces
-in a frame, and the youngest face over all frames with its own ``sd``.
+was aged, ``min_age`` and ``min_age_sd`` (of the youngest-looking face) and every aged face's
+``face<i>_age`` / ``face<i>_age_sd`` (youngest first, at most ``MAX_FACES_SCORED``): the policy
+counts the uncertainty of each face, and an older-looking face with a wide uncertainty may be the
+likelier minor. Whole upload: the most faces in a frame, and the youngest face over all frames with
+its own ``sd``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["AgeDetector", "Face"]
 
-SCORING_VERSION = "1"
+SCORING_VERSION = "2"
+MAX_FACES_SCORED = 32
+"""Faces per frame whose age and uncertainty are published (youngest first); a crowd beyond that is
+rare in uploads and the policy already has the youngest."""
 """Bump when face finding, cross-checking or the age read-out changes: it invalidates cached verdicts."""
 
 CENTERFACE_FILE = "centerface.onnx"
@@ -208,13 +214,16 @@ class AgeDetector:
         )
 
     def frame_scores(self, index: int, faces: list[Face]) -> FrameScores:
-        """``faces``, ``small_faces`` and, when a face was aged, ``min_age`` / ``min_age_sd``; notes
-        youngest face first (the policy quotes the first note)."""
+        """``faces``, ``small_faces`` and, when a face was aged, ``min_age`` / ``min_age_sd`` and
+        each aged face's ``face<i>_age`` / ``face<i>_age_sd``; notes youngest face first."""
         aged = sorted((f for f in faces if f.age is not None), key=lambda f: f.age or 0.0)
         scores = {"faces": float(len(faces)), "small_faces": float(len(faces) - len(aged))}
         if aged:
             scores["min_age"] = float(aged[0].age or 0.0)
             scores["min_age_sd"] = float(aged[0].age_sd or 0.0)
+        for i, face in enumerate(aged[:MAX_FACES_SCORED]):
+            scores[f"face{i}_age"] = float(face.age or 0.0)
+            scores[f"face{i}_age_sd"] = float(face.age_sd or 0.0)
         notes = [f.note() for f in aged] + [f.note() for f in faces if f.age is None]
         return FrameScores(frame=index, scores=scores, notes=notes)
 

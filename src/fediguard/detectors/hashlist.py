@@ -6,6 +6,7 @@ lines starting with ``#`` are ignored. A malformed line stops start-up with its 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from pathlib import Path
@@ -14,14 +15,16 @@ from fediguard.detectors.base import DetectorResult, Subject
 from fediguard.errors import ConfigError
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_cache: dict[tuple[Path, float], frozenset[str]] = {}
+_cache: dict[tuple[Path, int, int], frozenset[str]] = {}
 _cache_lock = threading.Lock()
 
 
 def load_hash_file(path: Path) -> frozenset[str]:
-    """The set of hashes in ``path``. Cached per file and mtime, so every scanner thread shares one set."""
+    """The set of hashes in ``path``. Cached per file, mtime and size, so every scanner thread shares
+    one set."""
     try:
-        key = (path.resolve(), path.stat().st_mtime)
+        stat = path.stat()
+        key = (path.resolve(), stat.st_mtime_ns, stat.st_size)
     except OSError as exc:
         raise ConfigError(f"hash list {path} cannot be read: {exc.strerror}") from exc
     with _cache_lock:
@@ -43,9 +46,19 @@ def load_hash_file(path: Path) -> frozenset[str]:
     return result
 
 
+def lists_digest(deny: frozenset[str], allow: frozenset[str]) -> str:
+    """A short digest of what the lists hold (not of comments or order), for the detector's version."""
+    digest = hashlib.sha256()
+    for kind, hashes in (("deny", deny), ("allow", allow)):
+        digest.update(f"{kind}:{len(hashes)}\n".encode())
+        digest.update("".join(sorted(hashes)).encode())
+    return digest.hexdigest()[:12]
+
+
 class HashListDetector:
+    """The version names the lists' contents, so cached verdicts and remote workers follow them."""
+
     name = "hashlist"
-    version = "1"
     cost = 0
 
     def __init__(self, deny_file: Path | None = None, allow_file: Path | None = None) -> None:
@@ -53,6 +66,7 @@ class HashListDetector:
         self.allow_file = allow_file
         self.deny = load_hash_file(deny_file) if deny_file else frozenset()
         self.allow = load_hash_file(allow_file) if allow_file else frozenset()
+        self.version = f"1+{lists_digest(self.deny, self.allow)}"
 
     def warm_up(self) -> None:
         return None

@@ -90,11 +90,13 @@ class Gateway:
         try:
             upload = await read_upload(request, self.settings.max_body_bytes)
         except BodyError as exc:
+            # Too large, or a body that cannot be read as an upload (a malformed multipart form, no
+            # `file` field, a bad Content-Length): no verdict, so the admin's fail policy answers,
+            # and it is recorded and counted like any other.
             self.metrics.bad_requests.labels(exc.reason).inc()
-            if exc.reason != "too_large":
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            reason = FailReason.TOO_LARGE if exc.reason == "too_large" else FailReason.UNDECODABLE
             outcome = await self.service.record_failure(
-                FailReason.TOO_LARGE,
+                reason,
                 str(exc),
                 size=int(request.headers.get("content-length") or 0),
                 media_type=request.headers.get("content-type"),

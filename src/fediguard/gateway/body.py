@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from fediguard.config import MEGABYTE
+
 
 class BodyError(Exception):
     def __init__(self, status: int, message: str, reason: str) -> None:
@@ -24,7 +26,9 @@ class Upload:
 
 
 def _too_large(limit: int) -> BodyError:
-    return BodyError(413, f"body larger than max_body_mb ({limit / 1_000_000:g} MB)", "too_large")
+    return BodyError(
+        413, f"body larger than max_body_mb ({limit / MEGABYTE:g} MB of 1024 x 1024 bytes)", "too_large"
+    )
 
 
 async def read_upload(request: Request, limit: int) -> Upload:

@@ -39,8 +39,9 @@ from fediguard.scanning.service import ScanService
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
-LEGACY_WAIT_S = 2.0
-"""fedi-safety workers poll in a loop; a short wait answers them quickly without busy polling."""
+LEGACY_WAIT_S = 1.0
+"""fedi-safety workers poll in a loop with a 2 s client timeout: answer well within it, so a job is
+never handed to a poll its worker has already given up on."""
 MAX_RESULT_BYTES = 2_000_000
 LEGACY_DETECTOR = "fedi-safety"
 
@@ -124,7 +125,8 @@ class WorkerRoutes:
         }
         if legacy:
             ext = mimetypes.guess_extension(job.media_type or "") or ".bin"
-            headers["Content-Disposition"] = f'attachment; filename="{lease.id}{ext}"'
+            # Unquoted, as pictrs-safety sent it: fedi-safety takes everything after the first '='.
+            headers["Content-Disposition"] = f"attachment; filename={lease.id}{ext}"
         return Response(job.data, media_type=job.media_type or "application/octet-stream", headers=headers)
 
     async def extend(self, request: Request) -> Response:
@@ -177,7 +179,7 @@ class WorkerRoutes:
                 raise ValueError("is_csam and is_nsfw must be booleans")
         except (ValueError, KeyError, TypeError) as exc:
             return _error(422, f"expected {{'image', 'is_csam', 'is_nsfw'}}: {exc}")
-        lease_id = image.rsplit("/", 1)[-1].split(".", 1)[0]
+        lease_id = image.strip().strip('"').rsplit("/", 1)[-1].split(".", 1)[0]
         notes = [f"worker {worker.name} reported csam={is_csam} nsfw={is_nsfw}"]
         result = DetectorResult(
             LEGACY_DETECTOR, "legacy", scores={"csam": float(is_csam), "nsfw": float(is_nsfw)}, notes=notes
@@ -204,6 +206,7 @@ class WorkerRoutes:
                 "waiting": s.waiting,
                 "busy": s.busy,
                 "completed": s.completed,
+                "per_minute": s.per_minute(),
                 "expired_leases": s.failed,
             }
             for s in self.service.queue.scanners.values()

@@ -77,6 +77,15 @@ bank_entries = Table(
     Index("ix_bank_entries_value", "hash_kind", "value"),
 )
 
+bank_generation = Table(
+    "bank_generation",
+    metadata,
+    # One row (id 1) whose generation every bank-changing write raises in its own transaction: the
+    # change marker gateways poll. Entry counts and ids are not one: SQLite reuses deleted ids.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+)
+
 sweep_sources = Table(
     "sweep_sources",
     metadata,

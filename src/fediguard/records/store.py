@@ -10,8 +10,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
-from fediguard.records.schema import decisions, metadata
+from fediguard.records.schema import bank_generation, decisions, metadata
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,26 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def create_schema(engine: Engine) -> None:
+    """Create the tables that are missing (so an existing database gains new ones) and the rows that
+    one-row tables need."""
+    metadata.create_all(engine)
+    with engine.connect() as conn:
+        if conn.execute(select(bank_generation.c.id).where(bank_generation.c.id == 1)).first() is not None:
+            return
+    try:
+        with engine.begin() as conn:
+            conn.execute(bank_generation.insert().values(id=1, generation=0))
+    except IntegrityError:
+        pass  # another node inserted it first
+
+
 class RecordStore:
     """Reads and writes decision records. Thread-safe; calls block, so async code runs them in a thread."""
 
     def __init__(self, url: str) -> None:
         self.engine = create_db_engine(url)
-        metadata.create_all(self.engine)
+        create_schema(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -2,9 +2,13 @@
 feeding from the same :class:`~fediguard.scanning.queue.JobQueue` as remote workers.
 
 Threads, not processes: onnxruntime releases the GIL while it runs a model, so threads use both
-cores without copying images between processes (measured in bench/detectors.py). Daemon threads,
-because a detector that hangs must not keep the process from exiting; its slot is lost, its job's
-lease expires, and the request gets its answer from the fail policy at its deadline.
+cores without copying images between processes (measured in bench/detectors.py).
+
+A slot's lease never expires while its thread works (a thread in this process cannot die without
+the process): a long scan is never handed to a second slot. A detector that hangs gets its upload
+the fail policy at the upload's deadline; once the deadline is ``STUCK_GRACE_S`` behind it, the slot
+is written off (daemon thread, so it cannot keep the process from exiting) and a fresh slot takes
+its place, at most ``slots`` times over the process's life; after that readiness turns false.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from fediguard.scanning.queue import JobQueue
 from fediguard.scanning.threads import PipelineFactory, ScannerThread
 
 log = logging.getLogger(__name__)
+
+STUCK_GRACE_S = 10.0
+"""How long past its job's deadline a slot may stay busy before it is counted as stuck."""
+LOCAL_LEASE_S = 365 * 24 * 3600.0
+"""In-process leases do not expire: the deadline ends the upload's wait, a stuck slot is replaced."""
 
 
 def _run(job: ScanJob, pipeline: Pipeline) -> ScanOutcome:
@@ -39,30 +48,55 @@ class LocalScanner:
         self.make_pipeline = make_pipeline
         self.slot_count = slots
         self._slots: list[ScannerThread] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self.ready = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = 0
+        self.stuck = 0
+        self.started = False
+
+    @property
+    def ready(self) -> bool:
+        """Started, and at least one slot is not stuck."""
+        return self.started and len(self._slots) > 0
 
     async def start(self) -> str:
         """Start the threads, load and warm up every slot's detectors, then begin taking jobs.
 
         Returns the detector fingerprint (names and versions) the slots run."""
-        self._slots = [ScannerThread(f"scanner-{i}", self.make_pipeline) for i in range(self.slot_count)]
-        prints = await asyncio.gather(*(slot.call(_warm_up) for slot in self._slots))
-        for slot in self._slots:
-            self.queue.register(slot.name, remote=False)
-            self._tasks.append(asyncio.create_task(self._serve(slot), name=slot.name))
-        self.ready = True
+        slots = [self._new_slot() for _ in range(self.slot_count)]
+        prints = await asyncio.gather(*(slot.call(_warm_up) for slot in slots))
+        for slot in slots:
+            self._begin(slot)
+        self.started = True
         log.info("in-process scanner ready: %d slot(s), detectors %s", self.slot_count, prints[0])
         return str(prints[0])
 
+    def _new_slot(self) -> ScannerThread:
+        slot = ScannerThread(f"scanner-{self._started}", self.make_pipeline)
+        self._started += 1
+        return slot
+
+    def _begin(self, slot: ScannerThread) -> None:
+        self._slots.append(slot)
+        self.queue.register(slot.name, remote=False)
+        task = asyncio.create_task(self._serve(slot), name=slot.name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _serve(self, slot: ScannerThread) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            lease = await self.queue.lease(slot.name)
+            lease = await self.queue.lease(slot.name, lease_s=LOCAL_LEASE_S)
             if lease is None:
                 return
             job = lease.job
+            call = asyncio.ensure_future(slot.call(functools.partial(_run, job)))
+            budget = max(0.0, job.deadline - loop.time()) + STUCK_GRACE_S
+            done, _ = await asyncio.wait({call}, timeout=budget)
+            if not done:
+                self._write_off(slot, lease.id)
+                return
             try:
-                outcome: ScanOutcome = await slot.call(functools.partial(_run, job))
+                outcome: ScanOutcome = call.result()
             except Exception as exc:
                 log.exception("scanner slot %s crashed", slot.name)
                 outcome = ScanOutcome(
@@ -70,12 +104,48 @@ class LocalScanner:
                 )
             self.queue.complete(lease.id, outcome)
 
+    def _write_off(self, slot: ScannerThread, lease_id: str) -> None:
+        """A slot busy far past its job's deadline is stuck (a detector hung in a native call)."""
+        self.stuck += 1
+        self._slots.remove(slot)
+        self.queue.complete(
+            lease_id,
+            ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail="scanner stuck", scanner=slot.name),
+        )
+        self.queue.unregister(slot.name)
+        slot.stop()
+        if self._started < 2 * self.slot_count:
+            log.error("scanner slot %s is stuck in a detector; starting a fresh slot in its place", slot.name)
+            task = asyncio.create_task(self._replace(), name=f"replace-{slot.name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            log.error(
+                "scanner slot %s is stuck in a detector; %d slot(s) stuck so far, none replaced any more "
+                "(%d left)",
+                slot.name,
+                self.stuck,
+                len(self._slots),
+            )
+
+    async def _replace(self) -> None:
+        slot = self._new_slot()
+        try:
+            await slot.call(_warm_up)
+        except Exception:
+            log.exception("replacement scanner slot %s failed to start", slot.name)
+            slot.stop()
+            return
+        self._begin(slot)
+        log.info("scanner slot %s started in place of a stuck one", slot.name)
+
     async def stop(self) -> None:
-        self.ready = False
-        for task in self._tasks:
+        self.started = False
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for slot in self._slots:
             slot.stop()
             self.queue.unregister(slot.name)
-        self._tasks.clear()
+        self._slots.clear()

@@ -16,11 +16,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
 
-REMOTE_STALE_S = 2.0
+REMOTE_STALE_S = 1.0
 """A remote worker polls again the moment it posts a result, so one that has neither waited nor
-held a lease for this long is gone: uploads then get the fail policy at once, not at their deadline."""
+held a lease for this long is gone: uploads then get the fail policy at once, not at their deadline.
+It covers the round trip between a worker's result and its next poll over a slow link."""
 
 
 class QueueFull(Exception):
@@ -48,6 +50,15 @@ class ScannerState:
     completed: int = 0
     failed: int = 0
     detectors: str = ""
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
+    """Monotonic times of recent completions, for the jobs-per-minute figure."""
+
+    def per_minute(self, now: float | None = None) -> int:
+        """Jobs completed in the last 60 seconds."""
+        cutoff = (time.monotonic() if now is None else now) - 60.0
+        while self.recent and self.recent[0] < cutoff:
+            self.recent.popleft()
+        return len(self.recent)
 
 
 class JobQueue:
@@ -60,7 +71,9 @@ class JobQueue:
         self._leases: dict[str, Lease] = {}
         self.scanners: dict[str, ScannerState] = {}
         self.requeued = 0
+        self.orphaned = 0
         self.closed = False
+        self._orphan_check: asyncio.TimerHandle | None = None
 
     # --- producers --------------------------------------------------------------------------
     @property
@@ -137,6 +150,8 @@ class JobQueue:
                 waiter.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
+            if state.remote and state.waiting == 0 and state.busy == 0:
+                self._check_orphans_later()
 
     def extend(self, lease_id: str, scanner: str, lease_s: float | None = None) -> bool:
         """Renew a lease its holder is still working on. False when unknown, expired or not its own."""
@@ -161,6 +176,7 @@ class JobQueue:
         state = self._state(lease.scanner)
         state.busy -= 1
         state.completed += 1
+        state.recent.append(time.monotonic())
         state.last_seen = time.time()
         if not lease.job.future.done():
             lease.job.future.set_result(outcome)
@@ -221,3 +237,26 @@ class JobQueue:
             self.requeued += 1
             self._pending.appendleft(lease.job)
             self._dispatch()
+            if self._pending:
+                self._check_orphans_later()
+
+    def _check_orphans_later(self) -> None:
+        """A remote scanner left (its poll ended without a job, or its lease expired): once it has
+        had time to poll again, fail the queued jobs if no scanner is left, so their uploads get
+        the fail policy now rather than at their deadline."""
+        if self._orphan_check is None:
+            loop = asyncio.get_running_loop()
+            self._orphan_check = loop.call_later(self.remote_stale_s + 0.05, self._fail_orphans)
+
+    def _fail_orphans(self) -> None:
+        self._orphan_check = None
+        if not self._pending or self.able_to_scan():
+            return
+        detail = "no scanner is left to take it (the last worker went away)"
+        while self._pending:
+            job = self._pending.popleft()
+            if not job.future.done():
+                self.orphaned += 1
+                job.future.set_result(
+                    ScanOutcome(error=FailReason.NO_SCANNER, error_detail=detail, scanner="-")
+                )

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from fediguard.banks.matcher import DETECTOR as BANKS_DETECTOR
-from fediguard.banks.matcher import BankMatcher
-from fediguard.banks.pdq import PdqHash
+from fediguard.banks.matcher import BankMatcher, Hit
+from fediguard.banks.pdq import PdqHash, pdq_hash
 from fediguard.banks.store import BankStore
 from fediguard.config import Settings
 from fediguard.detectors.registry import build_detectors
-from fediguard.media.decode import MediaLimits
+from fediguard.errors import MediaError
+from fediguard.media.decode import MediaLimits, decode
 from fediguard.metrics import Metrics
 from fediguard.policy import Decision, FailReason, PolicyConfig, Verdict, decide, fail_decision
 from fediguard.records import NewDecision, RecordStore
@@ -87,6 +88,7 @@ class ScanService:
         self.writer: RecordWriter | None = None
         self.detector_fingerprint = ""
         self._bank_refresh: asyncio.Task[None] | None = None
+        self._jobs_reported: dict[tuple[str, str], int] = {}
         self.metrics.on_collect(self._refresh_gauges)
 
     def _default_pipeline(self, scanner: str) -> Pipeline:
@@ -145,7 +147,8 @@ class ScanService:
         """Decide about one upload and record the decision. Never raises for the upload's content."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + (deadline_s if deadline_s is not None else self.settings.deadline_s)
+        budget_s = deadline_s if deadline_s is not None else self.settings.deadline_s
+        deadline = started + budget_s
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
@@ -158,7 +161,7 @@ class ScanService:
         policy = policy or self.policy
         cache_key = self._cache_key(policy)
         outcome: ScanOutcome | None = None
-        triage = await self._triage(sha256, cache_key, policy, timings) if data else None
+        triage = await self._triage(data, media_type, sha256, cache_key, policy, timings) if data else None
         if not data:
             decision = self._fail(FailReason.UNDECODABLE, "empty body")
         elif triage is not None:
@@ -166,7 +169,9 @@ class ScanService:
         elif not self.queue.able_to_scan():
             decision = self._fail(FailReason.NO_SCANNER, "no scanner is running or has been seen recently")
         else:
-            outcome, decision = await self._scan(data, sha256, media_type, deadline, timings, policy)
+            outcome, decision = await self._scan(
+                data, sha256, media_type, deadline, timings, policy, budget_s=budget_s
+            )
 
         timings["total"] = loop.time() - started
         record_id = await self._record(
@@ -213,12 +218,21 @@ class ScanService:
         return DecisionOutcome(decision, record_id, "", size, timings)
 
     def _cache_key(self, policy: PolicyConfig) -> str:
-        """What a cached pass must have been decided under: detectors, policy and banks, all unchanged."""
-        banks = self.matcher.state if self.matcher else "-"
-        return f"{self.detector_fingerprint}|{policy.fingerprint()}|banks={banks}"
+        """What a cached pass must have been decided under: detectors (with the contents of their
+        lists), policy, banks, match radius and media limits, all unchanged."""
+        s = self.settings
+        banks = f"{self.matcher.state};pdq<={s.pdq_max_distance}" if self.matcher else "-"
+        media = f"frames={s.sample_frames};side={s.max_frame_side};pixels={s.max_pixels}"
+        return f"{self.detector_fingerprint}|{policy.fingerprint()}|banks={banks}|{media}"
 
     async def _triage(
-        self, sha256: str, cache_key: str, policy: PolicyConfig, timings: dict[str, float]
+        self,
+        data: bytes,
+        media_type: str | None,
+        sha256: str,
+        cache_key: str,
+        policy: PolicyConfig,
+        timings: dict[str, float],
     ) -> tuple[ScanOutcome, Decision] | None:
         """Decisions that need no scanner: an exact SHA-256 bank match, or a pass already decided
         for the same bytes under the same detectors, policy and banks."""
@@ -226,10 +240,17 @@ class ScanService:
         try:
             if self.matcher is not None:
                 hits = self.matcher.match_sha256(sha256)
+                pdq: list[dict[str, object]] | None = None
+                if hits and all(h.bank_kind == "allow" for h in hits) and self.matcher.has_pdq("deny"):
+                    # An exact allow only ties an exact deny PDQ entry, and ties go to deny: hash the
+                    # frames (no model runs) so the policy sees both.
+                    pdq, pdq_hits = await asyncio.to_thread(self._match_frames, data, media_type)
+                    hits += pdq_hits
                 if hits:
                     result = await asyncio.to_thread(self.matcher.result, hits)
                     if result is not None:
-                        return ScanOutcome(results=[result], scanner="gateway"), decide([result], policy)
+                        outcome = ScanOutcome(results=[result], scanner="gateway", pdq=pdq)
+                        return outcome, decide([result], policy)
             if self.settings.verdict_cache and self.store is not None:
                 cached = await asyncio.to_thread(self.store.find_pass, sha256, cache_key)
                 if cached is not None:
@@ -247,6 +268,8 @@ class ScanService:
         deadline: float,
         timings: dict[str, float],
         policy: PolicyConfig | None,
+        *,
+        budget_s: float,
     ) -> tuple[ScanOutcome | None, Decision]:
         loop = asyncio.get_running_loop()
         job = ScanJob(data, sha256, media_type, deadline, loop.create_future())
@@ -262,7 +285,7 @@ class ScanService:
             timings["scan"] = loop.time() - t
             return None, self._fail(
                 FailReason.DEADLINE,
-                f"no result within {self.settings.deadline_s:g} s (attempts {job.attempts})",
+                f"no result within the {budget_s:g} s deadline (attempts {job.attempts})",
             )
         except asyncio.CancelledError:
             self.queue.withdraw(job)
@@ -277,6 +300,21 @@ class ScanService:
 
     def policy_for(self, client: str) -> PolicyConfig:
         return self.policy.for_client(client, self.settings)
+
+    def _match_frames(
+        self, data: bytes, media_type: str | None
+    ) -> tuple[list[dict[str, object]] | None, list[Hit]]:
+        """PDQ hashes of the upload's frames (as recorded) and their bank hits; none if undecodable."""
+        assert self.matcher is not None
+        try:
+            media = decode(data, declared_type=media_type, limits=media_limits(self.settings))
+        except MediaError:
+            return None, []
+        hashes = [(f.index, pdq_hash(f.image)) for f in media.frames if min(f.image.shape[:2]) > 0]
+        records: list[dict[str, object]] = [
+            {"frame": index, "hash": h.hex, "quality": h.quality} for index, h in hashes
+        ]
+        return records, self.matcher.match_pdq(hashes)
 
     def _match_remote_hashes(self, outcome: ScanOutcome) -> ScanOutcome:
         """Remote workers hash frames but know no banks: match their hashes here."""
@@ -361,7 +399,12 @@ class ScanService:
             kind = "remote" if state.remote else "local"
             key = (kind, "busy" if state.busy > 0 else "idle")
             counts[key] = counts.get(key, 0) + 1
-            self.metrics.worker_completed.labels(state.name).set(state.completed)
+            for outcome, total in (("completed", state.completed), ("expired", state.failed)):
+                # Counters follow the queue's totals; a scanner that re-registers starts again at 0.
+                reported = self._jobs_reported.get((state.name, outcome), 0)
+                if total > reported:
+                    self.metrics.worker_jobs.labels(state.name, outcome).inc(total - reported)
+                self._jobs_reported[(state.name, outcome)] = total
             self.metrics.worker_last_seen.labels(state.name).set(state.last_seen)
         for kind in ("local", "remote"):
             for st in ("busy", "idle"):

@@ -3,8 +3,10 @@
 Outbound connections only, so it works behind NAT. Each slot long-polls for a job (the gateway
 answers the moment one arrives), renews its lease while it scans, and posts the outcome; the policy
 stays in the gateway. It reconnects with capped exponential backoff forever and logs every
-disconnect and reconnect; it stops only when told to, or when the gateway refuses its key or its
-detectors (retrying would not help).
+disconnect and reconnect. A gateway that refuses its key or its detectors at the very first
+connection is a configuration error and stops it (exit status 2); once it has served, a refusal
+(a gateway upgraded to other detectors, a proxy answering 403) is logged and retried like any
+disconnect, so the worker comes back by itself when the gateway does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from fediguard.scanning.threads import PipelineFactory, ScannerThread
 log = logging.getLogger(__name__)
 
 LEASE_PATH = "/api/v1/worker/lease"
+REFUSED_RETRY_S = 5.0
+"""Least wait before retrying after a refusal, which an admin must fix on one side or the other."""
 
 
 class WorkerRefused(FediguardError):
@@ -91,6 +95,7 @@ class RemoteWorker:
         self.completed = 0
         self.ready = asyncio.Event()
         self._connected = False
+        self._served = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve jobs until ``stop`` is set. Raises WorkerRefused when the gateway refuses us."""
@@ -146,8 +151,17 @@ class RemoteWorker:
                 self._disconnected(str(exc), delay)
                 await _sleep_unless_stopped(delay, stop)
                 continue
+            except WorkerRefused as exc:
+                if not self._served:
+                    raise
+                delay = max(backoff.next(), REFUSED_RETRY_S)
+                log.error("%s; retrying in %.0f s", exc, delay)
+                self._connected = False
+                await _sleep_unless_stopped(delay, stop)
+                continue
             if not self._connected:
                 self._connected = True
+                self._served = True
                 log.info("connected to %s", self.server)
             backoff.reset()
             if job is not None:
@@ -170,13 +184,17 @@ class RemoteWorker:
         if response.status_code != 200:
             raise _Unavailable(f"lease answered {response.status_code}: {_error_text(response)}")
         h = response.headers
-        return _Job(
-            lease=h["x-fediguard-lease"],
-            lease_s=float(h.get("x-fediguard-lease-seconds", "5")),
-            sha256=h["x-fediguard-sha256"],
-            media_type=h.get("x-fediguard-media-type") or None,
-            data=response.content,
-        )
+        try:
+            return _Job(
+                lease=h["x-fediguard-lease"],
+                lease_s=float(h.get("x-fediguard-lease-seconds", "5")),
+                sha256=h["x-fediguard-sha256"],
+                media_type=h.get("x-fediguard-media-type") or None,
+                data=response.content,
+            )
+        except (KeyError, ValueError) as exc:
+            # Not a fediguard gateway's answer (a captive portal, a misrouted proxy): retry later.
+            raise _Unavailable(f"lease answered 200 without a valid job ({exc!r} missing or bad)") from None
 
     async def _process(self, http: httpx.AsyncClient, slot: ScannerThread, job: _Job) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(http, job))

@@ -50,6 +50,11 @@ class Source(Protocol):
         UnsafeKey, or SourceError."""
         ...
 
+    async def read_head(self, key: str, n: int) -> bytes:
+        """The object's first ``n`` bytes (fewer if it is shorter), without reading the rest: enough
+        to tell whether a large object is media. Raises ObjectGone, UnsafeKey, or SourceError."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove the object. Raises ObjectGone if it is already missing."""
         ...

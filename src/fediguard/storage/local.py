@@ -165,17 +165,34 @@ class LocalSource:
     async def read(self, key: str, max_bytes: int) -> bytes:
         return await asyncio.to_thread(self._read, check_key(key), max_bytes)
 
+    async def read_head(self, key: str, n: int) -> bytes:
+        return await asyncio.to_thread(self._read_head, check_key(key), n)
+
+    def _read_head(self, key: str, n: int) -> bytes:
+        with _errors(key):
+            fd, _ = self._open_file(key)
+            try:
+                return _read_up_to(fd, n)
+            finally:
+                os.close(fd)
+
+    def _open_file(self, key: str) -> tuple[int, os.stat_result]:
+        """A descriptor on the regular file at ``key`` (never through a link), and its status."""
+        parent = _open_dir(self._root, _dirname(key))
+        try:
+            fd = os.open(entry_name(key), _FILE_FLAGS, dir_fd=parent)
+        finally:
+            os.close(parent)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise SourceError(f"{key!r} is not a regular file")
+        return fd, st
+
     def _read(self, key: str, max_bytes: int) -> bytes:
         with _errors(key):
-            parent = _open_dir(self._root, _dirname(key))
+            fd, st = self._open_file(key)
             try:
-                fd = os.open(entry_name(key), _FILE_FLAGS, dir_fd=parent)
-            finally:
-                os.close(parent)
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise SourceError(f"{key!r} is not a regular file")
                 if st.st_size > max_bytes:
                     raise ObjectTooLarge(key, st.st_size, max_bytes)
                 data = _read_up_to(fd, max_bytes + 1)

@@ -209,6 +209,24 @@ class S3Source:
             raise ObjectTooLarge(key, None, max_bytes)
         return data
 
+    async def read_head(self, key: str, n: int) -> bytes:
+        full = self._root + check_key(key)
+        return await self._run(key, self._read_head, full=full, n=n)
+
+    def _read_head(self, full: str, n: int) -> bytes:
+        try:
+            resp = self._client.get_object(Bucket=self._bucket, Key=full, Range=f"bytes=0-{max(n, 1) - 1}")
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) == "InvalidRange":  # an empty object
+                return b""
+            raise
+        body = resp["Body"]
+        try:
+            data: bytes = body.read(n)  # n bytes even from a server that ignores Range
+        finally:
+            body.close()
+        return data
+
     async def delete(self, key: str) -> None:
         full = self._root + check_key(key)
         # S3 deletes of missing keys succeed silently; HEAD first so a vanished object is reported.

@@ -2,7 +2,10 @@
 
 One SSH connection and one SFTP channel are shared by every call (SFTP pipelines requests, so
 concurrent reads are safe and cheap); a lost connection is reopened on the next call. Directory
-listing runs several directories at once, because over a WAN each readdir costs a round trip.
+listing runs several directories at once, because over a WAN each readdir costs a round trip, and
+goes depth first (the folders still to list are a stack): with pict-rs's one folder per file, a
+breadth-first queue would come to hold a folder for almost every file; the stack holds at most
+about depth x fan-out folders per listing worker.
 
 SFTP (v3, as OpenSSH serves it) has no O_NOFOLLOW: we lstat before acting and check the real
 path of the parent folder, which stops planted links but not a race by someone with a shell on
@@ -86,6 +89,8 @@ class SSHSource:
         self._real: dict[str, str] = {}  # configured path -> its real path on the server
         self.listing_errors = 0
         """Directories that could not be read while listing (each logged as a warning)."""
+        self.peak_pending_dirs = 0
+        """The most directories waiting to be listed at once, over every listing so far."""
 
     @property
     def name(self) -> str:
@@ -193,7 +198,7 @@ class SSHSource:
         with self._errors(prefix):
             sftp = await self._client()
         start = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        dirs: asyncio.Queue[str] = asyncio.Queue()
+        dirs: asyncio.Queue[str] = asyncio.LifoQueue()  # depth first: pending folders stay few
         out: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)  # bounded: memory stays flat
         dirs.put_nowait(start)
         workers = [
@@ -234,6 +239,7 @@ class SSHSource:
                         inside = (key + "/").startswith(prefix) or prefix.startswith(key + "/")
                         if inside and f"{self._root}/{key}" != quarantine:
                             dirs.put_nowait(key)
+                            self.peak_pending_dirs = max(self.peak_pending_dirs, dirs.qsize())
                     elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
                         modified = from_timestamp(entry.attrs.mtime or 0)
                         if wanted(key, prefix, modified, since):
@@ -266,6 +272,15 @@ class SSHSource:
                 data: bytes = await f.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise ObjectTooLarge(key, None, max_bytes)
+        return data
+
+    async def read_head(self, key: str, n: int) -> bytes:
+        path = self._path(self._root, key)
+        with self._errors(key):
+            sftp = await self._client()
+            await self._regular(sftp, self._root, path, key)
+            async with sftp.open(path, "rb") as f:
+                data: bytes = await f.read(n)
         return data
 
     async def delete(self, key: str) -> None:

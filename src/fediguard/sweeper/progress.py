@@ -17,6 +17,9 @@ class SweepStats:
     skipped: int = 0  # already scanned and unchanged
     scanned: int = 0
     not_media: int = 0
+    unscanned: int = 0  # no verdict (no scanner, deadline, scanner error): tried again next run
+    undecodable: int = 0  # media that cannot be decoded: recorded, skipped while unchanged
+    too_large: int = 0  # over the size limit: not read, skipped while unchanged
     flagged: int = 0
     actions: int = 0
     errors: int = 0
@@ -26,12 +29,14 @@ class SweepStats:
 
     @property
     def processed(self) -> int:
-        return self.skipped + self.scanned + self.not_media + self.errors + self.gone
+        done = self.scanned + self.not_media + self.unscanned + self.undecodable + self.too_large
+        return done + self.skipped + self.errors + self.gone
 
     def rate(self) -> float:
         """Objects read and scanned per second (skips are not work)."""
         elapsed = time.monotonic() - self.started
-        return (self.scanned + self.not_media) / elapsed if elapsed > 0 else 0.0
+        work = self.scanned + self.not_media + self.unscanned + self.undecodable
+        return work / elapsed if elapsed > 0 else 0.0
 
     def eta_s(self) -> float | None:
         if not self.listing_done:
@@ -87,8 +92,9 @@ class Progress:
         elapsed = time.monotonic() - s.started
         summary = (
             f"{label}: {s.listed:,} listed, {s.scanned:,} scanned, {s.skipped:,} skipped (unchanged), "
-            f"{s.not_media:,} not media, {s.flagged:,} flagged, {s.actions:,} actions, {s.errors:,} errors, "
-            f"{s.gone:,} vanished, in {_duration(elapsed)}"
+            f"{s.not_media:,} not media, {s.unscanned:,} unscanned (retried next run), "
+            f"{s.undecodable:,} undecodable, {s.too_large:,} too large, {s.flagged:,} flagged, "
+            f"{s.actions:,} actions, {s.errors:,} errors, {s.gone:,} vanished, in {_duration(elapsed)}"
         )
         self.stream.write(summary + "\n")
         self.stream.flush()

@@ -3,7 +3,11 @@ through the same pipeline and policy as uploads, and report, quarantine or delet
 
 Memory stays flat: listing is streamed in batches, and at most 4 times ``concurrency`` objects wait
 between the lister and the readers. Every action is recorded as pending before it happens, and a
-later run finishes what a crash left pending.
+later run finishes what a crash left pending (a dry run only reports it).
+
+Objects with no verdict (no scanner, deadline, scanner error, an error reading them) are retried
+by the next run; objects that cannot be scanned however often we try (undecodable, over the size
+limit) are recorded as such and skipped while unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ log = logging.getLogger("fediguard.sweep")
 
 ACTIONS = ("report", "quarantine", "delete")
 BATCH = 256
+HEAD_BYTES = 4096
+"""Enough of an object's first bytes to tell whether it is media."""
+SNIFF_FIRST_ABOVE = 1 << 20
+"""Plain layout: objects larger than this are sniffed from their first bytes before being read whole."""
+SETTLED = ("scanned", "not_media", "undecodable", "too_large")
+"""Statuses after which nothing is left to try while the object is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Verdict:
     decision_id: int | None
     sha256: str | None
     reasons: tuple[str, ...] = ()
+    fail_reason: str | None = None  # why there is no verdict (deadline, no_scanner, undecodable...)
 
 
 class Decider(Protocol):
@@ -82,7 +93,10 @@ class Sweeper:
         self.progress = progress or Progress(self.stats)
 
     async def run(self) -> SweepStats:
-        await self.finish_pending()
+        if self.options.dry_run:
+            await self.report_pending()
+        else:
+            await self.finish_pending()
         todo: asyncio.Queue[StoredObject | None] = asyncio.Queue(maxsize=self.options.concurrency * 4)
         readers = [asyncio.create_task(self._reader(todo)) for _ in range(self.options.concurrency)]
         try:
@@ -127,9 +141,15 @@ class Sweeper:
             await todo.put(obj)
 
     def _settled(self, record: ObjectRecord) -> bool:
-        """Whether nothing is left to do for an unchanged object: scanned (or not media), and, when
-        this run acts, not a reject whose action is still to be done (after a report-only run)."""
-        if record.status not in ("scanned", "not_media"):
+        """Whether nothing is left to do for an unchanged object: it has a verdict (or is not media,
+        undecodable, or over a size limit that was not raised since), and, when this run acts, it is
+        not a reject whose action is still to be done (after a report-only run). Errors and objects
+        with no verdict are never settled: they are tried again."""
+        if record.status not in SETTLED:
+            return False
+        if record.status == "scanned" and record.verdict not in ("pass", "reject"):
+            return False  # recorded by an older version, which saved "no verdict" as scanned
+        if record.status == "too_large" and record.size <= self.options.max_bytes:
             return False
         acting = self.options.action != "report" and not self.options.dry_run
         return not (acting and record.verdict == "reject" and record.action_state != "done")
@@ -147,21 +167,29 @@ class Sweeper:
 
     async def _process(self, obj: StoredObject) -> None:
         try:
-            data = await self.source.read(obj.key, self.options.max_bytes)
+            data = await self._fetch(obj)
         except ObjectGone:
             self.stats.gone += 1
             log.info("%s vanished before it could be read", obj.key)
             return
-        except (ObjectTooLarge, SourceError) as exc:
+        except ObjectTooLarge as exc:
+            self.stats.too_large += 1
+            log.warning("not scanned: %s", exc)
+            await asyncio.to_thread(self.state.save, self.source_id, obj, status="too_large", error=str(exc))
+            return
+        except SourceError as exc:
             self.stats.errors += 1
             log.warning("cannot read %s: %s", obj.key, exc)
             await asyncio.to_thread(self.state.save, self.source_id, obj, status="error", error=str(exc))
             return
-        if self.options.layout.name == "plain" and sniff(data) is None:
+        if data is None:
             self.stats.not_media += 1
             await asyncio.to_thread(self.state.save, self.source_id, obj, status="not_media")
             return
         verdict = await self.decider.decide(data, obj.key)
+        if verdict.verdict == "unscanned":
+            await self._no_verdict(obj, verdict)
+            return
         self.stats.scanned += 1
         if verdict.verdict != "reject":
             await asyncio.to_thread(
@@ -171,6 +199,32 @@ class Sweeper:
             return
         self.stats.flagged += 1
         await self._act(obj, verdict)
+
+    async def _fetch(self, obj: StoredObject) -> bytes | None:
+        """The object's bytes, or None when it is not media (plain layout). Its listed size and, for
+        a large object in the plain layout, its first bytes are checked before it is read whole."""
+        plain = self.options.layout.name == "plain"
+        if plain and obj.size > min(SNIFF_FIRST_ABOVE, self.options.max_bytes):
+            head = await self.source.read_head(obj.key, HEAD_BYTES)
+            if sniff(head) is None:
+                return None
+        if obj.size > self.options.max_bytes:
+            raise ObjectTooLarge(obj.key, obj.size, self.options.max_bytes)
+        data = await self.source.read(obj.key, self.options.max_bytes)
+        return None if plain and sniff(data) is None else data
+
+    async def _no_verdict(self, obj: StoredObject, verdict: Verdict) -> None:
+        """Undecodable media is recorded once; anything else with no verdict is retried next run."""
+        status = "undecodable" if verdict.fail_reason == "undecodable" else "unscanned"
+        if status == "undecodable":
+            self.stats.undecodable += 1
+        else:
+            self.stats.unscanned += 1
+            log.warning("no verdict for %s (%s); it is tried again next run", obj.key, verdict.fail_reason)
+        await asyncio.to_thread(
+            self.state.save, self.source_id, obj, status=status, sha256=verdict.sha256, verdict="unscanned",
+            decision_id=verdict.decision_id, error=verdict.fail_reason,
+        )  # fmt: skip
 
     async def _act(self, obj: StoredObject, verdict: Verdict) -> None:
         action = None if self.options.action == "report" or self.options.dry_run else self.options.action
@@ -211,7 +265,8 @@ class Sweeper:
                     await self.source.quarantine(key, quarantine_key)
             elif action == "restore":
                 assert quarantine_key is not None
-                await self.source.restore(quarantine_key, key)
+                await self._restore(object_id, key, quarantine_key)
+                return
         except ObjectGone:
             log.info("%s of object %d: the object is already gone; counted as done", action, object_id)
         except SourceError as exc:
@@ -222,6 +277,32 @@ class Sweeper:
         self.stats.actions += 1
         await asyncio.to_thread(self.state.action_done, object_id)
 
+    async def _restore(self, object_id: int, key: str, quarantine_key: str) -> None:
+        """Move a quarantined object back; when that fails it stays in quarantine, restorable."""
+        error = None
+        try:
+            await self.source.restore(quarantine_key, key)
+        except ObjectGone:
+            # Back in place already (a restore interrupted before it was recorded), or held elsewhere.
+            if not await self._exists(key):
+                error = f"{quarantine_key!r} is not in the quarantine location (moved? pass --quarantine)"
+        except SourceError as exc:
+            error = str(exc)
+        if error is None:
+            self.stats.actions += 1
+            await asyncio.to_thread(self.state.action_done, object_id)
+            return
+        self.stats.errors += 1
+        log.error("restore of %s failed: %s; it stays in quarantine", key, error)
+        await asyncio.to_thread(self.state.restore_failed, object_id, error)
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await self.source.read_head(key, 1)
+        except SourceError:
+            return False
+        return True
+
     async def finish_pending(self) -> None:
         """Finish actions a crashed run recorded but may not have carried out."""
         pending: list[ObjectRecord] = await asyncio.to_thread(self.state.pending, self.source_id)
@@ -230,13 +311,22 @@ class Sweeper:
             log.info("finishing %s of %s left pending by an earlier run", record.action, record.key)
             await self._perform(record.id, record.action, record.key, record.quarantine_key)
 
+    async def report_pending(self) -> None:
+        """Dry run: say which actions an earlier run left pending, without carrying them out."""
+        pending: list[ObjectRecord] = await asyncio.to_thread(self.state.pending, self.source_id)
+        for record in pending:
+            log.warning(
+                "dry run: %s of %s (object %d) is pending from an earlier run; left as it is",
+                record.action, record.key, record.id,
+            )  # fmt: skip
+
 
 async def restore(source: Source, state: SweepState, object_id: int) -> ObjectRecord:
     """Move a quarantined object back where it was. Raises ValueError when it is not quarantined."""
     record = await asyncio.to_thread(state.get, object_id)
     if record is None:
         raise ValueError(f"no swept object {object_id}")
-    if record.action != "quarantine" or record.action_state != "done" or not record.quarantine_key:
+    if not in_quarantine(record):
         raise ValueError(f"object {object_id} ({record.key}) is not in quarantine")
     await asyncio.to_thread(state.begin_restore, object_id)
     sweeper = Sweeper(source, record.source_id, state, _NoDecider(), SweepOptions(layout=get_layout("plain")))
@@ -244,6 +334,14 @@ async def restore(source: Source, state: SweepState, object_id: int) -> ObjectRe
     done = await asyncio.to_thread(state.get, object_id)
     assert done is not None
     return done
+
+
+def in_quarantine(record: ObjectRecord) -> bool:
+    """Quarantined, or left in quarantine by a restore that failed or was interrupted."""
+    if not record.quarantine_key:
+        return False
+    held = record.action == "quarantine" and record.action_state == "done"
+    return held or (record.action == "restore" and record.action_state in ("pending", "failed"))
 
 
 class _NoDecider:

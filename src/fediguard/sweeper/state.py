@@ -3,16 +3,19 @@ scanned, to resume an interrupted sweep, and to finish or undo actions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fediguard.records.schema import sweep_objects, sweep_sources
 from fediguard.storage import StoredObject
+
+log = logging.getLogger("fediguard.sweep")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class ObjectRecord:
     action: str | None
     action_state: str | None
     quarantine_key: str | None
+    error: str | None = None
 
 
 def _record(row: Any) -> ObjectRecord:
@@ -38,6 +42,7 @@ def _record(row: Any) -> ObjectRecord:
     return ObjectRecord(
         row["id"], row["source_id"], row["key"], row["size"], modified, row["etag"], row["status"],
         row["verdict"], row["decision_id"], row["action"], row["action_state"], row["quarantine_key"],
+        row["error"],
     )  # fmt: skip
 
 
@@ -51,31 +56,105 @@ def unchanged(known: ObjectRecord, obj: StoredObject) -> bool:
     return abs((known.modified - obj.modified).total_seconds()) < 1e-3
 
 
+QUARANTINE_OPTIONS = ("quarantine_dir", "quarantine_bucket", "quarantine_prefix", "quarantine_path")
+"""Source options that say where quarantined objects are kept. They stay remembered when a later
+sweep gives none, so what an earlier sweep quarantined can always be restored."""
+
+
+def source_key(url: str, options: Mapping[str, Any]) -> str:
+    """How a source is told apart in the records: its URL, plus the endpoint for S3 (the same
+    bucket name on two S3 services is two sources)."""
+    endpoint = options.get("endpoint_url")
+    if url.startswith("s3://") and endpoint:
+        return f"{url}?endpoint={str(endpoint).rstrip('/')}"
+    return url
+
+
+def merge_options(previous: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given``, keeping the previous quarantine location when ``given`` names none."""
+    if any(name in given for name in QUARANTINE_OPTIONS):
+        return dict(given)
+    kept = {name: previous[name] for name in QUARANTINE_OPTIONS if name in previous}
+    return {**given, **kept}
+
+
+def _warn_if_quarantine_moved(
+    conn: Connection, source_id: int, previous: Mapping[str, Any], merged: Mapping[str, Any]
+) -> None:
+    """Objects quarantined in the old location stay there: say how to restore them."""
+    old = {n: previous[n] for n in QUARANTINE_OPTIONS if n in previous}
+    new = {n: merged[n] for n in QUARANTINE_OPTIONS if n in merged}
+    if not old or old == new:
+        return
+    c = sweep_objects.c
+    quarantined = (c.action == "quarantine") & (c.action_state == "done")
+    restoring = (c.action == "restore") & c.action_state.in_(("pending", "failed"))
+    query = select(func.count()).where(
+        c.source_id == source_id, c.quarantine_key.is_not(None), quarantined | restoring
+    )
+    held = conn.execute(query).scalar_one()
+    if held:
+        log.warning(
+            "the quarantine location changed (%s -> %s); %d object(s) stay in the old one: restore "
+            "them with `fediguard restore ID --quarantine OLD`", old, new, held,
+        )  # fmt: skip
+
+
 class SweepState:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def source_id(self, url: str, options: dict[str, Any]) -> int:
         """The id of a source, registering it (with its non-secret options) on first use."""
+        return self.register(url, options)[0]
+
+    def register(self, url: str, options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The id of a source and its options: ``options``, plus the quarantine location remembered
+        from an earlier sweep when ``options`` names none. Registers the source on first use."""
+        try:
+            with self.engine.begin() as conn:
+                return self._register(conn, url, options)
+        except IntegrityError:  # another sweeper registered it in the meantime
+            with self.engine.begin() as conn:
+                return self._register(conn, url, options)
+
+    def _register(self, conn: Connection, url: str, options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        key = source_key(url, options)
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            found = conn.execute(select(sweep_sources.c.id).where(sweep_sources.c.url == url)).scalar()
-            if found is not None:
-                conn.execute(
-                    update(sweep_sources)
-                    .where(sweep_sources.c.id == found)
-                    .values(options=options, updated_at=now)
-                )
-                return int(found)
-            try:
-                new = conn.execute(
-                    sweep_sources.insert()
-                    .values(url=url, options=options, updated_at=now)
-                    .returning(sweep_sources.c.id)
-                ).scalar_one()
-            except IntegrityError:  # another sweeper registered it in the meantime
-                return self.source_id(url, options)
-            return int(new)
+        row = self._find(conn, key, url)
+        if row is None:
+            new = conn.execute(
+                sweep_sources.insert()
+                .values(url=key, options=options, updated_at=now)
+                .returning(sweep_sources.c.id)
+            ).scalar_one()
+            return int(new), dict(options)
+        previous = dict(row["options"])
+        merged = merge_options(previous, options)
+        _warn_if_quarantine_moved(conn, row["id"], previous, merged)
+        conn.execute(
+            update(sweep_sources)
+            .where(sweep_sources.c.id == row["id"])
+            .values(url=key, options=merged, updated_at=now)
+        )
+        return int(row["id"]), merged
+
+    @staticmethod
+    def _find(conn: Connection, key: str, url: str) -> Any:
+        """The row registered under ``key``, or one registered by an older version under the bare
+        URL (before S3 endpoints were part of the key) for the same endpoint."""
+        query = select(sweep_sources)
+        row = conn.execute(query.where(sweep_sources.c.url == key)).mappings().first()
+        if row is None and key != url:
+            row = conn.execute(query.where(sweep_sources.c.url == url)).mappings().first()
+        if row is None or source_key(url, row["options"]) == key:
+            return row
+        # An older row for this bucket on another endpoint: not this source. Give it its own key.
+        own = source_key(url, row["options"])
+        if conn.execute(query.where(sweep_sources.c.url == own)).first() is not None:
+            own = f"{own}#{row['id']}"
+        conn.execute(update(sweep_sources).where(sweep_sources.c.id == row["id"]).values(url=own))
+        return None
 
     def source(self, source_id: int) -> tuple[str, dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -148,6 +227,16 @@ class SweepState:
                 update(sweep_objects)
                 .where(sweep_objects.c.id == object_id)
                 .values(action="restore", action_state="pending")
+            )
+
+    def restore_failed(self, object_id: int, error: str) -> None:
+        """A restore that did not happen leaves the object in quarantine, where a later restore
+        can try again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sweep_objects)
+                .where(sweep_objects.c.id == object_id)
+                .values(action="quarantine", action_state="done", error=error)
             )
 
     def get(self, object_id: int) -> ObjectRecord | None:
