@@ -142,3 +142,25 @@ async def test_a_local_scanner_keeps_queued_jobs_when_remote_workers_leave() -> 
     q.put(j)
     await asyncio.sleep(0.2)
     assert not j.future.done() and q.depth == 1
+
+
+async def test_close_remote_ends_polls_fails_remote_jobs_and_keeps_local_work() -> None:
+    q = JobQueue(10, lease_s=5)
+    q.register("remote-1", remote=True)
+    q.register("scanner-0", remote=False)
+    held = job(deadline_in=60)
+    q.put(held)
+    lease = await q.lease("remote-1", timeout=1)
+    assert lease is not None and lease.job is held
+    poll = asyncio.create_task(q.lease("remote-1", timeout=None))
+    await asyncio.sleep(0.01)
+    queued = job(deadline_in=60)
+    q.close_remote("the gateway is shutting down")
+    q.put(queued)
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    assert (await held.future).error is FailReason.NO_SCANNER
+    assert not queued.future.done(), "an in-process slot can still take it"
+    assert await q.lease("remote-1", timeout=1) is None
+    local = await q.lease("scanner-0", timeout=1)
+    assert local is not None and local.job is queued

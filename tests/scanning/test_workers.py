@@ -282,3 +282,26 @@ def test_fedi_safety_worker_protocol(gateway_for: Start) -> None:
         gone = http.post("/api/v1/pop", headers={"apikey": KEYS["w3"]},
                          json={"image": "unknown.png", "is_csam": False, "is_nsfw": False})  # fmt: skip
         assert gone.status_code == 404
+
+
+def test_shutdown_answers_uploads_held_by_workers_at_once(
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """A stopping gateway can no longer take workers' results: an upload a worker is scanning gets
+    the fail policy at once (not at its 20 s deadline), and is recorded; the shutdown completes."""
+    gw = gateway(gateway_for, deadline_s=20)
+    workers(gw, "w1", sleep_s=5.0)
+    wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
+    answers: list[httpx.Response] = []
+    upload = threading.Thread(target=lambda: answers.append(gw.post(drawn_png(colour=(5, 6, 7)), timeout=60)))
+    upload.start()
+    wait_for(lambda: remote(gw)["w1"]["busy"] == 1, what="w1 to take the upload")
+    gw.stop()
+    upload.join(30)
+    assert not gw.thread.is_alive(), "the gateway stopped"
+    (response,) = answers
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["fail_reason"] == "no_scanner" and "shutting down" in body["reasons"][0]
+    record = gw.store.get(body["id"])
+    assert record is not None and record.fail_policy == "closed"

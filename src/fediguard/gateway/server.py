@@ -7,13 +7,29 @@ import socket
 import uvicorn
 
 from fediguard.config import Settings
-from fediguard.gateway.app import create_app
+from fediguard.gateway.app import Gateway, create_app
 from fediguard.scanning.service import ScanService
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, telling the scan service the moment shutdown begins: remote workers cannot post
+    results once the listening socket closes, so uploads waiting on them get their fail-policy
+    answer at once instead of at their deadline, and workers' long-polls end instead of holding
+    the shutdown for up to its grace period."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.gateway.service.queue.close_remote("the gateway is shutting down")
+        await super().shutdown(sockets)
+
+
 def make_server(settings: Settings, service: ScanService | None = None) -> uvicorn.Server:
+    app = create_app(settings, service)
     config = uvicorn.Config(
-        create_app(settings, service),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -25,7 +41,7 @@ def make_server(settings: Settings, service: ScanService | None = None) -> uvico
         timeout_graceful_shutdown=int(settings.deadline_s) + 2,
         lifespan="on",
     )
-    return uvicorn.Server(config)
+    return _Server(config, app.state.gateway)
 
 
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:

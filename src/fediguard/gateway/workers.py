@@ -109,6 +109,8 @@ class WorkerRoutes:
         except ValueError:
             return _error(400, "wait must be a number of seconds")
         queue = self.service.queue
+        if queue.remote_closed or queue.closed:
+            return _error(503, "the gateway is shutting down")
         queue.register(worker.name, remote=True, detectors=detectors)
         lease = await _lease_unless_disconnected(request, queue.lease(worker.name, timeout=wait))
         if lease is None:
@@ -158,6 +160,8 @@ class WorkerRoutes:
         if worker is None:
             return _error(401, "unknown apikey")
         queue = self.service.queue
+        if queue.remote_closed or queue.closed:
+            return _error(503, "the gateway is shutting down")
         queue.register(worker.name, remote=True, detectors=LEGACY_DETECTOR)
         # No heartbeat in that protocol: hold the lease for the whole deadline.
         lease = await _lease_unless_disconnected(

@@ -73,6 +73,7 @@ class JobQueue:
         self.requeued = 0
         self.orphaned = 0
         self.closed = False
+        self.remote_closed = False
         self._orphan_check: asyncio.TimerHandle | None = None
 
     # --- producers --------------------------------------------------------------------------
@@ -99,6 +100,8 @@ class JobQueue:
     def able_to_scan(self) -> bool:
         """Whether any scanner is alive now: an in-process slot (registered while it runs), or a
         remote worker that is waiting, busy, or was seen recently enough to come back for the job."""
+        if self.remote_closed:
+            return any(not s.remote for s in self.scanners.values())
         now = time.time()
         return any(
             not s.remote or s.waiting > 0 or s.busy > 0 or now - s.last_seen < self.remote_stale_s
@@ -124,7 +127,7 @@ class JobQueue:
         state = self._state(scanner)
         state.last_seen = time.time()
         loop = asyncio.get_running_loop()
-        if self.closed:
+        if self.closed or (self.remote_closed and state.remote):
             return None
         waiter: asyncio.Future[Lease] = loop.create_future()
         entry = (waiter, scanner, lease_s or self.lease_s)
@@ -184,6 +187,23 @@ class JobQueue:
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._leases.get(lease_id)
+
+    def close_remote(self, why: str) -> None:
+        """The gateway is shutting down: remote workers can no longer reach it with results. Their
+        waiting polls end now, new polls get nothing, and the jobs they hold or that only they could
+        take fail at once with ``why`` (in-process slots keep scanning what they can)."""
+        self.remote_closed = True
+        for waiter, scanner, _ in list(self._waiters):
+            state = self.scanners.get(scanner)
+            if state is not None and state.remote and not waiter.done():
+                waiter.cancel()
+        for lease in [lease for lease in self._leases.values() if self._state(lease.scanner).remote]:
+            self._drop_lease(lease)
+            self._state(lease.scanner).busy -= 1
+            self._fail(lease.job, why)
+        if not self.able_to_scan():
+            while self._pending:
+                self._fail(self._pending.popleft(), why)
 
     def close(self) -> None:
         """Stop handing out jobs; wake every waiting scanner with None."""
@@ -252,11 +272,10 @@ class JobQueue:
         self._orphan_check = None
         if not self._pending or self.able_to_scan():
             return
-        detail = "no scanner is left to take it (the last worker went away)"
         while self._pending:
-            job = self._pending.popleft()
-            if not job.future.done():
-                self.orphaned += 1
-                job.future.set_result(
-                    ScanOutcome(error=FailReason.NO_SCANNER, error_detail=detail, scanner="-")
-                )
+            self._fail(self._pending.popleft(), "no scanner is left to take it (the last worker went away)")
+
+    def _fail(self, job: ScanJob, why: str) -> None:
+        if not job.future.done():
+            self.orphaned += 1
+            job.future.set_result(ScanOutcome(error=FailReason.NO_SCANNER, error_detail=why, scanner="-"))
