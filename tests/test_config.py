@@ -104,3 +104,24 @@ def test_client_policy_labels_are_checked() -> None:
         load_settings(environ={"FEDIGUARD_CLIENT_POLICIES": '{"a": {"reject_labels": ["bogus"]}}'})
     with pytest.raises(ConfigError, match="client_policies"):
         load_settings(environ={"FEDIGUARD_CLIENT_POLICIES": "not json"})
+
+
+@pytest.mark.parametrize(
+    "env,named",
+    [
+        ({"FEDIGUARD_DETECTORS": "hashlist", "FEDIGUARD_HASHLIST_DENY_FILE": "/nonexistent/deny.txt"},
+         "hashlist_deny_file"),
+        ({"FEDIGUARD_DETECTORS": "nudity,no-such-detector"}, "in detectors"),
+        ({"FEDIGUARD_DETECTORS": "no_such_module:factory"}, "no_such_module:factory"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_detector_settings_it_cannot_use_before_starting(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "fediguard", "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("fediguard: error:") and named in run.stderr
+    assert "Traceback" not in run.stderr

@@ -38,10 +38,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fediguard.detectors.registry import check_detectors
     from fediguard.gateway.server import serve
 
     overrides: dict[str, Any] = {"host": args.host, "port": args.port}
     if args.no_local_scanner:
         overrides["local_scanner"] = False
-    serve(settings_from(args, **overrides))
+    settings = settings_from(args, **overrides)
+    check_detectors(settings)
+    serve(settings)
     return 0

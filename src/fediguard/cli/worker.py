@@ -40,6 +40,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fediguard.detectors.registry import check_detectors
     from fediguard.scanning.service import make_pipeline_factory
     from fediguard.scanning.worker import RemoteWorker
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not settings.worker_server or not settings.worker_key:
         raise ConfigError("worker needs --server and --key/--key-file (or FEDIGUARD_WORKER_SERVER/_KEY)")
+    check_detectors(settings)
     worker = RemoteWorker(
         settings.worker_server,
         settings.worker_key,

@@ -58,6 +58,23 @@ def factory_for(name: str) -> DetectorFactory:
     return found
 
 
+def check_detectors(settings: Settings) -> None:
+    """Before a server starts: every configured detector resolves and every hash-list file reads,
+    so a mistake stops start-up with a message naming the setting (not a traceback mid-start)."""
+    for name in settings.detectors:
+        factory_for(name)
+    if "hashlist" in settings.detectors:
+        from fediguard.detectors.hashlist import load_hash_file
+
+        for setting in ("hashlist_deny_file", "hashlist_allow_file"):
+            path = getattr(settings, setting)
+            if path is not None:
+                try:
+                    load_hash_file(path)
+                except ConfigError as exc:
+                    raise ConfigError(f"{setting}: {exc}") from exc
+
+
 def build_detectors(settings: Settings, names: Sequence[str] | None = None) -> list[Detector]:
     """New detector instances (one set per scanner thread), cheapest first."""
     detectors: list[Detector] = []
