@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fediguard.errors import ConfigError
 
@@ -110,6 +110,8 @@ class Settings(BaseModel):
         default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
     )
     forwarded_allow_ips: str | None = None
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     fail_policy: FailPolicy = FailPolicy.CLOSED
     deadline_s: float = Field(8.0, gt=0, le=300)
     max_body_mb: float = Field(40.0, gt=0, le=1024)
@@ -137,6 +139,7 @@ class Settings(BaseModel):
     worker_server: str | None = None
     worker_key: str | None = None
     worker_concurrency: int = Field(1, ge=1, le=64)
+    worker_ca_file: Path | None = None
 
     # --- policy ----------------------------------------------------------------------------------
     reject_labels: list[str] = Field(default_factory=lambda: ["csam_suspect", "denylisted"])
@@ -148,6 +151,16 @@ class Settings(BaseModel):
     # --- records ---------------------------------------------------------------------------------
     data_dir: Path = Path("fediguard-data")
     database_url: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together (the certificate and its key)")
+        for name in ("tls_certfile", "tls_keyfile", "worker_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
 
     @field_validator("client_tokens", mode="before")
     @classmethod

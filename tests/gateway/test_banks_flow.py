@@ -277,6 +277,37 @@ def test_an_exact_sha256_allow_ties_an_exact_pdq_deny_and_deny_wins(gateway_for:
     assert counter.count == 1
 
 
+def test_a_hashlist_allow_file_still_meets_the_deny_banks(gateway_for: Start, tmp_path: Path) -> None:
+    """The `hashlist` detector's SHA-256 allow file is as exact as a bank's SHA-256 allow: an exact
+    PDQ deny entry ties it and wins, a farther one loses; no model runs either way."""
+    body = encode(photo("astronaut"), "PNG")
+    allow = tmp_path / "allow.txt"
+    allow.write_text(hashlib.sha256(body).hexdigest() + "\n")
+    counter = CallCounter()
+    gw = gateway_for(lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})), bank_refresh_s=0.1)
+    first = gw.post(body)
+    own_pdq = gw.store.get(first.json()["id"]).pdq[0]["hash"]  # type: ignore[union-attr,index]
+    gw.stop()
+
+    counter = CallCounter()
+    gw = gateway_for(
+        lambda: HashListDetector(allow_file=allow),
+        lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})),
+        bank_refresh_s=0.1,
+        hashlist_allow_file=allow,
+    )
+    allowed = gw.post(body)
+    assert allowed.status_code == 200 and allowed.json()["labels"] == ["allowlisted"], allowed.json()
+    banks = BankStore(gw.store.engine)
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    banks.create("bad", "deny")
+    banks.add("bad", [BankEntry("pdq", own_pdq, "its own PDQ")], "t", "t")
+    wait_for_banks(gw, before)
+    tied = gw.post(body)
+    assert tied.status_code == 406 and tied.json()["labels"] == ["denylisted"], tied.json()
+    assert counter.count == 0, "no model ran"
+
+
 def _write(path: Path, text: str) -> None:
     path.write_text(text)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))  # mtime moves, whatever the clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from support.gateway import RunningGateway
 from support.images import drawn_png
+from support.tls import make_ca
 
 KEYS = {"w1": "worker-one-key-0123456789", "w2": "worker-two-key-0123456789", "w3": "worker-three-key-012345"}
 WORKER_KEYS = ",".join(f"{n}:{k}" for n, k in KEYS.items())
@@ -30,7 +32,12 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        gw: RunningGateway, name: str, sleep_s: float = 0.05, detectors: str = PLUGINS
+        gw: RunningGateway,
+        name: str,
+        sleep_s: float = 0.05,
+        detectors: str = PLUGINS,
+        server: str | None = None,
+        args: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(
@@ -40,7 +47,7 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             FG_TEST_SLEEP_S=str(sleep_s),
             FEDIGUARD_WORKER_KEY=KEYS[name],
         )
-        cmd = [sys.executable, "-m", "fediguard", "worker", "--server", gw.url]
+        cmd = [sys.executable, "-m", "fediguard", "worker", "--server", server or gw.url, *args]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(proc)
         return proc
@@ -305,3 +312,34 @@ def test_shutdown_answers_uploads_held_by_workers_at_once(
     assert body["fail_reason"] == "no_scanner" and "shutting down" in body["reasons"][0]
     record = gw.store.get(body["id"])
     assert record is not None and record.fail_policy == "closed"
+
+
+def test_workers_reach_a_gateway_over_https_with_its_own_ca(
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The gateway serves HTTPS itself (tls_certfile/tls_keyfile); a worker given the CA with
+    --ca-file connects and scans, one without it refuses the unknown certificate and keeps trying."""
+    ca = make_ca(tmp_path)
+    gw = gateway(gateway_for, tls_certfile=ca.cert_file, tls_keyfile=ca.key_file)
+    url = gw.url.replace("http://", "https://")
+    trusted = ssl.create_default_context(cafile=str(ca.ca_file))
+    with httpx.Client(base_url=url, verify=trusted, timeout=30) as https:
+
+        def polling() -> set[str]:
+            rows = https.get("/api/v1/workers").json()["scanners"]
+            return {r["name"] for r in rows if r["kind"] == "remote"}
+
+        distrusting = workers(gw, "w2", server=url)
+        workers(gw, "w1", server=url, args=("--ca-file", str(ca.ca_file)))
+        wait_for(lambda: "w1" in polling(), what="w1 to poll over HTTPS")
+        png = {"Content-Type": "image/png"}
+        response = https.post("/api/v1/scan/IPADDR", content=drawn_png(), headers=png)
+        assert response.status_code == 200 and response.json()["verdict"] == "pass"
+        record = gw.store.get(response.json()["id"])
+        assert record is not None and record.scanner == "w1"
+        assert "w2" not in polling()
+    assert distrusting.poll() is None, "it keeps retrying"
+    distrusting.kill()
+    distrusting.wait(10)
+    assert distrusting.stderr is not None
+    assert b"CERTIFICATE_VERIFY_FAILED" in distrusting.stderr.read()

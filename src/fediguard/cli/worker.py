@@ -34,6 +34,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--concurrency", type=int, help="jobs scanned at once (FEDIGUARD_WORKER_CONCURRENCY, default 1)"
     )
+    p.add_argument(
+        "--ca-file",
+        type=Path,
+        help="CA certificate(s) to verify the gateway's TLS certificate with, e.g. a self-signed one "
+        "(FEDIGUARD_WORKER_CA_FILE; default: the system's roots)",
+    )
     p.add_argument("--insecure", action="store_true", help="do not verify the gateway's TLS certificate")
     add_config_option(p)
     p.set_defaults(func=run)
@@ -46,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     key = args.key_file.read_text().strip() if args.key_file else args.key
     settings = settings_from(
-        args, worker_server=args.server, worker_key=key, worker_concurrency=args.concurrency
+        args,
+        worker_server=args.server,
+        worker_key=key,
+        worker_concurrency=args.concurrency,
+        worker_ca_file=args.ca_file,
     )
     if not settings.worker_server or not settings.worker_key:
         raise ConfigError("worker needs --server and --key/--key-file (or FEDIGUARD_WORKER_SERVER/_KEY)")
@@ -56,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         settings.worker_key,
         make_pipeline_factory(settings),
         concurrency=settings.worker_concurrency,
-        verify=not args.insecure,
+        verify=False if args.insecure else str(settings.worker_ca_file) if settings.worker_ca_file else True,
     )
 
     async def main() -> None:

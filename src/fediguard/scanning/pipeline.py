@@ -82,6 +82,12 @@ class Pipeline:
                 result = self._detect(detector, subject, timings)
                 results.append(result)
                 if result.decisive:
+                    if _allows_only(result) and self.hash_frames and pdq is None:
+                        # An exact allow still meets the deny banks' PDQ hashes (no model runs):
+                        # an equally close deny entry wins the tie.
+                        pdq, hit = self._hash(subject, timings)
+                        if hit is not None:
+                            results.append(hit)
                     break
             else:
                 if self.hash_frames and pdq is None:
@@ -136,3 +142,7 @@ class Pipeline:
 
 class _DetectorFailed(Exception):
     pass
+
+
+def _allows_only(result: DetectorResult) -> bool:
+    return bool(result.scores.get("allow")) and not result.scores.get("deny")
