@@ -51,7 +51,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from fediguard.detectors.base import DetectorResult, FrameScores, Subject
-from fediguard.detectors.onnx import cpu_session, package_file, package_version
+from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["AgeDetector", "Face"]
@@ -230,7 +230,7 @@ class AgeDetector:
     def faces(self, image: npt.NDArray[np.uint8]) -> list[Face]:
         """The faces in one RGB ``uint8`` (H, W, 3) frame that pass the cross-check, with ages."""
         self._ensure_loaded()
-        _check_image(image)
+        check_rgb_frame(image, "age")
         height, width = image.shape[:2]
         try:
             frame = np.ascontiguousarray(image)
@@ -354,15 +354,6 @@ class AgeDetector:
         mean = probs @ model.weights
         var = (probs * (model.weights[np.newaxis, :] - mean[:, np.newaxis]) ** 2).sum(axis=1)
         return [(float(m), float(np.sqrt(v))) for m, v in zip(mean, var, strict=True)]
-
-
-def _check_image(image: npt.NDArray[np.uint8]) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise DetectorError(
-            f"age detector needs an RGB uint8 (H, W, 3) frame, got {getattr(image, 'shape', None)}"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise DetectorError(f"age detector got an empty frame {image.shape}")
 
 
 def _centerface() -> Path:

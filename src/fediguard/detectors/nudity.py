@@ -33,7 +33,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from fediguard.detectors.base import DetectorResult, FrameScores, Subject
-from fediguard.detectors.onnx import cpu_session, package_file, package_version
+from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["EXPLICIT_LABELS", "FACE_LABELS", "LABELS", "Detection", "NudityDetector"]
@@ -165,7 +165,7 @@ class NudityDetector:
     def detect_image(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
         """NudeNet's boxes in one RGB ``uint8`` frame (H, W, 3), highest score first."""
         session = self._ensure_loaded()
-        _check_image(image)
+        check_rgb_frame(image, "nudity")
         try:
             height, width = image.shape[:2]
             shrink = min(1.0, _MAX_SIDE / max(height, width))
@@ -203,14 +203,6 @@ class NudityDetector:
             scores[d.label] = max(scores[d.label], d.score)
         scores["explicit"] = max(scores[label] for label in EXPLICIT_LABELS)
         return FrameScores(frame=index, scores=scores, notes=[d.note() for d in found[:_MAX_NOTES]])
-
-
-def _check_image(image: npt.NDArray[np.uint8]) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        raise DetectorError(f"nudity detector needs an RGB uint8 (H, W, 3) frame, got {shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise DetectorError(f"nudity detector got an empty frame {image.shape}")
 
 
 def _preprocess(image: npt.NDArray[np.uint8]) -> tuple[FloatArray, int]:

@@ -14,9 +14,11 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
-from fediguard.errors import DetectorUnavailable
+from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["cpu_session", "package_file", "package_version"]
 
@@ -88,3 +90,12 @@ def cpu_session(
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types, which vary by version
         raise DetectorUnavailable(f"cannot load ONNX model {label}: {exc}") from exc
+
+
+def check_rgb_frame(image: npt.NDArray[np.uint8], detector: str) -> None:
+    """DetectorError unless ``image`` is a non-empty RGB ``uint8`` (H, W, 3) frame."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise DetectorError(f"{detector} detector needs an RGB uint8 (H, W, 3) frame, got {shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DetectorError(f"{detector} detector got an empty frame {image.shape}")
