@@ -98,7 +98,7 @@ class Gateway:
             outcome = await self.service.record_failure(
                 reason,
                 str(exc),
-                size=int(request.headers.get("content-length") or 0),
+                size=exc.size,
                 media_type=request.headers.get("content-type"),
                 client=client,
                 source="gateway",

@@ -13,10 +13,14 @@ from fediguard.config import MEGABYTE
 
 
 class BodyError(Exception):
-    def __init__(self, status: int, message: str, reason: str) -> None:
+    """The request's body cannot be read as an upload; ``size`` is its length as far as known
+    (declared, or read before giving up), for the record."""
+
+    def __init__(self, status: int, message: str, reason: str, size: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -25,21 +29,33 @@ class Upload:
     media_type: str | None
 
 
-def _too_large(limit: int) -> BodyError:
+def _too_large(limit: int, size: int) -> BodyError:
     return BodyError(
-        413, f"body larger than max_body_mb ({limit / MEGABYTE:g} MB of 1024 x 1024 bytes)", "too_large"
+        413, f"body larger than max_body_mb ({limit / MEGABYTE:g} MB of 1024 x 1024 bytes)", "too_large", size
     )
 
 
 async def read_upload(request: Request, limit: int) -> Upload:
-    """The upload's bytes and media type. Raises BodyError (413 too large, 400 malformed)."""
+    """The upload's bytes and media type. Raises BodyError (413 too large, 400 malformed), whose
+    ``size`` is the declared Content-Length when there is one, else the bytes read."""
     declared = request.headers.get("content-length")
+    length: int | None = None
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise _too_large(limit)
+            length = int(declared)
         except ValueError as exc:
             raise BodyError(400, "invalid Content-Length", "malformed") from exc
+        if length > limit:
+            raise _too_large(limit, length)
+    try:
+        return await _read_body(request, limit)
+    except BodyError as exc:
+        if length is not None:
+            exc.size = length
+        raise
+
+
+async def _read_body(request: Request, limit: int) -> Upload:
     content_type = request.headers.get("content-type")
     mime, options = parse_options_header(content_type or "")
     mime_text = mime.decode("latin-1").lower()
@@ -52,7 +68,7 @@ async def read_upload(request: Request, limit: int) -> Upload:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, len(body))
     return Upload(bytes(body), mime_text or None)
 
 
@@ -104,13 +120,13 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int) -> Uplo
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise _too_large(limit)
+                raise _too_large(limit, received)
             parser.write(chunk)
         parser.finalize()
     except BodyError:
         raise
     except Exception as exc:  # python-multipart raises several types for malformed input
-        raise BodyError(400, f"malformed multipart body: {exc}", "malformed") from exc
+        raise BodyError(400, f"malformed multipart body: {exc}", "malformed", received) from exc
     for part in parts:
         headers = part["headers"]
         assert isinstance(headers, dict)
@@ -121,4 +137,4 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int) -> Uplo
             payload = part["data"]
             assert isinstance(payload, bytes)
             return Upload(payload, part_type.decode("latin-1").lower() or None)
-    raise BodyError(400, "multipart body has no 'file' field", "malformed")
+    raise BodyError(400, "multipart body has no 'file' field", "malformed", received)
