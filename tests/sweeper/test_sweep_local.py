@@ -99,16 +99,9 @@ def test_quarantine_restore_and_skip_on_rerun(tmp_path: Path) -> None:
     bad_key = sorted(files)[2]
     deny(data, files[bad_key])
 
-    run = sweep(
-        data,
-        f"file://{store}",
-        "--layout",
-        "pictrs",
-        "--action",
-        "quarantine",
-        "--quarantine",
-        str(quarantine),
-    )
+    source = (f"file://{store}", "--layout", "pictrs")
+    quarantining = (*source, "--action", "quarantine", "--quarantine", str(quarantine))
+    run = sweep(data, *quarantining)
     assert run.returncode == 1, run.stderr
     assert "6 listed, 6 scanned, 0 skipped" in run.stderr and "1 flagged, 1 actions, 0 errors" in run.stderr
     assert not (store / bad_key).exists()
@@ -120,16 +113,7 @@ def test_quarantine_restore_and_skip_on_rerun(tmp_path: Path) -> None:
         "select action, action_state from sweep_objects where id = ?", (object_id,)
     ).fetchone() == ("quarantine", "done")
 
-    again = sweep(
-        data,
-        f"file://{store}",
-        "--layout",
-        "pictrs",
-        "--action",
-        "quarantine",
-        "--quarantine",
-        str(quarantine),
-    )
+    again = sweep(data, *quarantining)
     assert again.returncode == 0 and "5 listed, 0 scanned, 5 skipped" in again.stderr, again.stderr
 
     # The deny entry holds the file's own hash, which no allow entry can outweigh: drop it first.
@@ -139,16 +123,7 @@ def test_quarantine_restore_and_skip_on_rerun(tmp_path: Path) -> None:
     assert restored.returncode == 0, restored.stderr
     assert (store / bad_key).read_bytes() == files[bad_key] and not (quarantine / bad_key).exists()
     assert "overturned" in restored.stdout
-    third = sweep(
-        data,
-        f"file://{store}",
-        "--layout",
-        "pictrs",
-        "--action",
-        "quarantine",
-        "--quarantine",
-        str(quarantine),
-    )
+    third = sweep(data, *quarantining)
     assert third.returncode == 0 and "0 flagged" in third.stderr, third.stderr
     assert (store / bad_key).exists(), "an allow-listed, restored file is not quarantined again"
     bad_sha = hashlib.sha256(files[bad_key]).hexdigest()
