@@ -25,7 +25,7 @@ import skimage.data
 from PIL import Image
 
 from fediguard.banks.index import HashIndex
-from fediguard.banks.pdq import MATCH_DISTANCE, pdq_hash
+from fediguard.banks.pdq import CROPS, MATCH_DISTANCE, crop_variants, pdq_hash
 
 SIZES = (10_000, 100_000, 1_000_000)
 QUERIES = 2_000
@@ -71,10 +71,12 @@ def bench_hashing(rounds: int) -> None:
         pdq_hash(image)
     shrunk, shrunk_cpu = _time_both(lambda i: pdq_hash(images[i % len(images)]), rounds * len(images))
     full, full_cpu = _time_both(lambda i: pdqhash.compute(images[i % len(images)]), rounds * len(images))
+    crops, crops_cpu = _time_both(lambda i: crop_variants(images[i % len(images)]), len(images) * 2)
     print(f"PDQ hashing, 1024x768 benign photos (5 photos x {rounds} rounds); wall, then thread CPU")
     for label, wall, cpu in (
         ("pdq_hash (shrink to 512 px)", shrunk, shrunk_cpu),
         ("pdqhash at full size", full, full_cpu),
+        (f"crop_variants ({len(CROPS)}, banks add)", crops, crops_cpu),
     ):
         print(
             "  {:28s} p50 {:.1f} ms  p95 {:.1f} ms   CPU p50 {:.1f} ms  p95 {:.1f} ms".format(

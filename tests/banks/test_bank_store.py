@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.matcher import BankMatcher
-from fediguard.banks.pdq import PdqHash, pdq_hash
+from fediguard.banks.pdq import PdqHash, crop_variants, pdq_hash
 from fediguard.banks.store import BankError, BankStore
 from fediguard.records import RecordStore
+from fediguard.records.store import create_schema
 from support.images import astronaut_jpeg, encode
 
 
@@ -180,3 +182,59 @@ def test_remove_only_touches_the_named_bank_and_find_matches_exact_hashes(banks:
     assert [(b.name, b.entries) for b in banks.list()] == [("ok", 2), ("one", 0), ("two", 2)]
     with pytest.raises(BankError, match="no bank named"):
         banks.remove("three", entry_ids=[1])
+
+
+def test_crop_variants_belong_to_their_entry(banks: BankStore) -> None:
+    banks.create("known-bad", "deny")
+    parent, crop, other = "cd" * 32, "ef" * 32, "01" * 32
+    entries = [
+        BankEntry("sha256", "ab" * 32, "n"),
+        BankEntry("pdq", parent, "n"),
+        BankEntry("pdq", crop, "n", "left 5%", parent),
+        BankEntry("pdq", other, "n"),
+    ]
+    assert banks.add("known-bad", entries, "test", "me") == 4
+    assert (banks.get("known-bad").entries, banks.get("known-bad").crop_variants) == (4, 1)
+    assert [(b.entries, b.crop_variants) for b in banks.list()] == [(4, 1)]
+    # entries come back in the order they were stored: every entry, then the crop variants
+    assert list(banks.entries("known-bad")) == [*entries[:2], entries[3], entries[2]]
+    with pytest.raises(BankError, match="no pdq"):
+        banks.add("known-bad", [BankEntry("pdq", "23" * 32, "", "top 5%", "45" * 32)], "test", "me")
+    assert banks.get("known-bad").entries == 4, "nothing of the refused add was kept"
+
+    (stored,) = banks.find("deny", [("pdq", crop)])
+    assert stored.variant == "left 5%" and stored.variant_of is not None
+    assert banks.describe([stored.variant_of])[stored.variant_of].value == parent
+    # Removing the entry removes its crops; removing a crop alone leaves its entry.
+    removed = banks.remove("known-bad", hashes=[parent])
+    assert sorted(e.value for e in removed) == sorted([parent, crop])
+    assert [e.value for e in banks.entries("known-bad")] == ["ab" * 32, other]
+
+
+def test_crop_variant_hits_name_the_entry_and_the_crop(banks: BankStore) -> None:
+    image = photo()
+    banks.create("deny", "deny")
+    original = pdq_hash(image)
+    variants = crop_variants(image)
+    banks.add("deny", [BankEntry("pdq", original.hex), *[BankEntry("pdq", h.hex, "", name, original.hex)
+                                                          for name, h in variants]], "t", "me")  # fmt: skip
+    matcher = BankMatcher(banks)
+    matcher.reload_if_changed()
+    cropped = pdq_hash(np.ascontiguousarray(image[:, : round(image.shape[1] * 0.95)]))
+    result = matcher.result(matcher.match_pdq([(0, cropped)]))
+    assert result is not None and result.scores["deny"] == 1.0
+    assert result.notes[0].startswith("denied: matches bank 'deny' entry 1 (pdq of its crop 'right 5%' (entry ")
+
+
+def test_a_database_from_before_crop_variants_gains_their_columns(banks: BankStore) -> None:
+    """Tables made by an older fediguard get the new nullable columns when the store opens them."""
+    banks.create("old", "deny")
+    banks.add("old", [BankEntry("pdq", "cd" * 32, "kept")], "test", "me")
+    with banks.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE bank_entries DROP COLUMN variant"))
+        conn.execute(text("ALTER TABLE bank_entries DROP COLUMN variant_of"))
+    create_schema(banks.engine)
+    create_schema(banks.engine)  # and again: nothing to do
+    assert list(banks.entries("old")) == [BankEntry("pdq", "cd" * 32, "kept")]
+    banks.add("old", [BankEntry("pdq", "ef" * 32, "", "top 5%", "cd" * 32)], "test", "me")
+    assert banks.get("old").crop_variants == 1

@@ -203,3 +203,24 @@ def test_bank_entry_validates_and_normalises() -> None:
         BankEntry("md5", PDQ_A)
     with pytest.raises(ValueError, match="not a SHA-256 digest"):
         BankEntry("sha256", SHA[:-2])
+
+
+def test_crop_variants_are_exported_as_plain_entries_whose_note_names_the_crop() -> None:
+    parent = "cd" * 32
+    entries = [
+        BankEntry("pdq", parent, "known"),
+        BankEntry("pdq", "ef" * 32, "known", "left 5%", parent),
+        BankEntry("pdq", "01" * 32, "", "top 2.5%", parent),
+    ]
+    back = parse_csv(dump_csv(entries))
+    assert back == [
+        entries[0],
+        BankEntry("pdq", "ef" * 32, f"known (crop left 5% of pdq {parent})"),
+        BankEntry("pdq", "01" * 32, f"crop top 2.5% of pdq {parent}"),
+    ]
+    assert parse_csv(dump_csv(back)) == back, "stable from then on"
+    assert dump_signal_list(entries[1:2] + entries[2:], drop_notes=True).count("pdq ") == 2
+    with pytest.raises(ValueError, match="only PDQ entries"):
+        BankEntry("sha256", "ab" * 32, "", "left 5%", parent)
+    with pytest.raises(ValueError, match="parent PDQ hash"):
+        BankEntry("pdq", "ab" * 32, "", "left 5%", "xyz")

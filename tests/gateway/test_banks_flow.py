@@ -52,12 +52,19 @@ def test_denied_image_and_its_reencoding_are_rejected(gateway_for: Start, tmp_pa
     before = gw.service.matcher.state  # type: ignore[union-attr]
     assert cli(gw, "banks", "create", "known-bad", "--kind", "deny").returncode == 0
     added = cli(gw, "banks", "add", "known-bad", str(tmp_path / "bad.png"), "--note", "test list")
-    assert added.returncode == 0 and "added 2 new entries" in added.stdout, added.stderr
+    assert added.returncode == 0, added.stderr
+    # SHA-256, PDQ, and the PDQ hashes of 44 cropped copies (a deny bank gets them by default; the
+    # 45th crop, the centre square, is the square photo itself)
+    assert "added 46 new entries" in added.stdout and "44 of the hashes are of cropped" in added.stdout
     wait_for_banks(gw, before)
 
     exact = gw.post(original)
     assert exact.status_code == 406
     assert exact.json()["labels"] == ["denylisted"]
+    exact_record = gw.store.get(exact.json()["id"])  # decided by SHA-256; its PDQ is recorded all the same
+    assert exact_record is not None and exact_record.pdq and exact_record.pdq[0]["quality"] >= 50
+    again = gw.store.get(gw.post(original).json()["id"])
+    assert again is not None and again.pdq == exact_record.pdq
     assert (
         "bank 'known-bad'" in exact.json()["reasons"][0]
         and "sha256, distance 0" in exact.json()["reasons"][0]
@@ -65,10 +72,31 @@ def test_denied_image_and_its_reencoding_are_rejected(gateway_for: Start, tmp_pa
     near = gw.post(encode(photo("astronaut"), "JPEG", quality=50), "image/jpeg")
     assert near.status_code == 406 and "pdq, distance" in near.json()["reasons"][0]
     assert counter.count == 0, "a bank hit runs no model"
+    image = photo("astronaut")
+    cropped = gw.post(encode(image[26:-26, 26:-26], "JPEG", quality=80), "image/jpeg")  # 5 % a side
+    assert cropped.status_code == 406
+    assert "entry 2 (pdq of its crop 'each side 5%'" in cropped.json()["reasons"][0], cropped.json()
+    assert counter.count == 0, "a bank hit runs no model"
     unrelated = gw.post(encode(photo("coffee"), "JPEG"), "image/jpeg")
     assert unrelated.status_code == 200 and counter.count == 1
     record = gw.store.get(unrelated.json()["id"])
     assert record is not None and record.pdq and record.pdq[0]["quality"] >= 50
+
+    listed = cli(gw, "banks", "list").stdout.splitlines()
+    assert listed[1].split()[:4] == ["known-bad", "deny", "46", "44"], listed
+    removed = cli(gw, "banks", "remove", "known-bad", "--id", "2")
+    assert "removed entry 2 and its 44 crop variants" in removed.stdout, removed.stdout + removed.stderr
+    assert cli(gw, "banks", "list").stdout.splitlines()[1].split()[:4] == ["known-bad", "deny", "1", "0"]
+
+
+def test_an_allow_bank_gets_no_crop_variants_unless_asked(gateway_for: Start, tmp_path: Path) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.0}))
+    (tmp_path / "ok.png").write_bytes(encode(photo("chelsea"), "PNG"))
+    assert cli(gw, "banks", "create", "ok", "--kind", "allow").returncode == 0
+    narrow = cli(gw, "banks", "add", "ok", str(tmp_path / "ok.png"))
+    assert "added 2 new entries" in narrow.stdout, narrow.stdout + narrow.stderr
+    wide = cli(gw, "banks", "add", "ok", str(tmp_path / "ok.png"), "--crops")
+    assert "added 45 new entries" in wide.stdout, wide.stdout + wide.stderr
 
 
 def test_allow_overturns_a_decision_and_skips_the_models(gateway_for: Start) -> None:
@@ -112,6 +140,9 @@ def test_verdict_cache_reuses_a_pass_until_something_changes(gateway_for: Start)
     assert counter.count == 1
     assert second.json()["reasons"] == [f"cached: identical bytes passed in decision {first.json()['id']}"]
     assert gw.store.count() == 2, "the cached decision is recorded too"
+    scanned, cached = gw.store.get(first.json()["id"]), gw.store.get(second.json()["id"])
+    assert scanned is not None and cached is not None and cached.scanner == "cache"
+    assert scanned.pdq and cached.pdq == scanned.pdq, "with the hashes of the bytes it reuses"
     # A bank change invalidates every cached pass: the same bytes are scanned again.
     before = gw.service.matcher.state  # type: ignore[union-attr]
     BankStore(gw.store.engine).create("other", "deny")

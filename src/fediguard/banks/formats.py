@@ -80,6 +80,10 @@ class BankEntry:
     kind: str
     value: str
     note: str = ""
+    variant: str = ""
+    """For a PDQ hash of a cropped copy of an image: the crop's name (banks/pdq.py ``CROPS``)."""
+    parent: str = ""
+    """For a variant: the PDQ hash of the uncropped image, the entry it belongs to."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,6 +91,19 @@ class BankEntry:
         if not isinstance(self.note, str):
             raise ValueError("note must be a string")
         object.__setattr__(self, "value", parse_hex256(self.value, _KIND_NAMES[self.kind]))
+        if self.variant or self.parent:
+            if self.kind != "pdq" or not self.variant:
+                raise ValueError("only PDQ entries have crop variants, and a variant needs its name")
+            object.__setattr__(self, "parent", parse_hex256(self.parent, "parent PDQ hash"))
+
+    @property
+    def exported_note(self) -> str:
+        """The note as written to files, which have no place for the variant: it is said in the note,
+        so an instance that imports the file keeps the crop hashes as ordinary entries."""
+        if not self.variant:
+            return self.note
+        said = f"crop {self.variant} of pdq {self.parent}"
+        return f"{self.note} ({said})" if self.note else said
 
 
 def parse_csv(data: str | bytes) -> list[BankEntry]:
@@ -142,14 +159,15 @@ def _entry_from_row(row: list[str]) -> BankEntry | str:
 
 
 def dump_csv(entries: Iterable[BankEntry]) -> str:
-    """Write entries as fediguard's CSV, header first. :func:`parse_csv` gives back equal entries.
+    """Write entries as fediguard's CSV, header first. :func:`parse_csv` gives back equal entries,
+    except crop variants, which come back as ordinary PDQ entries whose note names the crop.
 
     The text has CRLF line ends inside it: write it with ``newline=""`` or encode it to UTF-8 bytes.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
-    writer.writerows((e.value, e.kind, e.note) for e in entries)
+    writer.writerows((e.value, e.kind, e.exported_note) for e in entries)
     return out.getvalue()
 
 

@@ -133,6 +133,11 @@ class BankMatcher:
             note = f" — {entry.note}" if entry.note else ""
             verb = "denied: matches" if key == "deny" else "allowed: matches"
             how = f"{hit.hash_kind}, distance {hit.distance}{where}"
+            if entry.variant:  # a crop of the image behind entry variant_of: name that entry
+                crop = f"{hit.hash_kind} of its crop {entry.variant!r} (entry {entry.id})"
+                how = f"{crop}, distance {hit.distance}{where}"
+                notes.append(f"{verb} bank {entry.bank!r} entry {entry.variant_of} ({how}){note}")
+                continue
             notes.append(f"{verb} bank {entry.bank!r} entry {entry.id} ({how}){note}")
         if not scores:
             return None

@@ -30,6 +30,8 @@ class Bank:
     description: str
     created_at: datetime
     entries: int = 0
+    crop_variants: int = 0
+    """How many of ``entries`` are PDQ hashes of crops of another entry's image."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class StoredEntry:
     source: str
     added_by: str
     added_at: datetime
+    variant: str | None = None
+    variant_of: int | None = None
 
 
 class BankStore:
@@ -73,10 +77,15 @@ class BankStore:
             row = conn.execute(select(banks).where(banks.c.name == name)).mappings().first()
             if row is None:
                 raise BankError(f"no bank named {name!r} (see `fediguard banks list`)")
-            count = conn.execute(
-                select(func.count()).select_from(bank_entries).where(bank_entries.c.bank_id == row["id"])
-            ).scalar_one()
-        return Bank(row["id"], row["name"], row["kind"], row["description"], row["created_at"], int(count))
+            count, variants = conn.execute(
+                select(func.count(), func.count(bank_entries.c.variant_of)).where(
+                    bank_entries.c.bank_id == row["id"]
+                )
+            ).one()
+        return Bank(
+            row["id"], row["name"], row["kind"], row["description"], row["created_at"], int(count),
+            int(variants),
+        )  # fmt: skip
 
     def ensure(self, name: str, kind: str) -> Bank:
         """The bank named ``name``, created with ``kind`` if missing; BankError if it has the other kind."""
@@ -90,17 +99,22 @@ class BankStore:
 
     def list(self) -> list[Bank]:
         counts = (
-            select(bank_entries.c.bank_id, func.count().label("n"))
+            select(
+                bank_entries.c.bank_id,
+                func.count().label("n"),
+                func.count(bank_entries.c.variant_of).label("variants"),
+            )
             .group_by(bank_entries.c.bank_id)
             .subquery()
         )
-        query = select(banks, func.coalesce(counts.c.n, 0).label("n")).outerjoin(
-            counts, counts.c.bank_id == banks.c.id
-        )
+        query = select(
+            banks, func.coalesce(counts.c.n, 0).label("n"), func.coalesce(counts.c.variants, 0).label("v")
+        ).outerjoin(counts, counts.c.bank_id == banks.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(banks.c.name)).mappings().all()
         return [
-            Bank(r["id"], r["name"], r["kind"], r["description"], r["created_at"], int(r["n"])) for r in rows
+            Bank(r["id"], r["name"], r["kind"], r["description"], r["created_at"], int(r["n"]), int(r["v"]))
+            for r in rows
         ]
 
     def delete(self, name: str) -> int:
@@ -115,49 +129,73 @@ class BankStore:
     def remove(
         self, name: str, entry_ids: Sequence[int] = (), hashes: Sequence[str] = ()
     ) -> tuple[StoredEntry, ...]:
-        """Delete single entries of a bank, named by entry id or by hash (of either kind); returns
-        the entries deleted. Ids and hashes the bank does not hold are ignored."""
+        """Delete single entries of a bank, named by entry id or by hash (of either kind), with the
+        crop variants of those entries; returns the entries deleted. Ids and hashes the bank does not
+        hold are ignored."""
         bank = self.get(name)
         try:
             values = [parse_hex256(h, "hash") for h in hashes]
         except ValueError as exc:
             raise BankError(str(exc)) from exc
-        wanted = or_(bank_entries.c.id.in_(list(entry_ids)), bank_entries.c.value.in_(values))
         query = (
             select(bank_entries, banks.c.name, banks.c.kind)
             .join(banks, banks.c.id == bank_entries.c.bank_id)
-            .where(bank_entries.c.bank_id == bank.id, wanted)
+            .where(bank_entries.c.bank_id == bank.id)
             .order_by(bank_entries.c.id)
         )
+        named = or_(bank_entries.c.id.in_(list(entry_ids)), bank_entries.c.value.in_(values))
         with self.engine.begin() as conn:
-            found = tuple(_stored(r) for r in conn.execute(query).mappings())
+            found = tuple(_stored(r) for r in conn.execute(query.where(named)).mappings())
+            ids = [e.id for e in found]
+            crops = query.where(bank_entries.c.variant_of.in_(ids), bank_entries.c.id.not_in(ids))
+            found += tuple(_stored(r) for r in conn.execute(crops).mappings()) if ids else ()
             if found:
                 conn.execute(delete(bank_entries).where(bank_entries.c.id.in_([e.id for e in found])))
                 _changed(conn)
         return found
 
     def add(self, name: str, entries: Sequence[BankEntry], source: str, added_by: str) -> int:
-        """Add entries to a bank in one transaction; hashes already in it are skipped. Returns how
-        many were new."""
+        """Add entries to a bank in one transaction; hashes already in it are skipped. Crop variants
+        are tied to the PDQ entry of their ``parent`` (which must be among ``entries`` or already in
+        the bank, else BankError). Returns how many were new."""
         bank = self.get(name)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             values = {e.value for e in entries}
             existing = self._existing(conn, bank.id, values if len(values) <= 10_000 else None)
-            rows, seen = [], set(existing)
+            rows: list[tuple[dict[str, Any], BankEntry]] = []
+            variants: list[tuple[dict[str, Any], BankEntry]] = []
+            seen = set(existing)
             for entry in entries:
                 key = (entry.kind, entry.value)
                 if key in seen:
                     continue
                 seen.add(key)
-                rows.append({
+                row = {
                     "bank_id": bank.id, "hash_kind": entry.kind, "value": entry.value, "note": entry.note,
                     "source": source[:300], "added_by": added_by[:200], "added_at": now,
-                })  # fmt: skip
+                }  # fmt: skip
+                (variants if entry.variant else rows).append((row, entry))
             if rows:
-                conn.execute(bank_entries.insert(), rows)
+                conn.execute(bank_entries.insert(), [row for row, _ in rows])
+            if variants:
+                parents = self._pdq_ids(conn, bank.id, {entry.parent for _, entry in variants})
+                for row, entry in variants:
+                    if entry.parent not in parents:
+                        raise BankError(f"crop variant {entry.value}: no pdq {entry.parent} in {name!r}")
+                    row.update(variant=entry.variant, variant_of=parents[entry.parent])
+                conn.execute(bank_entries.insert(), [row for row, _ in variants])
+            if rows or variants:
                 _changed(conn)
-        return len(rows)
+        return len(rows) + len(variants)
+
+    @staticmethod
+    def _pdq_ids(conn: Connection, bank_id: int, values: set[str]) -> dict[str, int]:
+        query = select(bank_entries.c.id, bank_entries.c.value).where(
+            bank_entries.c.bank_id == bank_id, bank_entries.c.hash_kind == "pdq",
+            bank_entries.c.value.in_(sorted(values)),
+        )  # fmt: skip
+        return {row.value: int(row.id) for row in conn.execute(query)}
 
     @staticmethod
     def _existing(conn: Connection, bank_id: int, values: set[str] | None) -> set[tuple[str, str]]:
@@ -171,14 +209,23 @@ class BankStore:
 
     def entries(self, name: str) -> Iterator[BankEntry]:
         bank = self.get(name)
+        parent = bank_entries.alias("parent")
         query = (
-            select(bank_entries.c.hash_kind, bank_entries.c.value, bank_entries.c.note)
+            select(
+                bank_entries.c.hash_kind,
+                bank_entries.c.value,
+                bank_entries.c.note,
+                bank_entries.c.variant,
+                parent.c.value.label("parent"),
+            )
+            .outerjoin(parent, parent.c.id == bank_entries.c.variant_of)
             .where(bank_entries.c.bank_id == bank.id)
             .order_by(bank_entries.c.id)
         )
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                yield BankEntry(row.hash_kind, row.value, row.note)
+                crop = (row.variant or "", row.parent or "") if row.variant and row.parent else ("", "")
+                yield BankEntry(row.hash_kind, row.value, row.note, *crop)
 
     def all_hashes(self) -> Iterable[tuple[int, str, str, str]]:
         """Every entry as (entry id, bank kind, hash kind, value), for building the matcher's indexes."""
@@ -235,5 +282,5 @@ def _changed(conn: Connection) -> None:
 def _stored(row: Any) -> StoredEntry:
     return StoredEntry(
         row["id"], row["name"], row["kind"], row["hash_kind"], row["value"], row["note"], row["source"],
-        row["added_by"], row["added_at"],
+        row["added_by"], row["added_at"], row["variant"], row["variant_of"],
     )  # fmt: skip

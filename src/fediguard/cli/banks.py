@@ -17,7 +17,7 @@ from fediguard.banks.formats import (
     parse_csv,
     parse_signal_list,
 )
-from fediguard.banks.pdq import pdq_hash
+from fediguard.banks.pdq import crop_variants, pdq_hash
 from fediguard.banks.review import DenyConflict, review_decision
 from fediguard.banks.store import BankError, BankStore
 from fediguard.cli.common import add_config_option, settings_from
@@ -34,6 +34,12 @@ pdq_max_distance bits (default 31). A running gateway picks up changes within ba
 When both an allow and a deny entry match, the closer one wins; a tie goes to deny. So an
 image a deny entry matches exactly (its SHA-256, or its own PDQ hash) cannot be allowed until that
 entry is removed: `fediguard banks remove BANK --id N` (entry ids are named in decision reasons).
+
+PDQ alone misses crops of more than a few percent, so `banks add` also stores, for a still image
+added to a deny bank, the PDQ hashes of 45 cropped copies of it (2.5-10 % off one side, two sides or
+every side, and the centre square): uploads cropped like that still match. They are listed as crop
+variants, removed with their entry, and exported as plain PDQ lines whose note names the crop.
+`fediguard confirm` cannot make them: the image itself is never kept, only its hashes.
 
 Files: `csv` is `hash,kind,note` with a header (kind pdq or sha256); `signals` is the
 ThreatExchange signal list used by Meta's HMA tools: one `pdq <hex>` or `video_sha256 <hex>` a line.
@@ -77,6 +83,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--hash", action="append", default=[], metavar="HEX", help="a hash to add (repeatable)")
     p.add_argument("--kind", choices=KINDS, default="pdq", help="kind of the --hash values (default pdq)")
     p.add_argument("--note", default="", help="note stored with every entry added")
+    p.add_argument(
+        "--crops", action=argparse.BooleanOptionalAction, default=None,
+        help="also add the PDQ hashes of cropped copies of each still image "
+        "(default: yes for deny banks, no for allow banks, whose entries stay narrow)",
+    )  # fmt: skip
     p.set_defaults(func=_add)
 
     p = verbs.add_parser("import", help="import a bank file (all or nothing)")
@@ -132,9 +143,9 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("no banks yet: `fediguard banks create NAME --kind deny|allow`")
         return 0
-    print(f"{'NAME':30} {'KIND':5} {'ENTRIES':>9}  DESCRIPTION")
+    print(f"{'NAME':30} {'KIND':5} {'ENTRIES':>9} {'OF WHICH CROPS':>14}  DESCRIPTION")
     for b in rows:
-        print(f"{b.name:30} {b.kind:5} {b.entries:>9}  {b.description}")
+        print(f"{b.name:30} {b.kind:5} {b.entries:>9} {b.crop_variants:>14}  {b.description}")
     return 0
 
 
@@ -168,8 +179,13 @@ def _remove(args: argparse.Namespace) -> int:
         removed = banks.remove(args.name, entry_ids=args.ids or (), hashes=args.hashes or ())
     finally:
         records.close()
+    named = {e.id for e in removed}
     for e in removed:
-        print(f"removed entry {e.id} from {e.bank_kind} bank {e.bank!r}: {e.hash_kind} {e.value}")
+        if e.variant_of in named:
+            continue  # counted with its entry
+        crops = sum(1 for v in removed if v.variant_of == e.id)
+        with_crops = f" and its {crops} crop variants" if crops else ""
+        print(f"removed entry {e.id}{with_crops} from {e.bank_kind} bank {e.bank!r}: {e.hash_kind} {e.value}")
     gone_ids = {e.id for e in removed}
     gone_values = {e.value for e in removed}
     missing = [f"entry {i}" for i in args.ids or () if i not in gone_ids]
@@ -180,8 +196,9 @@ def _remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def file_entries(path: Path, settings: Settings, note: str) -> list[BankEntry]:
-    """The SHA-256 of a file's bytes and the usable PDQ hashes of its frames."""
+def file_entries(path: Path, settings: Settings, note: str, crops: bool = False) -> list[BankEntry]:
+    """The SHA-256 of a file's bytes and the usable PDQ hashes of its frames; with ``crops``, for a
+    still image, also the PDQ hashes of its cropped copies (see :data:`fediguard.banks.pdq.CROPS`)."""
     from fediguard.media.decode import decode
     from fediguard.scanning.service import media_limits
 
@@ -196,6 +213,9 @@ def file_entries(path: Path, settings: Settings, note: str) -> list[BankEntry]:
         h = pdq_hash(frame.image)
         if h.usable:
             entries.append(BankEntry("pdq", h.hex, note))
+            if crops and len(media.frames) == 1:
+                variants = crop_variants(frame.image)
+                entries += [BankEntry("pdq", v.hex, note, name, h.hex) for name, v in variants]
     return entries
 
 
@@ -203,6 +223,7 @@ def _add(args: argparse.Namespace) -> int:
     settings, records, banks = _stores(args)
     if not args.files and not args.hash:
         raise FediguardError("give FILEs or --hash values to add")
+    crops = args.crops if args.crops is not None else banks.get(args.name).kind == "deny"
     entries: list[BankEntry] = []
     try:
         entries += [BankEntry(args.kind, value, args.note) for value in args.hash]
@@ -210,13 +231,15 @@ def _add(args: argparse.Namespace) -> int:
         raise FediguardError(f"--hash: {exc}") from exc
     for path in args.files:
         try:
-            entries += file_entries(path, settings, args.note)
+            entries += file_entries(path, settings, args.note, crops)
         except OSError as exc:
             raise FediguardError(f"{path}: {exc.strerror or exc}") from exc
     added = banks.add(args.name, entries, source="cli add", added_by=_who())
     records.close()
     noun = "entry" if added == 1 else "entries"
-    print(f"added {added} new {noun} to {args.name!r} ({len(entries) - added} were there already)")
+    variants = sum(1 for e in entries if e.variant)
+    of_which = f"; {variants} of the hashes are of cropped copies" if variants else ""
+    print(f"added {added} new {noun} to {args.name!r} ({len(entries) - added} were there already{of_which})")
     return 0
 
 

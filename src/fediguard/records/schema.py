@@ -73,6 +73,10 @@ bank_entries = Table(
     Column("source", String(300), nullable=False, default=""),  # file, record id, "cli"
     Column("added_by", String(200), nullable=False, default=""),
     Column("added_at", DateTime(timezone=True), nullable=False),
+    # A PDQ hash of a cropped copy of the image behind entry ``variant_of`` (banks/pdq.py CROPS):
+    # the crop's name, e.g. "left 5%". Such entries go when their entry goes.
+    Column("variant", String(32), nullable=True),
+    Column("variant_of", _Id, nullable=True),
     UniqueConstraint("bank_id", "hash_kind", "value", name="uq_bank_entries_hash"),
     Index("ix_bank_entries_value", "hash_kind", "value"),
 )

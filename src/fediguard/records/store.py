@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from fediguard.records.schema import bank_generation, decisions, metadata
 
@@ -74,6 +74,7 @@ def create_schema(engine: Engine) -> None:
     """Create the tables that are missing (so an existing database gains new ones) and the rows that
     one-row tables need."""
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     with engine.connect() as conn:
         if conn.execute(select(bank_generation.c.id).where(bank_generation.c.id == 1)).first() is not None:
             return
@@ -82,6 +83,27 @@ def create_schema(engine: Engine) -> None:
             conn.execute(bank_generation.insert().values(id=1, generation=0))
     except IntegrityError:
         pass  # another node inserted it first
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Give tables made by an older fediguard the nullable columns added since (the only kind of
+    schema change so far): ``ALTER TABLE … ADD COLUMN``, which SQLite and PostgreSQL both take."""
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name} to a table")
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+            except (OperationalError, ProgrammingError):
+                # another node added it first; anything else shows in the check below
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 class RecordStore:
@@ -128,10 +150,11 @@ class RecordStore:
         with self.engine.connect() as conn:
             return [_to_record(r) for r in conn.execute(query).mappings()]
 
-    def find_pass(self, sha256: str, fingerprint: str) -> int | None:
-        """The newest scanned pass for these bytes under this fingerprint (the verdict cache)."""
+    def find_pass(self, sha256: str, fingerprint: str) -> tuple[int, list[dict[str, Any]] | None] | None:
+        """The newest scanned pass for these bytes under this fingerprint (the verdict cache): its id
+        and its PDQ hashes, which the decision that reuses it records too."""
         query = (
-            select(decisions.c.id)
+            select(decisions.c.id, decisions.c.pdq)
             .where(
                 decisions.c.sha256 == sha256,
                 decisions.c.verdict == "pass",
@@ -142,8 +165,20 @@ class RecordStore:
             .limit(1)
         )
         with self.engine.connect() as conn:
+            found = conn.execute(query).first()
+        return (int(found.id), found.pdq) if found is not None else None
+
+    def pdq_of(self, sha256: str) -> list[dict[str, Any]] | None:
+        """The PDQ hashes recorded for these bytes by the newest decision that hashed them."""
+        query = (
+            select(decisions.c.pdq)
+            .where(decisions.c.sha256 == sha256, decisions.c.pdq.is_not(None))
+            .order_by(decisions.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
             found = conn.execute(query).scalar()
-        return int(found) if found is not None else None
+        return list(found) if found else None
 
     def set_review(self, record_id: int, review: str, note: str, by: str) -> None:
         """Mark a decision as ``confirmed`` or ``overturned`` by an admin."""

@@ -249,13 +249,16 @@ class ScanService:
                 if hits:
                     result = await asyncio.to_thread(self.matcher.result, hits)
                     if result is not None:
+                        if pdq is None:
+                            pdq = await asyncio.to_thread(self._known_pdq, data, media_type, sha256)
                         outcome = ScanOutcome(results=[result], scanner="gateway", pdq=pdq)
                         return outcome, decide([result], policy)
             if self.settings.verdict_cache and self.store is not None:
                 cached = await asyncio.to_thread(self.store.find_pass, sha256, cache_key)
                 if cached is not None:
-                    reason = f"cached: identical bytes passed in decision {cached}"
-                    return ScanOutcome(scanner="cache"), Decision(Verdict.PASS, (), (reason,))
+                    reason = f"cached: identical bytes passed in decision {cached[0]}"
+                    outcome = ScanOutcome(scanner="cache", pdq=cached[1])
+                    return outcome, Decision(Verdict.PASS, (), (reason,))
             return None
         finally:
             timings["triage"] = time.perf_counter() - t
@@ -315,6 +318,12 @@ class ScanService:
             {"frame": index, "hash": h.hex, "quality": h.quality} for index, h in hashes
         ]
         return records, self.matcher.match_pdq(hashes)
+
+    def _known_pdq(self, data: bytes, media_type: str | None, sha256: str) -> list[dict[str, object]] | None:
+        """The PDQ hashes to record for bytes decided by their SHA-256 alone: as recorded before for
+        the same bytes, else hashed now (once; later copies find this record's)."""
+        known = self.store.pdq_of(sha256) if self.store is not None else None
+        return known if known is not None else self._match_frames(data, media_type)[0]
 
     def _match_remote_hashes(self, outcome: ScanOutcome) -> ScanOutcome:
         """Remote workers hash frames but know no banks: match their hashes here."""
