@@ -39,7 +39,7 @@ def pictrs_keys(count: int) -> list[str]:
     for _ in range(count):
         ms += rng.randint(200, 60_000)
         h = f"{ms:012x}"
-        keys.append("files/" + "/".join(h[i * 2:i * 2 + 2] for i in range(6)) + f"/{uuid.uuid4()}")
+        keys.append("files/" + "/".join(h[i * 2 : i * 2 + 2] for i in range(6)) + f"/{uuid.uuid4()}")
     return keys
 
 
@@ -84,16 +84,25 @@ def bench_s3(count: int, repeat: int, results: dict[str, float]) -> None:
     server = radosgw.start()
     try:
         admin: Any = boto3.client(
-            "s3", endpoint_url=server.endpoint_url, region_name=server.region,
-            aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
-            config=Config(s3={"addressing_style": "path"}, max_pool_connections=32))
+            "s3",
+            endpoint_url=server.endpoint_url,
+            region_name=server.region,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            config=Config(s3={"addressing_style": "path"}, max_pool_connections=32),
+        )
         admin.create_bucket(Bucket="bench")
         start = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
             list(pool.map(lambda k: admin.put_object(Bucket="bench", Key=k, Body=b""), pictrs_keys(count)))
         print(f"(uploaded {count} keys to radosgw in {time.perf_counter() - start:.1f} s)", file=sys.stderr)
-        source = open_source("s3://bench", endpoint_url=server.endpoint_url, region=server.region,
-                             access_key_id=server.access_key, secret_access_key=server.secret_key)
+        source = open_source(
+            "s3://bench",
+            endpoint_url=server.endpoint_url,
+            region=server.region,
+            access_key_id=server.access_key,
+            secret_access_key=server.secret_key,
+        )
         results["S3 (boto3) on radosgw"] = asyncio.run(rate(source, count, repeat))
     finally:
         server.stop()
@@ -102,16 +111,20 @@ def bench_s3(count: int, repeat: int, results: dict[str, float]) -> None:
 def bench_ssh(tree: Path, count: int, repeat: int, results: dict[str, float]) -> None:
     server = sshd.start()
     try:
-        source = open_source(f"ssh://{server.user}@{server.host}:{server.port}{tree}",
-                             key_file=str(server.key_path), known_hosts=str(server.known_hosts))
+        source = open_source(
+            f"ssh://{server.user}@{server.host}:{server.port}{tree}",
+            key_file=str(server.key_path),
+            known_hosts=str(server.known_hosts),
+        )
         results["SSH/SFTP, pictrs tree"] = asyncio.run(rate(source, count, repeat))
     finally:
         server.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-s3", action="store_true")

@@ -223,7 +223,8 @@ def test_crop_variant_hits_name_the_entry_and_the_crop(banks: BankStore) -> None
     cropped = pdq_hash(np.ascontiguousarray(image[:, : round(image.shape[1] * 0.95)]))
     result = matcher.result(matcher.match_pdq([(0, cropped)]))
     assert result is not None and result.scores["deny"] == 1.0
-    assert result.notes[0].startswith("denied: matches bank 'deny' entry 1 (pdq of its crop 'right 5%' (entry ")
+    expected = "denied: matches bank 'deny' entry 1 (pdq of its crop 'right 5%' (entry "
+    assert result.notes[0].startswith(expected), result.notes
 
 
 def test_a_database_from_before_crop_variants_gains_their_columns(banks: BankStore) -> None:

@@ -82,7 +82,9 @@ def test_crop_of_5_percent_escapes_the_plain_hash(photos: dict[str, np.ndarray],
     assert each_side > MATCH_DISTANCE and one_side > MATCH_DISTANCE
 
 
-def _trim(image: np.ndarray, left: float = 0, top: float = 0, right: float = 0, bottom: float = 0) -> np.ndarray:
+def _trim(
+    image: np.ndarray, left: float = 0, top: float = 0, right: float = 0, bottom: float = 0
+) -> np.ndarray:
     height, width = image.shape[:2]
     rows = slice(round(height * top), height - round(height * bottom))
     columns = slice(round(width * left), width - round(width * right))

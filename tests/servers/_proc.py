@@ -34,8 +34,12 @@ def run(cmd: Sequence[str], timeout: float, log: Path) -> str:
         start = out.tell()
         try:
             result = subprocess.run(
-                list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                timeout=timeout, check=False,
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise ServerStartError(f"timed out after {timeout}s: {' '.join(cmd)}\n{tail(log)}") from exc

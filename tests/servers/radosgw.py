@@ -15,8 +15,14 @@ from pathlib import Path
 
 from ._proc import ServerStartError, free_port, kill_pid, port_open, read_pid, run, tail, wait_until
 
-BINARIES = ("/usr/bin/ceph-mon", "/usr/bin/ceph-osd", "/usr/bin/radosgw", "/usr/bin/radosgw-admin",
-            "/usr/bin/monmaptool", "/usr/bin/ceph")
+BINARIES = (
+    "/usr/bin/ceph-mon",
+    "/usr/bin/ceph-osd",
+    "/usr/bin/radosgw",
+    "/usr/bin/radosgw-admin",
+    "/usr/bin/monmaptool",
+    "/usr/bin/ceph",
+)
 ADMIN_TIMEOUT = 30.0
 ACCESS_KEY = "FEDIGUARDTESTKEY0001"
 SECRET_KEY = "fediguard-test-secret-0123456789abcdefghij"
@@ -109,15 +115,22 @@ def _start_in(workdir: Path) -> RadosGW:
     log = workdir / "log" / "setup.log"
     pid_files = [workdir / "run" / f"{name}.pid" for name in ("mon.a", "osd.0", "client.rgw")]
     server = RadosGW(
-        endpoint_url=f"http://127.0.0.1:{rgw_port}", access_key=ACCESS_KEY, secret_key=SECRET_KEY,
-        region="default", workdir=workdir, pid_files=pid_files,
+        endpoint_url=f"http://127.0.0.1:{rgw_port}",
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        region="default",
+        workdir=workdir,
+        pid_files=pid_files,
     )
     c = ["-c", str(conf)]
     try:
         monmap = str(workdir / "monmap")
         # --addv with an explicit v1 address: plain --add on a non-default port made the OSD loop.
-        run(["monmaptool", "--create", "--addv", "a", f"[v1:127.0.0.1:{mon_port}]", "--fsid", fsid,
-             monmap], ADMIN_TIMEOUT, log)
+        run(
+            ["monmaptool", "--create", "--addv", "a", f"[v1:127.0.0.1:{mon_port}]", "--fsid", fsid, monmap],
+            ADMIN_TIMEOUT,
+            log,
+        )
         run(["ceph-mon", *c, "--mkfs", "-i", "a", "--monmap", monmap], ADMIN_TIMEOUT, log)
         run(["ceph-mon", *c, "-i", "a"], ADMIN_TIMEOUT, log)
         ceph = ["ceph", *c, "--connect-timeout", "20"]
@@ -127,9 +140,22 @@ def _start_in(workdir: Path) -> RadosGW:
         run(["ceph-osd", *c, "-i", "0"], ADMIN_TIMEOUT, log)
         run(["radosgw", *c, "-n", "client.rgw"], ADMIN_TIMEOUT, log)
         wait_until(lambda: port_open("127.0.0.1", rgw_port), 60.0, f"radosgw on port {rgw_port}")
-        run(["radosgw-admin", *c, "-n", "client.rgw", "user", "create", "--uid=test",
-             "--display-name=test", f"--access-key={ACCESS_KEY}", f"--secret-key={SECRET_KEY}"],
-            ADMIN_TIMEOUT, log)
+        run(
+            [
+                "radosgw-admin",
+                *c,
+                "-n",
+                "client.rgw",
+                "user",
+                "create",
+                "--uid=test",
+                "--display-name=test",
+                f"--access-key={ACCESS_KEY}",
+                f"--secret-key={SECRET_KEY}",
+            ],
+            ADMIN_TIMEOUT,
+            log,
+        )
     except ServerStartError as exc:
         logs = "\n".join(f"--- {p.name}\n{tail(p, 15)}" for p in sorted((workdir / "log").glob("*.log")))
         server.stop()

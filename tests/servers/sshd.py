@@ -85,8 +85,11 @@ def _traversable_tmp() -> str:
 
 
 def _keygen(path: Path, log: Path) -> None:
-    run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "fediguard-test", "-f", str(path)],
-        ADMIN_TIMEOUT, log)
+    run(
+        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "fediguard-test", "-f", str(path)],
+        ADMIN_TIMEOUT,
+        log,
+    )
 
 
 def start(attempts: int = 3) -> SSHServer:
@@ -122,7 +125,8 @@ def start(attempts: int = 3) -> SSHServer:
 def _launch(workdir: Path, user: pwd.struct_passwd, log: Path) -> SSHServer:
     port = free_port()
     conf = workdir / "sshd_config"
-    conf.write_text(textwrap.dedent(f"""\
+    conf.write_text(
+        textwrap.dedent(f"""\
         Port {port}
         ListenAddress 127.0.0.1
         HostKey {workdir}/host_key
@@ -138,16 +142,24 @@ def _launch(workdir: Path, user: pwd.struct_passwd, log: Path) -> SSHServer:
         MaxSessions 100
         LogLevel INFO
         Subsystem sftp internal-sftp
-        """))
+        """)
+    )
     run([SSHD, "-t", "-f", str(conf)], ADMIN_TIMEOUT, log)
     sshd_log = workdir / f"sshd-{port}.log"
     with sshd_log.open("wb") as out:
         # -D: stay in the foreground so the PID is ours; -e: log to the file, never a pipe.
-        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until(lambda: process.poll() is not None or banner_ready("127.0.0.1", port, b"SSH-2.0"),
-                   15.0, f"sshd on port {port}")
+        wait_until(
+            lambda: process.poll() is not None or banner_ready("127.0.0.1", port, b"SSH-2.0"),
+            15.0,
+            f"sshd on port {port}",
+        )
         if process.poll() is not None:
             raise ServerStartError(f"sshd exited {process.returncode}\n{tail(sshd_log)}")
     except BaseException:
@@ -156,6 +168,14 @@ def _launch(workdir: Path, user: pwd.struct_passwd, log: Path) -> SSHServer:
     host_pub = (workdir / "host_key.pub").read_text().split()
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    return SSHServer(host="127.0.0.1", port=port, user=user.pw_name, uid=user.pw_uid, gid=user.pw_gid,
-                     key_path=workdir / "user_key", known_hosts=known_hosts, workdir=workdir,
-                     process=process)
+    return SSHServer(
+        host="127.0.0.1",
+        port=port,
+        user=user.pw_name,
+        uid=user.pw_uid,
+        gid=user.pw_gid,
+        key_path=workdir / "user_key",
+        known_hosts=known_hosts,
+        workdir=workdir,
+        process=process,
+    )

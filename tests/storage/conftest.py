@@ -45,8 +45,11 @@ def s3_server() -> Iterator[radosgw.RadosGW]:
 def s3_admin(s3_server: radosgw.RadosGW) -> Any:
     """A plain boto3 client on the test server, to arrange objects behind a source's back."""
     return boto3.client(
-        "s3", endpoint_url=s3_server.endpoint_url, region_name=s3_server.region,
-        aws_access_key_id=s3_server.access_key, aws_secret_access_key=s3_server.secret_key,
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        region_name=s3_server.region,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
     )
 

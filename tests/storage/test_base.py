@@ -23,8 +23,19 @@ from fediguard.storage.local import LocalSource
 from fediguard.storage.s3 import S3Source
 from fediguard.storage.ssh import SSHSource
 
-HOSTILE_KEYS = ["", "/etc/passwd", "../secret", "a/../../b", "a/./b", ".", "..", "a//b", "a/", "a\x00b",
-                "a\\..\\b"]
+HOSTILE_KEYS = [
+    "",
+    "/etc/passwd",
+    "../secret",
+    "a/../../b",
+    "a/./b",
+    ".",
+    "..",
+    "a//b",
+    "a/",
+    "a\x00b",
+    "a\\..\\b",
+]
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS)
@@ -51,8 +62,14 @@ def test_open_file_url(tmp_path: Path) -> None:
 
 
 def test_open_s3_url() -> None:
-    source = open_source("s3://media/pictrs/files", endpoint_url="http://127.0.0.1:9", region="x",
-                         access_key_id="a", secret_access_key="b", quarantine_prefix="quarantine")
+    source = open_source(
+        "s3://media/pictrs/files",
+        endpoint_url="http://127.0.0.1:9",
+        region="x",
+        access_key_id="a",
+        secret_access_key="b",
+        quarantine_prefix="quarantine",
+    )
     assert isinstance(source, S3Source)
     assert source.url == "s3://media/pictrs/files/"
 
@@ -63,16 +80,19 @@ def test_open_ssh_url() -> None:
     assert source.url == "ssh://alice@files.example:2222/srv/pictrs/files"
 
 
-@pytest.mark.parametrize(("url", "options"), [
-    ("ftp://host/x", {}),
-    ("file://otherhost/x", {}),
-    ("s3:///nobucket", {}),
-    ("ssh://alice:pw@host/x", {}),
-    ("ssh://alice@host:99999/x", {}),
-    ("ssh://alice@host/x", {"password": "nope"}),
-    ("file:///tmp", {"endpoint_url": "http://x"}),  # an S3 option on a file source: a typo/mix-up
-    ("s3://bucket/files", {"quarantine_prefix": ""}),  # quarantine would contain the swept prefix
-])
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("ftp://host/x", {}),
+        ("file://otherhost/x", {}),
+        ("s3:///nobucket", {}),
+        ("ssh://alice:pw@host/x", {}),
+        ("ssh://alice@host:99999/x", {}),
+        ("ssh://alice@host/x", {"password": "nope"}),
+        ("file:///tmp", {"endpoint_url": "http://x"}),  # an S3 option on a file source: a typo/mix-up
+        ("s3://bucket/files", {"quarantine_prefix": ""}),  # quarantine would contain the swept prefix
+    ],
+)
 def test_bad_urls_and_options_are_config_errors(url: str, options: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         open_source(url, **options)
@@ -88,8 +108,13 @@ PICTRS_MEDIA = [
     "01/8f/3a/9c/0e/7b/6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f",  # 0.5 object store
     "files/000/000/001/6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f",  # 0.4 style generator folders
 ]
-PICTRS_OTHER = ["sled-repo/db", "files/readme.txt", "files/01/8f/not-a-uuid.png",
-                "6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f", "sled-repo/snap.6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f"]
+PICTRS_OTHER = [
+    "sled-repo/db",
+    "files/readme.txt",
+    "files/01/8f/not-a-uuid.png",
+    "6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f",
+    "sled-repo/snap.6b2d3f1e-8c4a-4b7e-9f10-2a3b4c5d6e7f",
+]
 MASTODON_MEDIA = [
     "media_attachments/files/109/348/123/456/789/012/original/0a1b2c3d4e5f6a7b.png",
     "media_attachments/files/109/348/123/456/789/012/small/0a1b2c3d4e5f6a7b.png",
@@ -100,8 +125,12 @@ MASTODON_MEDIA = [
     "site_uploads/files/000/000/001/original/thumb.png",
     "custom_emojis/images/000/000/007/static/blob.png",
 ]
-MASTODON_OTHER = ["backups/dump.zip", "imports/000/000/001/original/follows.csv.gz",
-                  "media_attachments/files/original/x.png", "cache/other/000/original/x.png"]
+MASTODON_OTHER = [
+    "backups/dump.zip",
+    "imports/000/000/001/original/follows.csv.gz",
+    "media_attachments/files/original/x.png",
+    "cache/other/000/original/x.png",
+]
 
 
 def test_pictrs_layout() -> None:

@@ -167,8 +167,13 @@ async def test_hostile_keys(tmp_path: Path, key: str) -> None:
     (tmp_path / "secret").write_bytes(b"x")
     source = LocalSource(tmp_path / "root", quarantine_dir=tmp_path / "q")
     (tmp_path / "root" / "ok").write_bytes(b"x")
-    for call in (source.read(key, 10), source.delete(key), source.quarantine(key, "d"),
-                 source.quarantine("ok", key), source.restore(key, "ok")):
+    for call in (
+        source.read(key, 10),
+        source.delete(key),
+        source.quarantine(key, "d"),
+        source.quarantine("ok", key),
+        source.restore(key, "ok"),
+    ):
         with pytest.raises(UnsafeKey):
             await call
     assert (tmp_path / "secret").exists() and (tmp_path / "root" / "ok").exists()
@@ -280,6 +285,7 @@ async def test_quarantine_across_filesystems(tmp_path: Path) -> None:
         assert (tmp_path / "f").read_bytes() == data and not (qdir / "sub" / "f").exists()
     finally:
         import shutil
+
         shutil.rmtree(qdir, ignore_errors=True)
 
 

@@ -39,9 +39,13 @@ async def make_source(s3_server: Any) -> AsyncIterator[Any]:
     opened: list[S3Source] = []
 
     def make(bucket: str, prefix: str = "", **options: Any) -> S3Source:
-        options = {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region,
-                   "access_key_id": s3_server.access_key, "secret_access_key": s3_server.secret_key,
-                   **options}
+        options = {
+            "endpoint_url": s3_server.endpoint_url,
+            "region": s3_server.region,
+            "access_key_id": s3_server.access_key,
+            "secret_access_key": s3_server.secret_key,
+            **options,
+        }
         source = open_source(f"s3://{bucket}/{prefix}", **options)
         assert isinstance(source, S3Source)
         opened.append(source)
@@ -60,7 +64,8 @@ async def test_pagination_over_1000_keys(s3_admin: Any, s3_bucket: str, make_sou
     under_files = {o.key async for o in make_source(s3_bucket, "files").list()}
     assert under_files == {k.removeprefix("files/") for k in keys}
     assert {o.key async for o in make_source(s3_bucket).list("files/0a/")} == {
-        k for k in keys if k.startswith("files/0a/")}
+        k for k in keys if k.startswith("files/0a/")
+    }
 
 
 async def test_objects_and_layouts(s3_admin: Any, s3_bucket: str, make_source: Any) -> None:
@@ -142,7 +147,8 @@ async def test_quarantine_and_restore(s3_admin: Any, s3_bucket: str, make_source
 
 
 async def test_quarantine_prefix_in_the_swept_bucket_is_skipped(
-        s3_admin: Any, s3_bucket: str, make_source: Any) -> None:
+    s3_admin: Any, s3_bucket: str, make_source: Any
+) -> None:
     s3_admin.put_object(Bucket=s3_bucket, Key="img", Body=b"x")
     source = make_source(s3_bucket, quarantine_prefix="quarantine")
     await source.quarantine("img", "img")
@@ -158,8 +164,9 @@ async def test_wrong_secret_is_a_clear_auth_error(s3_bucket: str, make_source: A
         await source.read("anything", 10)
 
 
-async def test_credentials_from_environment(s3_server: Any, s3_admin: Any, s3_bucket: str,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_credentials_from_environment(
+    s3_server: Any, s3_admin: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s3_admin.put_object(Bucket=s3_bucket, Key="k", Body=b"v")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
@@ -175,14 +182,19 @@ async def test_credentials_from_environment(s3_server: Any, s3_admin: Any, s3_bu
 @pytest.mark.parametrize("key", HOSTILE_KEYS)
 async def test_hostile_keys_never_reach_the_server(s3_bucket: str, make_source: Any, key: str) -> None:
     source = make_source(s3_bucket, quarantine_prefix="q")
-    for call in (source.read(key, 10), source.delete(key), source.quarantine(key, "d"),
-                 source.quarantine("ok", key)):
+    for call in (
+        source.read(key, 10),
+        source.delete(key),
+        source.quarantine(key, "d"),
+        source.quarantine("ok", key),
+    ):
         with pytest.raises(UnsafeKey):
             await call
 
 
 async def test_hostile_key_in_bucket_is_listed_but_not_read(
-        s3_admin: Any, s3_bucket: str, make_source: Any) -> None:
+    s3_admin: Any, s3_bucket: str, make_source: Any
+) -> None:
     s3_admin.put_object(Bucket=s3_bucket, Key="a/../b", Body=b"x")
     source = make_source(s3_bucket)
     assert [o.key async for o in source.list()] == ["a/../b"]

@@ -46,8 +46,11 @@ async def make_source(sshd_server: Any) -> AsyncIterator[Any]:
     opened: list[SSHSource] = []
 
     def make(path: Path, **options: Any) -> SSHSource:
-        options = {"key_file": str(sshd_server.key_path), "known_hosts": str(sshd_server.known_hosts),
-                   **options}
+        options = {
+            "key_file": str(sshd_server.key_path),
+            "known_hosts": str(sshd_server.known_hosts),
+            **options,
+        }
         url = f"ssh://{sshd_server.user}@{sshd_server.host}:{sshd_server.port}{path}"
         source = open_source(url, **options)
         assert isinstance(source, SSHSource)
@@ -181,8 +184,12 @@ async def test_permission_denied(ssh_dir: Path, make_source: Any) -> None:
 async def test_hostile_keys(ssh_dir: Path, make_source: Any, key: str) -> None:
     (ssh_dir / "ok").write_bytes(b"x")
     source = make_source(ssh_dir, quarantine_path=str(ssh_dir.parent / f"{ssh_dir.name}-q"))
-    for call in (source.read(key, 10), source.delete(key), source.quarantine(key, "d"),
-                 source.quarantine("ok", key)):
+    for call in (
+        source.read(key, 10),
+        source.delete(key),
+        source.quarantine(key, "d"),
+        source.quarantine("ok", key),
+    ):
         with pytest.raises(UnsafeKey):
             await call
     assert (ssh_dir / "ok").exists()
@@ -199,7 +206,8 @@ async def test_wrong_key_is_a_clear_auth_error(ssh_dir: Path, tmp_path: Path, ma
 
 
 async def test_unknown_host_key_is_refused_by_default(
-        ssh_dir: Path, tmp_path: Path, make_source: Any) -> None:
+    ssh_dir: Path, tmp_path: Path, make_source: Any
+) -> None:
     (ssh_dir / "f").write_bytes(b"x")
     empty = tmp_path / "known_hosts"
     empty.write_text("")

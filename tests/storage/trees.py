@@ -23,13 +23,16 @@ def pictrs_tree(root: Path, count: int = 6) -> tuple[dict[str, bytes], set[str]]
     media: dict[str, bytes] = {}
     for i in range(count):
         hexid = uuid.uuid4().hex
-        folders = "/".join(hexid[j * 2:j * 2 + 2] for j in range(6))
+        folders = "/".join(hexid[j * 2 : j * 2 + 2] for j in range(6))
         ext = (".png", ".jpg", "")[i % 3]
         fmt = "JPEG" if ext == ".jpg" else "PNG"
         media[f"files/{folders}/{uuid.uuid4()}{ext}"] = picture(i, fmt)
     media[f"files/000/000/001/{uuid.uuid4()}"] = picture(99)
-    other = {"sled-repo/db": b"sled database", "sled-repo/conf": b"segment_size: 524288\n",
-             "files/README": b"not media"}
+    other = {
+        "sled-repo/db": b"sled database",
+        "sled-repo/conf": b"segment_size: 524288\n",
+        "files/README": b"not media",
+    }
     _write(root, {**media, **other})
     return media, set(other)
 
@@ -48,7 +51,9 @@ def mastodon_tree(root: Path) -> tuple[dict[str, bytes], set[str]]:
         "cache/accounts/headers/109/000/000/000/000/002/original/h.png": picture(5),
         "site_uploads/files/000/000/001/original/thumbnail.png": picture(6),
     }
-    other = {"backups/000/000/001/original/archive.zip": b"PK\x03\x04 not really",
-             "imports/000/000/001/original/follows.csv": b"account,notify\n"}
+    other = {
+        "backups/000/000/001/original/archive.zip": b"PK\x03\x04 not really",
+        "imports/000/000/001/original/follows.csv": b"account,notify\n",
+    }
     _write(root, {**media, **other})
     return media, set(other)
