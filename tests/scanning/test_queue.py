@@ -95,8 +95,7 @@ async def test_close_wakes_waiting_scanners() -> None:
     waiter = asyncio.create_task(q.lease("w", timeout=None))
     await asyncio.sleep(0.01)
     q.close()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
+    assert await waiter is None, "woken with None, not cancelled (its caller was not)"
 
 
 async def test_jobs_queued_when_the_last_remote_worker_leaves_fail_without_waiting_for_their_deadline() -> (
@@ -157,8 +156,7 @@ async def test_close_remote_ends_polls_fails_remote_jobs_and_keeps_local_work() 
     queued = job(deadline_in=60)
     q.close_remote("the gateway is shutting down")
     q.put(queued)
-    with pytest.raises(asyncio.CancelledError):
-        await poll
+    assert await poll is None
     assert (await held.future).error is FailReason.NO_SCANNER
     assert not queued.future.done(), "an in-process slot can still take it"
     assert await q.lease("remote-1", timeout=1) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import ssl
@@ -294,20 +295,25 @@ def test_fedi_safety_worker_protocol(gateway_for: Start) -> None:
 
 
 def test_shutdown_answers_uploads_held_by_workers_at_once(
-    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A stopping gateway can no longer take workers' results: an upload a worker is scanning gets
-    the fail policy at once (not at its 20 s deadline), and is recorded; the shutdown completes."""
+    the fail policy at once (not at its 20 s deadline), and is recorded; the shutdown completes,
+    and the long-polls of idle workers end cleanly (204, not a server error)."""
     gw = gateway(gateway_for, deadline_s=20)
     workers(gw, "w1", sleep_s=5.0)
-    wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
+    workers(gw, "w2", sleep_s=5.0)
+    wait_for(lambda: {"w1", "w2"} <= set(remote(gw)), what="w1 and w2 to poll")
     answers: list[httpx.Response] = []
     upload = threading.Thread(target=lambda: answers.append(gw.post(drawn_png(colour=(5, 6, 7)), timeout=60)))
     upload.start()
-    wait_for(lambda: remote(gw)["w1"]["busy"] == 1, what="w1 to take the upload")
+    wait_for(lambda: sum(int(str(w["busy"])) for w in remote(gw).values()) == 1, what="a worker to take it")
+    wait_for(lambda: sum(int(str(w["waiting"])) for w in remote(gw).values()) == 1, what="the other to wait")
     gw.stop()
     upload.join(30)
     assert not gw.thread.is_alive(), "the gateway stopped"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
     (response,) = answers
     assert response.status_code == 503, response.text
     body = response.json()

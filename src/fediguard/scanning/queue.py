@@ -10,7 +10,6 @@ refused. Everything runs on one event loop, so no locks are needed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import deque
@@ -67,7 +66,8 @@ class JobQueue:
         self.lease_s = lease_s
         self.remote_stale_s = remote_stale_s
         self._pending: deque[ScanJob] = deque()
-        self._waiters: deque[tuple[asyncio.Future[Lease], str, float]] = deque()
+        # A waiter's result is its lease, or None when the queue closes under it.
+        self._waiters: deque[tuple[asyncio.Future[Lease | None], str, float]] = deque()
         self._leases: dict[str, Lease] = {}
         self.scanners: dict[str, ScannerState] = {}
         self.requeued = 0
@@ -91,7 +91,7 @@ class JobQueue:
 
     def withdraw(self, job: ScanJob) -> None:
         """The caller no longer wants this job (its deadline passed): drop it wherever it is."""
-        with contextlib.suppress(ValueError):
+        if job in self._pending:
             self._pending.remove(job)
         for lease in [lease for lease in self._leases.values() if lease.job is job]:
             self._drop_lease(lease)
@@ -129,7 +129,7 @@ class JobQueue:
         loop = asyncio.get_running_loop()
         if self.closed or (self.remote_closed and state.remote):
             return None
-        waiter: asyncio.Future[Lease] = loop.create_future()
+        waiter: asyncio.Future[Lease | None] = loop.create_future()
         entry = (waiter, scanner, lease_s or self.lease_s)
         self._waiters.append(entry)
         state.waiting += 1
@@ -141,18 +141,20 @@ class JobQueue:
                 return waiter.result()  # a job arrived in the very same tick
             return None
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+            if handed is not None:
                 # The job was handed over in the same tick the scanner went away: put it back.
                 self._state(scanner).busy -= 1
-                self._requeue(waiter.result())
+                self._requeue(handed)
             raise
         finally:
             state.waiting -= 1
             state.last_seen = time.time()
             if not waiter.done():
                 waiter.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
+                # Still queued (handing a job over, or closing, takes the waiter out of the queue).
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
             if state.remote and state.waiting == 0 and state.busy == 0:
                 self._check_orphans_later()
 
@@ -193,10 +195,13 @@ class JobQueue:
         waiting polls end now, new polls get nothing, and the jobs they hold or that only they could
         take fail at once with ``why`` (in-process slots keep scanning what they can)."""
         self.remote_closed = True
-        for waiter, scanner, _ in list(self._waiters):
+        for entry in list(self._waiters):
+            waiter, scanner, _ = entry
             state = self.scanners.get(scanner)
-            if state is not None and state.remote and not waiter.done():
-                waiter.cancel()
+            if state is not None and state.remote:
+                self._waiters.remove(entry)
+                if not waiter.done():
+                    waiter.set_result(None)
         for lease in [lease for lease in self._leases.values() if self._state(lease.scanner).remote]:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
@@ -211,7 +216,7 @@ class JobQueue:
         while self._waiters:
             waiter, _, _ = self._waiters.popleft()
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_result(None)
 
     # --- internals --------------------------------------------------------------------------
     def _state(self, name: str, remote: bool = False) -> ScannerState:

@@ -7,6 +7,10 @@ disconnect and reconnect. A gateway that refuses its key or its detectors at the
 connection is a configuration error and stops it (exit status 2); once it has served, a refusal
 (a gateway upgraded to other detectors, a proxy answering 403) is logged and retried like any
 disconnect, so the worker comes back by itself when the gateway does.
+
+HTTP goes through aiohttp rather than the httpx used elsewhere in fediguard: a worker makes two
+requests per job, and on this project's 2-core machine httpx's async client cost ~1 ms of CPU per
+request against aiohttp's ~0.13 ms (docs/benchmarks.md), which decided the remote-scanning overhead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
@@ -22,7 +27,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
+import certifi
 
 from fediguard.errors import FediguardError
 from fediguard.policy import FailReason
@@ -118,32 +124,32 @@ class RemoteWorker:
             for slot in slots:
                 slot.stop()
 
-    def _client(self, headers: dict[str, str], tls: ssl.SSLContext) -> httpx.AsyncClient:
-        """One small client per slot: a slot needs at most two connections (its long-poll or
-        result, and a lease renewal), and httpx's pool costs CPU in proportion to its size, which
-        one pool shared by 64 slots made the worker's main cost."""
-        return httpx.AsyncClient(
-            base_url=self.server,
+    def _session(self, headers: dict[str, str], tls: ssl.SSLContext) -> aiohttp.ClientSession:
+        """One small session per slot: a slot needs at most two connections (its long-poll or
+        result, and a lease renewal), and a pool shared by 64 slots cost CPU in proportion to its
+        size (measured with httpx, whose pool scans every connection for every request)."""
+        return aiohttp.ClientSession(
             headers=headers,
-            timeout=httpx.Timeout(self.wait_s + 15, connect=10),
-            verify=tls,
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.wait_s + 15),
+            connector=aiohttp.TCPConnector(limit=2, ssl=tls),
         )
 
     async def _serve(
         self, headers: dict[str, str], tls: ssl.SSLContext, slot: ScannerThread, stop: asyncio.Event
     ) -> None:
-        async with self._client(headers, tls) as http:
+        async with self._session(headers, tls) as http:
             await self._serve_with(http, slot, stop)
 
-    async def _serve_with(self, http: httpx.AsyncClient, slot: ScannerThread, stop: asyncio.Event) -> None:
+    async def _serve_with(
+        self, http: aiohttp.ClientSession, slot: ScannerThread, stop: asyncio.Event
+    ) -> None:
         backoff = Backoff()
         while not stop.is_set():
             try:
                 job = await _unless_stopped(self._lease(http), stop)
-            except httpx.HTTPError as exc:
+            except _CONNECTION_ERRORS as exc:
                 delay = backoff.next()
-                self._disconnected(f"{type(exc).__name__}: {exc}", delay)
+                self._disconnected(_describe(exc), delay)
                 await _sleep_unless_stopped(delay, stop)
                 continue
             except _Unavailable as exc:
@@ -173,16 +179,16 @@ class RemoteWorker:
         self._connected = False
         log.warning("cannot reach %s (%s); retrying in %.1f s", self.server, why, delay)
 
-    async def _lease(self, http: httpx.AsyncClient) -> _Job | None:
-        response = await http.get(LEASE_PATH, params={"wait": f"{self.wait_s:g}"})
-        if response.status_code == 204:
+    async def _lease(self, http: aiohttp.ClientSession) -> _Job | None:
+        async with http.get(self.server + LEASE_PATH, params={"wait": f"{self.wait_s:g}"}) as response:
+            body = await response.read()
+        status = response.status
+        if status == 204:
             return None
-        if response.status_code in (401, 403, 409):
-            raise WorkerRefused(
-                f"gateway refused this worker ({response.status_code}): {_error_text(response)}"
-            )
-        if response.status_code != 200:
-            raise _Unavailable(f"lease answered {response.status_code}: {_error_text(response)}")
+        if status in (401, 403, 409):
+            raise WorkerRefused(f"gateway refused this worker ({status}): {_error_text(body)}")
+        if status != 200:
+            raise _Unavailable(f"lease answered {status}: {_error_text(body)}")
         h = response.headers
         try:
             return _Job(
@@ -190,13 +196,13 @@ class RemoteWorker:
                 lease_s=float(h.get("x-fediguard-lease-seconds", "5")),
                 sha256=h["x-fediguard-sha256"],
                 media_type=h.get("x-fediguard-media-type") or None,
-                data=response.content,
+                data=body,
             )
         except (KeyError, ValueError) as exc:
             # Not a fediguard gateway's answer (a captive portal, a misrouted proxy): retry later.
             raise _Unavailable(f"lease answered 200 without a valid job ({exc!r} missing or bad)") from None
 
-    async def _process(self, http: httpx.AsyncClient, slot: ScannerThread, job: _Job) -> None:
+    async def _process(self, http: aiohttp.ClientSession, slot: ScannerThread, job: _Job) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(http, job))
         try:
             outcome: ScanOutcome = await slot.call(functools.partial(_scan, job))
@@ -205,55 +211,76 @@ class RemoteWorker:
             outcome = ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail=f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
-        url = f"{LEASE_PATH}/{job.lease}/result"
+        url = f"{self.server}{LEASE_PATH}/{job.lease}/result"
         for attempt in range(3):
             try:
-                response = await http.post(url, json=outcome.to_json())
-            except httpx.HTTPError as exc:
+                async with http.post(url, json=outcome.to_json()) as response:
+                    body = await response.read()
+            except _CONNECTION_ERRORS as exc:
                 log.warning(
-                    "posting result for %s failed (%s); attempt %d", job.sha256[:12], exc, attempt + 1
+                    "posting result for %s failed (%s); attempt %d",
+                    job.sha256[:12],
+                    _describe(exc),
+                    attempt + 1,
                 )
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
-            if response.status_code == 200:
+            if response.status == 200:
                 self.completed += 1
             else:
-                log.warning("result for %s refused: %s", job.sha256[:12], _error_text(response))
+                log.warning("result for %s refused: %s", job.sha256[:12], _error_text(body))
             return
 
-    async def _heartbeat(self, http: httpx.AsyncClient, job: _Job) -> None:
-        url = f"{LEASE_PATH}/{job.lease}/extend"
+    async def _heartbeat(self, http: aiohttp.ClientSession, job: _Job) -> None:
+        url = f"{self.server}{LEASE_PATH}/{job.lease}/extend"
         while True:
             await asyncio.sleep(job.lease_s / 3)
             try:
-                response = await http.post(url)
-            except httpx.HTTPError as exc:
-                log.warning("lease renewal failed: %s", exc)
+                async with http.post(url) as response:
+                    body = await response.read()
+            except _CONNECTION_ERRORS as exc:
+                log.warning("lease renewal failed: %s", _describe(exc))
                 continue
-            if response.status_code != 200:
-                log.warning("lease %s lost: %s", job.lease[:8], _error_text(response))
+            if response.status != 200:
+                log.warning("lease %s lost: %s", job.lease[:8], _error_text(body))
                 return
 
 
 def _tls_context(verify: bool | str) -> ssl.SSLContext:
-    """One TLS context shared by every slot's client: ``verify`` is True (the system's and
+    """One TLS context shared by every slot's session: ``verify`` is True (the system's and
     certifi's roots), False (no verification, for testing only) or a CA file or folder."""
     if isinstance(verify, str):
         if os.path.isdir(verify):
             return ssl.create_default_context(capath=verify)
         return ssl.create_default_context(cafile=verify)
-    return httpx.create_ssl_context(verify=verify)
+    context = ssl.create_default_context()
+    if verify:
+        context.load_verify_locations(cafile=certifi.where())
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_CONNECTION_ERRORS = (aiohttp.ClientError, TimeoutError)
+"""What a request raises when the gateway cannot be reached or stops answering."""
 
 
 class _Unavailable(Exception):
     pass
 
 
-def _error_text(response: httpx.Response) -> str:
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _error_text(body: bytes) -> str:
+    text = body[:2000].decode("utf-8", "replace")
     try:
-        return str(response.json().get("error", response.text[:200]))
-    except ValueError:
-        return response.text[:200]
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error) if error is not None else text[:200]
 
 
 async def _unless_stopped(coro: Coroutine[Any, Any, _Job | None], stop: asyncio.Event) -> _Job | None:
