@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from fediguard.config import FailPolicy
 from fediguard.detectors.base import DetectorResult, FrameScores
 from fediguard.policy import FailReason, PolicyConfig, Verdict, decide, fail_decision
@@ -120,3 +122,12 @@ def test_the_face_likeliest_to_be_a_minor_decides_not_only_the_youngest_looking(
     assert d.labels == ("csam_suspect",) and d.reasons[0].endswith("face apparent age 26 ± 10")
     tighter = PolicyConfig(age_uncertainty_factor=0.5)  # 26 - 5 = 21 and 20 - 0.5 = 19.5: no minor
     assert decide([nudity((0, 0.8)), result], tighter).labels == ("nsfw",)
+
+
+def test_detector_results_round_trip_through_json_with_every_field() -> None:
+    result = DetectorResult(
+        "nudity", "3", {"explicit": 0.5}, [FrameScores(4, {"explicit": 0.5}, ["a note"])], ["n"], True, 0.25
+    )
+    data = result.to_json()
+    assert set(data) == {f.name for f in fields(DetectorResult)}, "to_json names every field"
+    assert DetectorResult.from_json(data) == result

@@ -8,7 +8,7 @@ remote workers and the in-process scanner all follow the gateway's one configura
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,7 +43,18 @@ class DetectorResult:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Written out rather than dataclasses.asdict, whose deep copy was 5 % of the gateway's CPU.
+        return {
+            "detector": self.detector,
+            "version": self.version,
+            "scores": dict(self.scores),
+            "frames": [
+                {"frame": f.frame, "scores": dict(f.scores), "notes": list(f.notes)} for f in self.frames
+            ],
+            "notes": list(self.notes),
+            "decisive": self.decisive,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DetectorResult:
