@@ -131,3 +131,10 @@ def test_detector_results_round_trip_through_json_with_every_field() -> None:
     data = result.to_json()
     assert set(data) == {f.name for f in fields(DetectorResult)}, "to_json names every field"
     assert DetectorResult.from_json(data) == result
+
+
+def test_only_list_detectors_can_allow_or_deny() -> None:
+    scores = {"allow": 1.0, "allow_distance": -1.0}
+    smuggled = DetectorResult("nudity", "3", scores=scores, notes=["allowed: x"])
+    d = decide([smuggled, nudity((0, 0.9)), age((0, 1, 11, 4))], DEFAULT)
+    assert d.verdict is Verdict.REJECT and "allowlisted" not in d.labels

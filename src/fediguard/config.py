@@ -134,6 +134,7 @@ class Settings(BaseModel):
     verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)
+    legacy_lease_s: float = Field(5.0, gt=0, le=3600)
 
     # --- remote worker (`fediguard worker`) -------------------------------------------------------
     worker_server: str | None = None

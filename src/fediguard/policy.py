@@ -102,6 +102,11 @@ class _Findings:
         self.reasons.append(reason)
 
 
+LIST_DETECTORS = frozenset({"hashlist", "banks"})
+"""The detectors whose ``deny``/``allow`` scores the policy reads: lists of known images. The same
+keys from any other detector (a faulty plugin, a remote worker's made-up result) are ignored."""
+
+
 def decide(results: Iterable[DetectorResult], config: PolicyConfig) -> Decision:
     """Turn detector results into a verdict. A matching allow list entry passes at once, unless a
     deny entry matches at least as closely (an exact deny beats a near allow; ties go to deny)."""
@@ -109,7 +114,7 @@ def decide(results: Iterable[DetectorResult], config: PolicyConfig) -> Decision:
     lists: list[DetectorResult] = []
     for result in results:
         by_name[result.detector] = result
-        if "deny" in result.scores or "allow" in result.scores:
+        if result.detector in LIST_DETECTORS and ("deny" in result.scores or "allow" in result.scores):
             lists.append(result)
 
     found = _Findings()

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from fediguard.detectors.base import DetectorResult, Subject
+from fediguard.scanning.queue import ESTIMATE_AFTER
 from support.detectors import CallCounter, HangDetector, RaiseDetector, ScoreDetector, SleepDetector
 from support.gateway import RunningGateway
 from support.images import astronaut_jpeg, drawn_png, encode
@@ -373,6 +374,30 @@ def test_queue_full_applies_the_fail_policy(gateway_for: Start) -> None:
     assert "queue_full" in reasons and "None" in reasons
     assert all(r.status_code == 200 for r in results)
     assert gw.store.count() == 5
+
+
+def test_work_queued_beyond_the_deadline_is_answered_at_once(gateway_for: Start) -> None:
+    """With the one scanner busy and more work queued ahead than the deadline allows, an upload gets
+    the fail policy when it arrives (reason: queued work), not after waiting out its deadline."""
+    gw = gateway_for(lambda: SleepDetector(0.2), scanner_threads=1, deadline_s=1.0, fail_policy="open",
+                     verdict_cache=False)  # fmt: skip
+    for i in range(ESTIMATE_AFTER):  # the queue learns the time per job
+        assert gw.post(drawn_png(colour=(i, 0, 0))).json()["verdict"] == "pass"
+    results: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(gw.post(drawn_png(colour=(0, i, 0)))))
+        for i in range(12)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bodies = [r.json() for r in results]
+    early = [b for b in bodies if "queued ahead" in " ".join(b["reasons"])]
+    assert early, bodies
+    assert all(b["fail_reason"] == "deadline" and b["verdict"] == "unscanned" for b in early)
+    assert any(b["verdict"] == "pass" for b in bodies), "the scanner still serves what it can"
+    assert gw.store.count() == ESTIMATE_AFTER + 12
 
 
 def test_health_ready_and_metrics(gateway_for: Start) -> None:

@@ -8,12 +8,12 @@ import pytest
 
 from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
-from fediguard.scanning.queue import JobQueue, QueueFull
+from fediguard.scanning.queue import ESTIMATE_AFTER, JobQueue, QueueFull
 
 
-def job(deadline_in: float = 10.0) -> ScanJob:
+def job(deadline_in: float = 10.0, media_type: str = "image/png") -> ScanJob:
     loop = asyncio.get_running_loop()
-    return ScanJob(b"x", "ab" * 32, "image/png", loop.time() + deadline_in, loop.create_future())
+    return ScanJob(b"x", "ab" * 32, media_type, loop.time() + deadline_in, loop.create_future())
 
 
 async def test_waiting_scanner_gets_a_job_the_moment_it_arrives() -> None:
@@ -162,3 +162,61 @@ async def test_close_remote_ends_polls_fails_remote_jobs_and_keeps_local_work() 
     assert await q.lease("remote-1", timeout=1) is None
     local = await q.lease("scanner-0", timeout=1)
     assert local is not None and local.job is queued
+
+
+def stills_only(media_type: str | None) -> bool:
+    return media_type == "image/png"
+
+
+async def test_a_scanner_gets_only_the_media_types_it_takes() -> None:
+    q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
+    q.register("stills", remote=True, takes=stills_only)
+    picky = asyncio.create_task(q.lease("stills", timeout=5))
+    await asyncio.sleep(0.01)
+    assert q.able_to_take("image/png") and not q.able_to_take("video/mp4")
+    assert q.able_to_scan(), "a scanner is alive"
+    video, still = job(media_type="video/mp4"), job()
+    q.put(video)
+    q.put(still)
+    lease = await picky
+    assert lease is not None and lease.job is still, "the video waits for a scanner that takes it"
+    assert q.depth == 1
+    anyone = await q.lease("local-0", timeout=1)
+    assert anyone is not None and anyone.job is video
+
+
+async def test_a_job_no_live_scanner_takes_fails_when_the_last_one_that_could_leaves() -> None:
+    q = JobQueue(10, lease_s=0.05, remote_stale_s=0.05)
+    q.register("stills", remote=True, takes=stills_only)
+    q.register("everything", remote=True)
+    video = job(media_type="video/mp4")
+    q.put(video)
+    lease = await q.lease("everything", timeout=1)
+    assert lease is not None and lease.job is video
+    # "everything" dies holding it; "stills" stays, long-polling, but does not take videos
+    poll = asyncio.create_task(q.lease("stills", timeout=5))
+    outcome = await asyncio.wait_for(video.future, 2)
+    assert outcome.error is FailReason.NO_SCANNER and "could" in outcome.error_detail
+    assert not poll.done(), "the still-image scanner was never handed the video"
+    poll.cancel()
+
+
+async def test_wait_estimate_counts_rounds_of_queued_work_per_live_scanner() -> None:
+    q = JobQueue(100, lease_s=5)
+    assert q.wait_estimate() == 0.0, "nothing timed yet"
+    for _ in range(ESTIMATE_AFTER):
+        q.put(job())
+        lease = await q.lease("local-0", timeout=1)
+        assert lease is not None
+        await asyncio.sleep(0.01)
+        assert q.complete(lease.id, ScanOutcome())
+    per_job = q.wait_estimate()
+    assert 0.005 < per_job < 1.0, "one free scanner and nothing queued: one job's time"
+    busy = asyncio.create_task(q.lease("local-0", timeout=1))
+    q.put(job())
+    assert (await busy) is not None
+    for _ in range(3):
+        q.put(job())
+    assert q.wait_estimate() == pytest.approx(4 * per_job), "3 queued ahead, 1 scanner: 4 rounds"
+    q.register("local-1", remote=False)
+    assert q.wait_estimate() == pytest.approx(2 * per_job), "2 scanners: 3 // 2 + 1 rounds"

@@ -159,9 +159,10 @@ def test_worker_refused_after_serving_keeps_retrying_until_the_gateway_takes_it_
     wait_for(lambda: remote(gw)["w1"]["waiting"] == 1, what="w1 to poll again")
     fingerprint = gw.service.detector_fingerprint
     gw.service.detector_fingerprint = "upgraded-detectors@2"
-    # Its long-poll in progress was accepted before the change: one more upload ends it, and its
+    # Its long-poll in progress was accepted before the change: one more upload ends it (the result,
+    # from detectors the gateway no longer runs, is refused, so the fail policy answers), and its
     # next poll is refused (409).
-    assert gw.post(drawn_png(colour=(8, 8, 8))).json()["verdict"] == "pass"
+    assert gw.post(drawn_png(colour=(8, 8, 8))).json()["verdict"] == "unscanned"
     wait_for(lambda: remote(gw)["w1"]["waiting"] == 0, what="w1 to be refused")
     time.sleep(1.5)
     assert proc.poll() is None, "the worker must not exit on a refusal once it has served"
@@ -204,6 +205,14 @@ def test_protocol_errors_are_clean_and_change_nothing(gateway_for: Start) -> Non
         assert http.post(result_url, content=b"{not json", headers=auth["w1"]).status_code == 422
         assert http.post(result_url, json={"results": [{"scores": 1}]}, headers=auth["w1"]).status_code == 422
         assert http.post(result_url, json={"error": "deadline"}, headers=auth["w1"]).status_code == 422
+        # results the gateway did not ask for: another detector, another version, or none at all
+        for results in (
+            [{"detector": "sleep", "version": "test-1"}, {"detector": "nudity", "version": "9"}],
+            [{"detector": "sleep", "version": "test-2", "scores": {}}],
+            [],
+        ):
+            refused = http.post(result_url, json={"results": results}, headers=auth["w1"])
+            assert refused.status_code == 422, refused.text
         assert http.post(f"{lease_url}/nope/result", json=good, headers=auth["w1"]).status_code == 404
         assert http.post(f"{lease_url}/{lease}/extend", headers=auth["w2"]).status_code == 404
         assert http.post(f"{lease_url}/{lease}/extend", headers=auth["w1"]).status_code == 200
@@ -244,7 +253,7 @@ def test_no_worker_applies_the_fail_policy_promptly(
 def test_fedi_safety_worker_protocol(gateway_for: Start) -> None:
     """A stand-in that speaks exactly the fedi-safety worker protocol gets jobs and its verdicts apply."""
     gw = gateway(gateway_for, fail_policy="open")
-    answers = iter([(True, False), (False, True), (False, False)])
+    answers = iter([(True, False), (False, True), (False, False), (False, False)])
     stop = threading.Event()
     seen: list[str] = []
     timeouts: list[int] = []
@@ -272,13 +281,21 @@ def test_fedi_safety_worker_protocol(gateway_for: Start) -> None:
     wait_for(lambda: "w3" in remote(gw), what="the stand-in to poll")
     try:
         statuses = [gw.post(drawn_png(colour=(i, i, i))) for i in range(3)]
+        # its pass is not reused from the verdict cache: the same bytes go to it again
+        again = gw.post(drawn_png(colour=(2, 2, 2)))
+        # it is given still images only: with no other scanner, a video gets the fail policy at once
+        video = gw.post(b"\x00\x00\x00\x18ftypmp42" + bytes(64), "video/mp4")
     finally:
         stop.set()
         thread.join(10)
     assert [r.json()["verdict"] for r in statuses] == ["reject", "pass", "pass"]
     assert [r.status_code for r in statuses] == [406, 200, 200]
     assert [r.json()["labels"] for r in statuses] == [["csam_suspect"], ["nsfw"], []]
-    assert all(name.endswith(".png") for name in seen)
+    assert all(name.endswith(".png") for name in seen) and len(seen) == 4
+    assert again.json()["verdict"] == "pass" and not any("cached" in r for r in again.json()["reasons"])
+    again_record = gw.store.get(again.json()["id"])
+    assert again_record is not None and again_record.scanner == "w3"
+    assert video.json()["fail_reason"] == "no_scanner" and "still images" in video.json()["reasons"][0]
     assert not timeouts, "an idle poll is answered within fedi-safety's 2 s timeout"
     record = gw.store.get(statuses[0].json()["id"])
     assert record is not None and record.scanner == "w3"

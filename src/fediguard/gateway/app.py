@@ -121,6 +121,7 @@ class Gateway:
         body = {
             "ready": ready,
             "queue_depth": self.service.queue.depth,
+            "queued_work_s": round(self.service.queue.wait_estimate(), 3),
             "detectors": self.service.detector_fingerprint,
         }
         return JSONResponse(body, status_code=200 if ready else 503)

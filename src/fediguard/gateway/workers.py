@@ -32,7 +32,7 @@ from fediguard.config import Credential, Settings
 from fediguard.detectors.base import DetectorResult
 from fediguard.gateway.auth import address_allowed, match_credential
 from fediguard.metrics import Metrics
-from fediguard.scanning.job import ScanOutcome
+from fediguard.scanning.job import LEGACY_DETECTOR, ScanOutcome
 from fediguard.scanning.queue import Lease
 from fediguard.scanning.service import ScanService
 
@@ -43,7 +43,15 @@ LEGACY_WAIT_S = 1.0
 """fedi-safety workers poll in a loop with a 2 s client timeout: answer well within it, so a job is
 never handed to a poll its worker has already given up on."""
 MAX_RESULT_BYTES = 2_000_000
-LEGACY_DETECTOR = "fedi-safety"
+LEGACY_STILL_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/x-icon"}
+)
+"""What fedi-safety workers are given: they open files with Pillow, which reads no video, and they
+answer nothing for a file they cannot open, so any other type would wait out their lease."""
+
+
+def _still_image(media_type: str | None) -> bool:
+    return (media_type or "").split(";", 1)[0].strip().lower() in LEGACY_STILL_TYPES
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -150,6 +158,10 @@ class WorkerRoutes:
             outcome = ScanOutcome.from_json(json.loads(body), scanner=worker.name)
         except ValueError as exc:
             return _error(422, str(exc))
+        problem = self.service.check_remote(outcome)
+        if problem is not None:
+            log.warning("refused a result from worker %s: %s", worker.name, problem)
+            return _error(422, problem)
         if not self.service.queue.complete(request.path_params["lease"], outcome, scanner=worker.name):
             return _error(404, "lease unknown, expired or not yours; the job went to another scanner")
         return JSONResponse({"ok": True})
@@ -162,10 +174,11 @@ class WorkerRoutes:
         queue = self.service.queue
         if queue.remote_closed or queue.closed:
             return _error(503, "the gateway is shutting down")
-        queue.register(worker.name, remote=True, detectors=LEGACY_DETECTOR)
-        # No heartbeat in that protocol: hold the lease for the whole deadline.
+        queue.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, takes=_still_image)
+        # No renewal in that protocol: one lease of legacy_lease_s, then the job goes elsewhere.
+        lease_s = min(self.settings.legacy_lease_s, self.settings.deadline_s)
         lease = await _lease_unless_disconnected(
-            request, queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=self.settings.deadline_s)
+            request, queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=lease_s)
         )
         if lease is None:
             return Response(status_code=204)

@@ -64,6 +64,11 @@ class ScanOutcome:
             raise ValueError(f"malformed result: {exc!r}") from exc
 
 
+LEGACY_DETECTOR = "fedi-safety"
+"""The detector name given to a fedi-safety worker's boolean answer, which no configured detector
+produced: such outcomes are recorded but never reused as cached verdicts."""
+
+
 @dataclass(eq=False)
 class ScanJob:
     """One upload waiting for a scanner. ``deadline`` is on the event loop's clock."""

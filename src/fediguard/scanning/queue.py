@@ -5,6 +5,11 @@ which returns the moment a job arrives (no polling). The job is then leased to i
 expires; a lease that expires without a result puts the job back at the head of the queue for
 another scanner, so a scanner that dies loses no job. Results for an unknown or expired lease are
 refused. Everything runs on one event loop, so no locks are needed.
+
+A scanner may take only some media types (fedi-safety workers open stills only): jobs go to the
+first waiting scanner that takes them, and an upload no live scanner takes gets the fail policy at
+once. The queue also estimates how long a new job would wait (jobs ahead, scanners alive, the recent
+time per job), so an upload that cannot be scanned before its deadline is answered at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fediguard.policy import FailReason
@@ -22,6 +28,9 @@ REMOTE_STALE_S = 1.0
 """A remote worker polls again the moment it posts a result, so one that has neither waited nor
 held a lease for this long is gone: uploads then get the fail policy at once, not at their deadline.
 It covers the round trip between a worker's result and its next poll over a slow link."""
+
+ESTIMATE_AFTER = 8
+"""Completed jobs needed before the time per job is trusted for :meth:`JobQueue.wait_estimate`."""
 
 
 class QueueFull(Exception):
@@ -34,6 +43,7 @@ class Lease:
     job: ScanJob
     scanner: str
     expires: float
+    started: float = 0.0
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -49,6 +59,8 @@ class ScannerState:
     completed: int = 0
     failed: int = 0
     detectors: str = ""
+    takes: Callable[[str | None], bool] | None = field(default=None, repr=False)
+    """Which media types it scans (None: all), by the upload's declared type."""
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
     """Monotonic times of recent completions, for the jobs-per-minute figure."""
 
@@ -58,6 +70,9 @@ class ScannerState:
         while self.recent and self.recent[0] < cutoff:
             self.recent.popleft()
         return len(self.recent)
+
+    def scans(self, media_type: str | None) -> bool:
+        return self.takes is None or self.takes(media_type)
 
 
 class JobQueue:
@@ -75,6 +90,8 @@ class JobQueue:
         self.closed = False
         self.remote_closed = False
         self._orphan_check: asyncio.TimerHandle | None = None
+        self._job_s = 0.0  # moving average of the time from hand-over to result
+        self._jobs_timed = 0
 
     # --- producers --------------------------------------------------------------------------
     @property
@@ -100,18 +117,43 @@ class JobQueue:
     def able_to_scan(self) -> bool:
         """Whether any scanner is alive now: an in-process slot (registered while it runs), or a
         remote worker that is waiting, busy, or was seen recently enough to come back for the job."""
+        return bool(self._alive())
+
+    def able_to_take(self, media_type: str | None) -> bool:
+        """Whether a scanner alive now takes this media type (an unknown one, None: one that takes any)."""
+        return any(s.scans(media_type) for s in self._alive())
+
+    def wait_estimate(self) -> float:
+        """Seconds a job queued now would likely take to get its result: the rounds of queued jobs
+        ahead of it that the live scanners must work through, each the recent average time per job.
+        0 until :data:`ESTIMATE_AFTER` jobs were timed, and 0 when a scanner is free."""
+        if self._jobs_timed < ESTIMATE_AFTER:
+            return 0.0
+        alive = list(self._alive())
+        if any(s.waiting > 0 for s in alive) and not self._pending:
+            return 0.0
+        slots = sum(max(1, s.waiting + s.busy) for s in alive)
+        if slots == 0:
+            return 0.0
+        return (len(self._pending) // slots + 1) * self._job_s
+
+    def _alive(self) -> list[ScannerState]:
         if self.remote_closed:
-            return any(not s.remote for s in self.scanners.values())
+            return [s for s in self.scanners.values() if not s.remote]
         now = time.time()
-        return any(
-            not s.remote or s.waiting > 0 or s.busy > 0 or now - s.last_seen < self.remote_stale_s
+        return [
+            s
             for s in self.scanners.values()
-        )
+            if not s.remote or s.waiting > 0 or s.busy > 0 or now - s.last_seen < self.remote_stale_s
+        ]
 
     # --- scanners ---------------------------------------------------------------------------
-    def register(self, name: str, remote: bool, detectors: str = "") -> ScannerState:
+    def register(
+        self, name: str, remote: bool, detectors: str = "", takes: Callable[[str | None], bool] | None = None
+    ) -> ScannerState:
         state = self._state(name, remote)
         state.detectors = detectors or state.detectors
+        state.takes = takes
         state.last_seen = time.time()
         return state
 
@@ -178,6 +220,9 @@ class JobQueue:
         if lease is None or (scanner is not None and lease.scanner != scanner):
             return False
         self._drop_lease(lease)
+        took = asyncio.get_running_loop().time() - lease.started
+        self._job_s = took if self._jobs_timed == 0 else 0.8 * self._job_s + 0.2 * took
+        self._jobs_timed += 1
         state = self._state(lease.scanner)
         state.busy -= 1
         state.completed += 1
@@ -206,9 +251,9 @@ class JobQueue:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
             self._fail(lease.job, why)
-        if not self.able_to_scan():
-            while self._pending:
-                self._fail(self._pending.popleft(), why)
+        for job in [job for job in self._pending if not self.able_to_take(job.media_type)]:
+            self._pending.remove(job)
+            self._fail(job, why)
 
     def close(self) -> None:
         """Stop handing out jobs; wake every waiting scanner with None."""
@@ -226,21 +271,43 @@ class JobQueue:
         return state
 
     def _dispatch(self) -> None:
+        """Hand queued jobs to waiting scanners, oldest waiter first, each the oldest job it takes."""
         loop = asyncio.get_running_loop()
-        while self._pending and self._waiters:
-            job = self._pending.popleft()
-            if job.settled or job.deadline <= loop.time():
-                continue
-            waiter, scanner, lease_s = self._waiters.popleft()
+        for entry in list(self._waiters):
+            if not self._pending:
+                return
+            waiter, scanner, lease_s = entry
             if waiter.done():
-                self._pending.appendleft(job)
+                self._waiters.remove(entry)
                 continue
-            lease = Lease(uuid.uuid4().hex, job, scanner, loop.time() + lease_s)
+            job = self._take(self._state(scanner), loop.time())
+            if job is None:
+                continue
+            self._waiters.remove(entry)
+            now = loop.time()
+            lease = Lease(uuid.uuid4().hex, job, scanner, now + lease_s, started=now)
             lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
             self._leases[lease.id] = lease
             job.attempts += 1
             self._state(scanner).busy += 1
             waiter.set_result(lease)
+
+    def _take(self, state: ScannerState, now: float) -> ScanJob | None:
+        """Remove and return the oldest queued job this scanner takes; jobs whose caller is gone
+        (settled, or past their deadline) are dropped on the way."""
+        chosen: ScanJob | None = None
+        gone: list[ScanJob] = []
+        for job in self._pending:
+            if job.settled or job.deadline <= now:
+                gone.append(job)
+            elif state.scans(job.media_type):
+                chosen = job
+                break
+        for job in gone:
+            self._pending.remove(job)
+        if chosen is not None:
+            self._pending.remove(chosen)
+        return chosen
 
     def _drop_lease(self, lease: Lease) -> None:
         self._leases.pop(lease.id, None)
@@ -275,10 +342,9 @@ class JobQueue:
 
     def _fail_orphans(self) -> None:
         self._orphan_check = None
-        if not self._pending or self.able_to_scan():
-            return
-        while self._pending:
-            self._fail(self._pending.popleft(), "no scanner is left to take it (the last worker went away)")
+        for job in [job for job in self._pending if not self.able_to_take(job.media_type)]:
+            self._pending.remove(job)
+            self._fail(job, "no scanner is left to take it (the last worker that could went away)")
 
     def _fail(self, job: ScanJob, why: str) -> None:
         if not job.future.done():

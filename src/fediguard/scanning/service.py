@@ -21,12 +21,20 @@ from fediguard.detectors.registry import build_detectors
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.metrics import Metrics
-from fediguard.policy import Decision, FailReason, PolicyConfig, Verdict, decide, fail_decision
+from fediguard.policy import (
+    LIST_DETECTORS,
+    Decision,
+    FailReason,
+    PolicyConfig,
+    Verdict,
+    decide,
+    fail_decision,
+)
 from fediguard.records import NewDecision, RecordStore
 from fediguard.records.writer import RecordWriter
-from fediguard.scanning.job import ScanJob, ScanOutcome
+from fediguard.scanning.job import LEGACY_DETECTOR, ScanJob, ScanOutcome
 from fediguard.scanning.local import LocalScanner
-from fediguard.scanning.pipeline import Pipeline
+from fediguard.scanning.pipeline import PDQ_STAGE, Pipeline
 from fediguard.scanning.queue import JobQueue, QueueFull
 
 log = logging.getLogger("fediguard.decisions")
@@ -96,7 +104,11 @@ class ScanService:
 
     @property
     def ready(self) -> bool:
-        return (self.local is None or self.local.ready) and self.queue.able_to_scan()
+        return (
+            (self.local is None or self.local.ready)
+            and self.queue.able_to_scan()
+            and self.queue.wait_estimate() <= self.settings.deadline_s
+        )
 
     async def start(self) -> None:
         """Start the record writer, load the banks, load and warm up the in-process scanner."""
@@ -166,17 +178,27 @@ class ScanService:
             decision = self._fail(FailReason.UNDECODABLE, "empty body")
         elif triage is not None:
             outcome, decision = triage
-        elif not self.queue.able_to_scan():
-            decision = self._fail(FailReason.NO_SCANNER, "no scanner is running or has been seen recently")
+        elif not self.queue.able_to_take(media_type):
+            why = _no_scanner_for(media_type, self.queue.able_to_scan())
+            decision = self._fail(FailReason.NO_SCANNER, why)
+        elif (ahead := self.queue.wait_estimate()) > deadline - loop.time():
+            decision = self._fail(
+                FailReason.DEADLINE,
+                f"cannot be scanned within the {budget_s:g} s deadline: about {ahead:.1f} s of work is "
+                "queued ahead for the scanners alive",
+            )
         else:
             outcome, decision = await self._scan(
                 data, sha256, media_type, deadline, timings, policy, budget_s=budget_s
             )
 
         timings["total"] = loop.time() - started
+        # A verdict only the configured detectors reached may be reused for the same bytes later.
+        cacheable = outcome is None or not any(r.detector == LEGACY_DETECTOR for r in outcome.results)
         record_id = await self._record(
-            decision, data, sha256, media_type, client, source, timings, outcome, cache_key=cache_key
-        )
+            decision, data, sha256, media_type, client, source, timings, outcome,
+            cache_key=cache_key if cacheable else None,
+        )  # fmt: skip
         self._count(decision, source, timings)
         log.info(
             "decision id=%s source=%s client=%s verdict=%s labels=%s policy=%s size=%d type=%s sha256=%s "
@@ -301,6 +323,21 @@ class ScanService:
             return outcome, self._fail(outcome.error, outcome.error_detail)
         return outcome, decide(outcome.results, policy or self.policy)
 
+    def check_remote(self, outcome: ScanOutcome) -> str | None:
+        """Why a remote worker's outcome cannot be taken, or None. Its results must come from exactly
+        the detectors (names and versions) this gateway runs, all of them unless a list detector's
+        hit ended the scan early, so every verdict follows this gateway's configuration."""
+        if outcome.error is not None:
+            return None
+        expected = {part for part in self.detector_fingerprint.split(",") if part and part != PDQ_STAGE}
+        got = {f"{r.detector}@{r.version}" for r in outcome.results}
+        if got - expected:
+            return f"results from detectors this gateway does not run: {', '.join(sorted(got - expected))}"
+        ended_early = any(r.decisive and r.detector in LIST_DETECTORS for r in outcome.results)
+        if not ended_early and expected - got:
+            return f"no result from {', '.join(sorted(expected - got))}"
+        return None
+
     def policy_for(self, client: str) -> PolicyConfig:
         return self.policy.for_client(client, self.settings)
 
@@ -418,6 +455,13 @@ class ScanService:
         for kind in ("local", "remote"):
             for st in ("busy", "idle"):
                 self.metrics.scanners.labels(kind, st).set(counts.get((kind, st), 0))
+
+
+def _no_scanner_for(media_type: str | None, any_alive: bool) -> str:
+    if any_alive:
+        kind = media_type or "this type"
+        return f"no scanner alive takes {kind} (fedi-safety workers take still images only)"
+    return "no scanner is running or has been seen recently"
 
 
 def _sha256(data: bytes) -> str:
