@@ -386,3 +386,31 @@ def test_verdict_cache_is_keyed_on_every_setting_that_changes_verdicts(
         assert again.json()["reasons"][0].startswith("cached:") and counter.count == 1
     else:
         assert counter.count == 2, f"a pass cached before {setting} changed was reused"
+
+
+def test_a_hashlist_deny_records_the_frames_pdq_so_confirm_catches_copies(
+    gateway_for: Start, tmp_path: Path
+) -> None:
+    """A `hashlist` deny decides with no model, but the record still has the frames' PDQ hashes:
+    confirming it puts them in a deny bank, so a re-encoded copy is rejected too."""
+    body = encode(photo("coffee"), "PNG")
+    deny = tmp_path / "deny.txt"
+    deny.write_text(hashlib.sha256(body).hexdigest() + "\n")
+    counter = CallCounter()
+    gw = gateway_for(
+        lambda: HashListDetector(deny_file=deny),
+        lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})),
+        bank_refresh_s=0.1,
+        hashlist_deny_file=deny,
+    )
+    denied = gw.post(body)
+    assert denied.status_code == 406 and denied.json()["labels"] == ["denylisted"]
+    record = gw.store.get(denied.json()["id"])
+    assert record is not None and record.pdq and record.pdq[0]["quality"] >= 50
+    assert counter.count == 0
+    before = gw.service.matcher.state  # type: ignore[union-attr]
+    confirmed = cli(gw, "confirm", str(record.id))
+    assert confirmed.returncode == 0, confirmed.stderr
+    wait_for_banks(gw, before)
+    copy = gw.post(encode(photo("coffee"), "JPEG", quality=60), "image/jpeg")
+    assert copy.status_code == 406 and "pdq, distance" in copy.json()["reasons"][0], copy.json()

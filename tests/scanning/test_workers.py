@@ -380,3 +380,47 @@ def _lines_of(stream: IO[bytes]) -> list[bytes]:
 
     threading.Thread(target=collect, daemon=True).start()
     return lines
+
+
+def test_a_bank_hit_settles_a_remote_job_before_any_model_runs(
+    gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """A worker asks the gateway about its frames' PDQ hashes first: an allow or deny entry then
+    decides, and the worker's models never run (its result holds no detector but the banks')."""
+    from skimage import data
+
+    from fediguard.banks.formats import BankEntry
+    from fediguard.banks.store import BankStore
+    from support.images import encode
+
+    gw = gateway(gateway_for, bank_refresh_s=0.1)
+    workers(gw, "w1")
+    wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
+    photo, other = data.astronaut(), data.chelsea()
+    scanned = gw.store.get(gw.post(encode(photo, "PNG")).json()["id"])
+    assert scanned is not None and scanned.pdq and "remote:detector:sleep" in scanned.timings
+    unrelated = gw.store.get(gw.post(encode(other, "PNG")).json()["id"])
+    assert unrelated is not None and unrelated.pdq
+
+    banks = BankStore(gw.store.engine)
+    matcher = gw.service.matcher
+    assert matcher is not None
+    before = matcher.state
+    banks.create("ok", "allow")
+    banks.add("ok", [BankEntry("pdq", scanned.pdq[0]["hash"])], "t", "t")
+    banks.create("bad", "deny")
+    banks.add("bad", [BankEntry("pdq", unrelated.pdq[0]["hash"])], "t", "t")
+    wait_for(lambda: matcher.state != before and gw.service.has_pdq_banks(), what="the banks to load")
+
+    allowed = gw.post(encode(photo, "JPEG", quality=70), "image/jpeg")  # other bytes: no SHA-256 hit
+    assert allowed.status_code == 200 and allowed.json()["labels"] == ["allowlisted"], allowed.json()
+    denied = gw.post(encode(other, "JPEG", quality=70), "image/jpeg")
+    assert denied.status_code == 406 and "bank 'bad'" in denied.json()["reasons"][0], denied.json()
+    for response in (allowed, denied):
+        record = gw.store.get(response.json()["id"])
+        assert record is not None and record.scanner == "w1"
+        assert [r["detector"] for r in record.results] == ["banks"], record.results
+        assert "remote:detector:sleep" not in record.timings and record.pdq
+    # An unmatched upload still runs the models after asking.
+    fresh = gw.store.get(gw.post(encode(data.coffee(), "JPEG")).json()["id"])
+    assert fresh is not None and "remote:detector:sleep" in fresh.timings

@@ -114,6 +114,10 @@ class BankMatcher:
                 hits.extend(Hit(entry_id, kind, "pdq", distance, frame) for entry_id, distance in matches)
         return hits
 
+    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
+        """The ``banks`` result for these frame hashes, or None (the pipeline's BankCheck)."""
+        return self.result(self.match_pdq(hashes))
+
     def result(self, hits: Sequence[Hit]) -> DetectorResult | None:
         """The ``banks`` detector result for these hits (None when there are none)."""
         if not hits:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fediguard.banks.pdq import PdqHash, parse_pdq
 from fediguard.config import Credential, Settings
 from fediguard.detectors.base import DetectorResult
 from fediguard.gateway.auth import address_allowed, match_credential
@@ -133,6 +134,9 @@ class WorkerRoutes:
             "X-Fediguard-Sha256": job.sha256,
             "X-Fediguard-Media-Type": job.media_type or "",
         }
+        if self.service.has_pdq_banks():
+            # Ask before running models: POST the frames' PDQ hashes to .../banks (see `banks`).
+            headers["X-Fediguard-Banks"] = "pdq"
         if legacy:
             ext = mimetypes.guess_extension(job.media_type or "") or ".bin"
             # Unquoted, as pictrs-safety sent it: fedi-safety takes everything after the first '='.
@@ -146,6 +150,26 @@ class WorkerRoutes:
         if not self.service.queue.extend(request.path_params["lease"], worker.name):
             return _error(404, "lease unknown, expired or not yours")
         return JSONResponse({"ok": True})
+
+    async def banks(self, request: Request) -> Response:
+        """A worker holding a lease asks whether its frames' PDQ hashes match a bank, before it runs
+        any model: an allow or deny hit settles the upload without them, as in-process scanning does."""
+        worker = self._worker(request)
+        if worker is None:
+            return _error(401, "unknown worker key")
+        lease = self.service.queue.get_lease(request.path_params["lease"])
+        if lease is None or lease.scanner != worker.name:
+            return _error(404, "lease unknown, expired or not yours")
+        body = await request.body()
+        if len(body) > MAX_RESULT_BYTES:
+            return _error(413, "too many hashes")
+        try:
+            items = json.loads(body)["pdq"]
+            hashes = [(int(p["frame"]), PdqHash(parse_pdq(str(p["hash"])), int(p["quality"]))) for p in items]
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error(422, f"expected {{'pdq': [{{'frame', 'hash', 'quality'}}, …]}}: {exc}")
+        found = await asyncio.to_thread(self.service.check_banks, hashes)
+        return JSONResponse({"result": found.to_json() if found is not None else None})
 
     async def result(self, request: Request) -> Response:
         worker = self._worker(request)
@@ -235,6 +259,7 @@ class WorkerRoutes:
             Route("/api/v1/worker/lease", self.lease, methods=["GET"]),
             Route("/api/v1/worker/lease/{lease}/extend", self.extend, methods=["POST"]),
             Route("/api/v1/worker/lease/{lease}/result", self.result, methods=["POST"]),
+            Route("/api/v1/worker/lease/{lease}/banks", self.banks, methods=["POST"]),
             Route("/api/v1/pop", self.legacy_pop, methods=["GET"]),
             Route("/api/v1/pop", self.legacy_result, methods=["POST"]),
             Route("/api/v1/workers", self.listing, methods=["GET"]),

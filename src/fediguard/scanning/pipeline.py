@@ -10,9 +10,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol
 
-from fediguard.banks.matcher import BankMatcher
-from fediguard.banks.pdq import pdq_hash
+from fediguard.banks.pdq import PdqHash, pdq_hash
 from fediguard.detectors.base import Detector, DetectorResult, Subject
 from fediguard.detectors.registry import fingerprint
 from fediguard.errors import MediaError
@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 PDQ_STAGE = "pdq@1"
 """Named in a pipeline's fingerprint when it hashes frames, so gateway and workers agree on it."""
+
+
+class BankCheck(Protocol):
+    """Matches frame hashes against the hash banks: the gateway's BankMatcher in-process, or a
+    remote worker asking its gateway. Returns the ``banks`` result (None when nothing matched)."""
+
+    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None: ...
 
 
 class Pipeline:
@@ -42,7 +49,7 @@ class Pipeline:
         limits: MediaLimits,
         scanner: str = "local",
         hash_frames: bool = False,
-        matcher: BankMatcher | None = None,
+        matcher: BankCheck | None = None,
     ) -> None:
         self.detectors = sorted(detectors, key=lambda d: d.cost)
         self.limits = limits
@@ -59,7 +66,12 @@ class Pipeline:
         for detector in self.detectors:
             detector.warm_up()
 
-    def run(self, data: bytes, sha256: str, media_type: str | None) -> ScanOutcome:
+    def run(
+        self, data: bytes, sha256: str, media_type: str | None, banks: BankCheck | None = None
+    ) -> ScanOutcome:
+        """Scan one upload. ``banks`` checks the frames' hashes for this run instead of the
+        pipeline's own matcher (a remote worker asks the gateway that leased it the job)."""
+        matcher = banks or self.matcher
         timings: dict[str, float] = {}
 
         def _decode() -> DecodedMedia:
@@ -75,23 +87,27 @@ class Pipeline:
         try:
             for detector in self.detectors:
                 if detector.cost > 0 and self.hash_frames and pdq is None:
-                    pdq, hit = self._hash(subject, timings)
+                    pdq, hit = self._hash(subject, timings, matcher)
                     if hit is not None:
                         results.append(hit)
                         break
                 result = self._detect(detector, subject, timings)
                 results.append(result)
                 if result.decisive:
-                    if _allows_only(result) and self.hash_frames and pdq is None:
-                        # An exact allow still meets the deny banks' PDQ hashes (no model runs):
-                        # an equally close deny entry wins the tie.
-                        pdq, hit = self._hash(subject, timings)
+                    if self.hash_frames and pdq is None:
+                        # A list hit decides without models, but the frames are still hashed: the
+                        # record keeps them (for `fediguard confirm`), and an exact allow still meets
+                        # the deny banks' PDQ hashes (an equally close deny entry wins the tie).
+                        try:
+                            pdq, hit = self._hash(subject, timings, matcher)
+                        except MediaError:
+                            pdq, hit = None, None  # undecodable: the list's verdict stands alone
                         if hit is not None:
                             results.append(hit)
                     break
             else:
                 if self.hash_frames and pdq is None:
-                    pdq, hit = self._hash(subject, timings)
+                    pdq, hit = self._hash(subject, timings, matcher)
                     if hit is not None:
                         results.append(hit)
         except MediaError as exc:
@@ -123,7 +139,7 @@ class Pipeline:
         return replace(result, seconds=seconds)
 
     def _hash(
-        self, subject: Subject, timings: dict[str, float]
+        self, subject: Subject, timings: dict[str, float], matcher: BankCheck | None
     ) -> tuple[list[dict[str, object]], DetectorResult | None]:
         frames = subject.media.frames
         started = time.perf_counter()
@@ -132,17 +148,13 @@ class Pipeline:
         records: list[dict[str, object]] = [
             {"frame": index, "hash": h.hex, "quality": h.quality} for index, h in hashes
         ]
-        if self.matcher is None:
+        if matcher is None:
             return records, None
         started = time.perf_counter()
-        hit = self.matcher.result(self.matcher.match_pdq(hashes))
+        hit = matcher.check(hashes)
         timings["banks"] = time.perf_counter() - started
         return records, hit
 
 
 class _DetectorFailed(Exception):
     pass
-
-
-def _allows_only(result: DetectorResult) -> bool:
-    return bool(result.scores.get("allow")) and not result.scores.get("deny")

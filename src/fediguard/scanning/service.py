@@ -9,14 +9,16 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from fediguard.banks.matcher import DETECTOR as BANKS_DETECTOR
+from fediguard.banks.matcher import VERSION as BANKS_VERSION
 from fediguard.banks.matcher import BankMatcher, Hit
 from fediguard.banks.pdq import PdqHash, pdq_hash
 from fediguard.banks.store import BankStore
 from fediguard.config import Settings
+from fediguard.detectors.base import DetectorResult
 from fediguard.detectors.registry import build_detectors
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
@@ -317,25 +319,40 @@ class ScanService:
             raise
         timings["scan"] = loop.time() - t
         timings.update(outcome.timings)
-        if outcome.error is None and outcome.pdq and self.matcher is not None:
+        if (
+            outcome.error is None
+            and self.matcher is not None
+            and (outcome.pdq or any(r.detector == BANKS_DETECTOR for r in outcome.results))
+        ):
             outcome = await asyncio.to_thread(self._match_remote_hashes, outcome)
         if outcome.error is not None:
             return outcome, self._fail(outcome.error, outcome.error_detail)
         return outcome, decide(outcome.results, policy or self.policy)
 
+    def has_pdq_banks(self) -> bool:
+        """Whether any bank holds PDQ hashes (workers then check their frames before any model)."""
+        return self.matcher is not None and (self.matcher.has_pdq("allow") or self.matcher.has_pdq("deny"))
+
+    def check_banks(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
+        """The banks' verdict on a remote worker's frame hashes (blocking: call in a thread)."""
+        return self.matcher.check(hashes) if self.matcher is not None else None
+
     def check_remote(self, outcome: ScanOutcome) -> str | None:
         """Why a remote worker's outcome cannot be taken, or None. Its results must come from exactly
-        the detectors (names and versions) this gateway runs, all of them unless a list detector's
-        hit ended the scan early, so every verdict follows this gateway's configuration."""
+        the detectors (names and versions) this gateway runs, all of them unless a list hit (its
+        hash list, or the banks this gateway told it about) ended the scan early, so every verdict
+        follows this gateway's configuration. Bank results are matched again here."""
         if outcome.error is not None:
             return None
         expected = {part for part in self.detector_fingerprint.split(",") if part and part != PDQ_STAGE}
+        expected.add(f"{BANKS_DETECTOR}@{BANKS_VERSION}")
         got = {f"{r.detector}@{r.version}" for r in outcome.results}
         if got - expected:
             return f"results from detectors this gateway does not run: {', '.join(sorted(got - expected))}"
         ended_early = any(r.decisive and r.detector in LIST_DETECTORS for r in outcome.results)
-        if not ended_early and expected - got:
-            return f"no result from {', '.join(sorted(expected - got))}"
+        missing = expected - got - {f"{BANKS_DETECTOR}@{BANKS_VERSION}"}
+        if not ended_early and missing:
+            return f"no result from {', '.join(sorted(missing))}"
         return None
 
     def policy_for(self, client: str) -> PolicyConfig:
@@ -363,19 +380,25 @@ class ScanService:
         return known if known is not None else self._match_frames(data, media_type)[0]
 
     def _match_remote_hashes(self, outcome: ScanOutcome) -> ScanOutcome:
-        """Remote workers hash frames but know no banks: match their hashes here."""
+        """Match a remote worker's frame hashes against the banks here, whatever it reported of
+        them: its own ``banks`` result only tells that it stopped before its models, which holds
+        only if the banks still say so now."""
         assert self.matcher is not None
-        if any(r.detector == BANKS_DETECTOR for r in outcome.results):
-            return outcome
+        stopped_on_banks = any(r.detector == BANKS_DETECTOR and r.decisive for r in outcome.results)
+        others = [r for r in outcome.results if r.detector != BANKS_DETECTOR]
         try:
             hashes = [
                 (int(p["frame"]), PdqHash(str(p["hash"]), int(p["quality"]))) for p in outcome.pdq or []
             ]
-            result = self.matcher.result(self.matcher.match_pdq(hashes))
+            result = self.matcher.check(hashes)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring malformed PDQ hashes from %s: %s", outcome.scanner, exc)
-            return outcome
-        return replace(outcome, results=[result, *outcome.results]) if result else outcome
+            result = None
+        ended_early = any(r.decisive and r.detector in LIST_DETECTORS for r in others)
+        if stopped_on_banks and result is None and not ended_early:
+            detail = f"worker {outcome.scanner} stopped on a bank match the banks no longer hold"
+            return replace(outcome, results=others, error=FailReason.SCANNER_ERROR, error_detail=detail)
+        return replace(outcome, results=[result, *others] if result else others)
 
     def _fail(self, reason: FailReason, detail: str) -> Decision:
         decision = fail_decision(reason, self.settings.fail_policy, detail)

@@ -23,13 +23,15 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import certifi
 
+from fediguard.banks.pdq import PdqHash
+from fediguard.detectors.base import DetectorResult
 from fediguard.errors import FediguardError
 from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanOutcome
@@ -70,7 +72,45 @@ class _Job:
     lease_s: float
     sha256: str
     media_type: str | None
-    data: bytes
+    data: bytes = field(repr=False)
+    check_banks: bool = False
+    """The gateway holds PDQ bank entries: ask it about the frames' hashes before any model."""
+
+
+BANKS_CHECK_TIMEOUT_S = 30.0
+
+
+class _GatewayBanks:
+    """The pipeline's bank check for one job, asked of the gateway that leased it (called from the
+    slot's scanner thread; the request runs on the worker's event loop). Any failure to ask is
+    answered "no match": the models run, and the gateway matches the hashes again at the result."""
+
+    def __init__(self, worker: RemoteWorker, http: aiohttp.ClientSession, job: _Job) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.worker, self.http, self.job = worker, http, job
+
+    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
+        if not hashes:
+            return None
+        asked = asyncio.run_coroutine_threadsafe(self._ask(hashes), self.loop)
+        try:
+            return asked.result(BANKS_CHECK_TIMEOUT_S)
+        except Exception as exc:
+            asked.cancel()
+            log.warning(
+                "could not ask the gateway about banks for %s: %s", self.job.sha256[:12], _describe(exc)
+            )
+            return None
+
+    async def _ask(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
+        url = f"{self.worker.server}{LEASE_PATH}/{self.job.lease}/banks"
+        payload = {"pdq": [{"frame": frame, "hash": h.hex, "quality": h.quality} for frame, h in hashes]}
+        async with self.http.post(url, json=payload) as response:
+            body = await response.read()
+        if response.status != 200:
+            raise _Unavailable(f"banks check answered {response.status}: {_error_text(body)}")
+        found = json.loads(body).get("result")
+        return DetectorResult.from_json(found) if found else None
 
 
 def _warm_up(pipeline: Pipeline) -> str:
@@ -78,8 +118,8 @@ def _warm_up(pipeline: Pipeline) -> str:
     return pipeline.fingerprint
 
 
-def _scan(job: _Job, pipeline: Pipeline) -> ScanOutcome:
-    return pipeline.run(job.data, job.sha256, job.media_type)
+def _scan(job: _Job, banks: _GatewayBanks | None, pipeline: Pipeline) -> ScanOutcome:
+    return pipeline.run(job.data, job.sha256, job.media_type, banks)
 
 
 class RemoteWorker:
@@ -197,6 +237,7 @@ class RemoteWorker:
                 sha256=h["x-fediguard-sha256"],
                 media_type=h.get("x-fediguard-media-type") or None,
                 data=body,
+                check_banks=h.get("x-fediguard-banks") == "pdq",
             )
         except (KeyError, ValueError) as exc:
             # Not a fediguard gateway's answer (a captive portal, a misrouted proxy): retry later.
@@ -205,7 +246,8 @@ class RemoteWorker:
     async def _process(self, http: aiohttp.ClientSession, slot: ScannerThread, job: _Job) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(http, job))
         try:
-            outcome: ScanOutcome = await slot.call(functools.partial(_scan, job))
+            banks = _GatewayBanks(self, http, job) if job.check_banks else None
+            outcome: ScanOutcome = await slot.call(functools.partial(_scan, job, banks))
         except Exception as exc:
             log.exception("scan failed for %s", job.sha256[:12])
             outcome = ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail=f"{type(exc).__name__}: {exc}")
