@@ -26,6 +26,7 @@ USER fediguard
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 14051
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:14051/healthz', timeout=4)" || exit 1
+# Follows FEDIGUARD_PORT and, with FEDIGUARD_TLS_CERTFILE, HTTPS (its own certificate, unverified).
+HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import os, ssl, urllib.request as u; tls = bool(os.environ.get('FEDIGUARD_TLS_CERTFILE')); url = '%s://127.0.0.1:%s/healthz' % ('https' if tls else 'http', os.environ.get('FEDIGUARD_PORT', '14051')); u.urlopen(url, timeout=4, context=ssl._create_unverified_context() if tls else None)"]
 ENTRYPOINT ["fediguard"]
 CMD ["serve"]
