@@ -123,13 +123,22 @@ MASTODON_MEDIA = [
     "accounts/avatars/000/000/001/original/me.gif",
     "cache/accounts/headers/109/000/000/000/000/002/static/h.png",
     "site_uploads/files/000/000/001/original/thumb.png",
+    "site_uploads/files/000/000/001/@1x/thumb.png",  # the server thumbnail's renditions
+    "site_uploads/files/000/000/001/@2x/thumb.png",
+    "site_uploads/files/000/000/003/16/favicon.png",  # favicon and app icon sizes
+    "site_uploads/files/000/000/004/1024/app_icon.png",
     "custom_emojis/images/000/000/007/static/blob.png",
+    "media_attachments/thumbnails/110/000/000/000/000/009/original/poster.jpg",
 ]
 MASTODON_OTHER = [
     "backups/dump.zip",
     "imports/000/000/001/original/follows.csv.gz",
     "media_attachments/files/original/x.png",
     "cache/other/000/original/x.png",
+    "site_uploads/files/000/000/001/@x/thumb.png",
+    "site_uploads/files/000/000/001/0/thumb.png",
+    "site_uploads/files/000/000/001/thumbnail/thumb.png",
+    "site_uploads/files/000/000/001/@1x/sub/thumb.png",
 ]
 
 

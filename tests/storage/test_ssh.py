@@ -284,3 +284,20 @@ async def test_read_head(ssh_dir: Path, make_source: Any) -> None:
         await source.read_head("missing", 16)
     with pytest.raises(UnsafeKey):
         await source.read_head("../big", 16)
+
+
+async def test_a_name_that_is_not_utf8_is_listed_and_read(
+    ssh_dir: Path, sshd_server: Any, make_source: Any
+) -> None:
+    raw = os.fsencode(ssh_dir) + b"/bad\xff\xfe.png"
+    with open(raw, "wb") as f:
+        f.write(b"\x89PNG hostile name")
+    (ssh_dir / "fine.png").write_bytes(b"\x89PNG fine")
+    chown_tree(ssh_dir, sshd_server)
+    source = make_source(ssh_dir)
+    keys = sorted([o.key async for o in source.list()])
+    bad = os.fsdecode(b"bad\xff\xfe.png")
+    assert keys == sorted([bad, "fine.png"])
+    assert await source.read(bad, 1000) == b"\x89PNG hostile name"
+    await source.delete(bad)
+    assert not os.path.exists(raw)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,24 @@ pytestmark = pytest.mark.slow
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
-def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def environment(data_dir: Path, **env: str) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("FEDIGUARD_", "AWS_"))}
     environ.update(PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DATA_DIR=str(data_dir),
                    FEDIGUARD_DETECTORS="support.plugins:benign", **env)  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "fediguard", *args], env=environ, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return environ
+
+
+def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fediguard", *args], env=environment(data_dir, **env),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def wait_for(condition: Callable[[], object], proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the daemon stopped"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def deny(data_dir: Path, *bodies: bytes) -> None:
@@ -126,3 +141,51 @@ def test_ssh_sweep_deletes_over_sftp(sshd_server: Any, ssh_dir: Path, tmp_path: 
     again = run(data, "sweep", url, "--ssh-key", str(sshd_server.key_path), "--known-hosts",
                 str(sshd_server.known_hosts))  # fmt: skip
     assert again.returncode == 0 and "3 listed, 0 scanned, 3 skipped" in again.stderr, again.stderr
+
+
+def test_unreachable_s3_stops_a_single_run_but_not_a_daemon(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    creds = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    nowhere = ["s3://media/", "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"]
+    once = run(data, "sweep", *nowhere, **creds)
+    assert once.returncode == 2 and "S3 endpoint unreachable" in once.stderr, once.stderr
+    assert "Traceback" not in once.stderr
+    log_path = tmp_path / "daemon.log"
+    cmd = [sys.executable, "-m", "fediguard", "sweep", *nowhere, "--daemon", "--interval", "2.5s"]
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, env=environment(data, **creds), stdout=subprocess.DEVNULL,
+                                stderr=log_file)  # fmt: skip
+    try:  # waits of 1 s, 2 s, then --interval: backoff, capped
+        wait_for(lambda: "pass failed (4 in a row)" in log_path.read_text(), proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = log_path.read_text()
+    assert proc.returncode == 0, text
+    waits = [line.rsplit("retrying in ", 1)[1] for line in text.splitlines() if "retrying in" in line]
+    assert waits[:4] == ["1s", "2s", "2.5s", "2.5s"], text
+    assert "S3 endpoint unreachable" in text and "Traceback" not in text
+
+
+def test_daemon_waits_for_a_bucket_that_does_not_exist_yet(
+    s3_server: Any, s3_admin: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    data, bucket = tmp_path / "data", f"{s3_bucket}-later"
+    creds = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    log_path = tmp_path / "daemon.log"
+    where = ["--endpoint-url", s3_server.endpoint_url, "--region", s3_server.region]
+    cmd = [sys.executable, "-m", "fediguard", "sweep", f"s3://{bucket}/", *where, "--daemon", "--interval",
+           "0.3s"]  # fmt: skip
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, env=environment(data, **creds), stdout=subprocess.DEVNULL,
+                                stderr=log_file)  # fmt: skip
+    try:
+        wait_for(lambda: "pass failed (2 in a row)" in log_path.read_text(), proc)
+        s3_admin.create_bucket(Bucket=bucket)
+        s3_admin.put_object(Bucket=bucket, Key="a/1.png", Body=picture(1))
+        wait_for(lambda: "(pass 1, full): 1 listed, 1 scanned" in log_path.read_text(), proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = log_path.read_text()
+    assert proc.returncode == 0 and "NoSuchBucket" in text and "Traceback" not in text, text

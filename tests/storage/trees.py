@@ -50,6 +50,9 @@ def mastodon_tree(root: Path) -> tuple[dict[str, bytes], set[str]]:
         "accounts/avatars/000/000/001/static/me.png": picture(4),
         "cache/accounts/headers/109/000/000/000/000/002/original/h.png": picture(5),
         "site_uploads/files/000/000/001/original/thumbnail.png": picture(6),
+        "site_uploads/files/000/000/001/@1x/thumbnail.png": picture(6, size=(60, 32)),
+        "site_uploads/files/000/000/001/@2x/thumbnail.png": picture(6, size=(120, 64)),
+        "site_uploads/files/000/000/002/48/favicon.png": picture(7, size=(48, 48)),
     }
     other = {
         "backups/000/000/001/original/archive.zip": b"PK\x03\x04 not really",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from fediguard.records import RecordStore
-from fediguard.storage import get_layout
+from fediguard.storage import StoredObject, get_layout
 from fediguard.storage.local import LocalSource
 from fediguard.sweeper.run import Sweeper, SweepOptions, Verdict
-from fediguard.sweeper.state import SweepState
+from fediguard.sweeper.state import SweepState, escape_key, unescape_key
 
 
 @pytest.fixture
@@ -36,6 +37,18 @@ def test_the_quarantine_location_is_remembered(state: SweepState) -> None:
     sid, _ = state.register(s3, {"quarantine_bucket": "held", "quarantine_prefix": "x/"})
     # A new location replaces the whole old one (never the old bucket with the new prefix).
     assert state.register(s3, {"quarantine_prefix": "y/"}) == (sid, {"quarantine_prefix": "y/"})
+
+
+def test_a_dry_run_changes_no_stored_option(state: SweepState) -> None:
+    url = "file:///srv/pictrs"
+    first, _ = state.register(url, {"quarantine_dir": "/srv/q"})
+    again, used = state.register(url, {"quarantine_dir": "/tmp/try"}, remember=False)
+    assert again == first and used == {"quarantine_dir": "/tmp/try"}  # for this run only
+    assert state.source(first) == (url, {"quarantine_dir": "/srv/q"})
+    assert state.register(url, {}, remember=False) == (first, {"quarantine_dir": "/srv/q"})
+    new, used = state.register("s3://fresh/", {"region": "eu", "quarantine_prefix": "q/"}, remember=False)
+    assert used == {"region": "eu", "quarantine_prefix": "q/"}
+    assert state.source(new) == ("s3://fresh/", {"region": "eu"})
 
 
 def test_s3_sources_on_different_endpoints_are_different_sources(state: SweepState) -> None:
@@ -101,3 +114,34 @@ async def test_a_large_non_media_file_is_never_read_whole(tmp_path: Path, state:
     assert {k: r.status for k, r in state.known(source_id, ["dump.sql", "small.txt"]).items()} == {
         "dump.sql": "not_media", "small.txt": "not_media",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [
+    b"plain/key.png", "caf\u00e9/\u6f22\u5b57.png".encode(), b"bad\xff\xfe.png", b"a\\b.png",
+    b"a\\xff.png", b"\\\\x41\xc3", b"trail\\", b"nul\x00.png", b"\xe2\x82.png",
+])  # fmt: skip
+def test_keys_that_are_not_utf8_are_stored_escaped_and_given_back_exactly(name: bytes) -> None:
+    key = name.decode("utf-8", "surrogateescape")
+    stored = escape_key(key)
+    stored.encode("utf-8")  # storable
+    assert "\x00" not in stored and unescape_key(stored) == key
+    try:
+        plain = name.decode("utf-8") == key and b"\\" not in name and b"\x00" not in name
+    except UnicodeDecodeError:
+        plain = False
+    assert (stored == key) == plain, "only what the database cannot hold as it is gets escaped"
+
+
+def test_an_escaped_key_never_takes_the_record_of_another(state: SweepState) -> None:
+    """``bad\\xff.png`` (a literal backslash) and ``bad<0xff>.png`` are two objects, two records."""
+    source_id = state.source_id("file:///srv/media", {})
+    now = datetime.now(UTC)
+    hostile = os.fsdecode(b"bad\xff.png")
+    literal = "bad\\xff.png"
+    for size, key in enumerate((hostile, literal, "bad.png"), start=1):
+        state.save(source_id, StoredObject(key, size, now, None), status="scanned", verdict="pass",
+                   action="quarantine", quarantine_key=key)  # fmt: skip
+    known = state.known(source_id, [hostile, literal, "bad.png"])
+    assert {k: r.size for k, r in known.items()} == {hostile: 1, literal: 2, "bad.png": 3}
+    assert known[hostile].quarantine_key == hostile
+    assert {r.key for r in state.pending(source_id)} == {hostile, literal, "bad.png"}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,13 @@ def env_for(data_dir: Path, detectors: str = "support.plugins:benign", **extra: 
     return env
 
 
-def sweep(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def sweep(
+    data_dir: Path, *args: str, detectors: str = "support.plugins:benign", **env: str
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "fediguard", "sweep", *args]
-    return subprocess.run(cmd, env=env_for(data_dir, **env), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        cmd, env=env_for(data_dir, detectors, **env), capture_output=True, text=True, timeout=300
+    )
 
 
 def deny(data_dir: Path, *bodies: bytes) -> None:
@@ -187,6 +192,32 @@ def test_bad_objects_never_stop_a_sweep(tmp_path: Path) -> None:
     assert "4 listed, 0 scanned, 4 skipped" in again.stderr, again.stderr
 
 
+def test_a_name_that_is_not_utf8_is_scanned_acted_on_and_restorable(tmp_path: Path) -> None:
+    store, quarantine, data = tmp_path / "store", tmp_path / "quarantine", tmp_path / "data"
+    store.mkdir()
+    for i in range(3):
+        (store / f"ok{i}.png").write_bytes(picture(i))
+    hostile = os.fsencode(store) + b"/bad\xff\xfe.png"  # a name no database column can hold as is
+    with open(hostile, "wb") as f:
+        f.write(picture(7))
+    deny(data, picture(7))
+    args = (f"file://{store}", "--action", "quarantine", "--quarantine", str(quarantine))
+    run = sweep(data, *args)
+    assert run.returncode == 1, run.stderr
+    assert "4 listed, 4 scanned" in run.stderr and "1 flagged, 1 actions, 0 errors" in run.stderr, run.stderr
+    assert "bad\\xff\\xfe.png is not valid UTF-8" in run.stderr and "Traceback" not in run.stderr
+    assert not os.path.exists(hostile)
+    with open(os.fsencode(quarantine) + b"/bad\xff\xfe.png", "rb") as f:
+        assert f.read() == picture(7), "quarantined under its own raw name"
+    assert action_of(data, "bad\\xff\\xfe.png") == ("quarantine", "done")
+    again = sweep(data, *args)
+    assert again.returncode == 0 and "3 listed, 0 scanned, 3 skipped" in again.stderr, again.stderr
+    restored = restore(data, object_id(data, "bad\\xff\\xfe.png"), "--no-allow")
+    assert restored.returncode == 0 and "restored bad\\xff\\xfe.png" in restored.stdout, restored.stderr
+    with open(hostile, "rb") as f:
+        assert f.read() == picture(7)
+
+
 def test_interrupted_sweep_resumes_and_scans_each_object_once(tmp_path: Path) -> None:
     store, data = tmp_path / "store", tmp_path / "data"
     store.mkdir()
@@ -202,9 +233,12 @@ def test_interrupted_sweep_resumes_and_scans_each_object_once(tmp_path: Path) ->
         "--concurrency",
         "2",
     ]
-    env = env_for(data, detectors="support.plugins:sleepy", FG_TEST_SLEEP_S="0.15", FEDIGUARD_BANKS="false")
+    # No verdict cache: nothing but the sweep's own records may keep an object from a second scan.
+    env = env_for(data, detectors="support.plugins:sleepy", FG_TEST_SLEEP_S="0.15", FEDIGUARD_BANKS="false",
+                  FEDIGUARD_VERDICT_CACHE="false")  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
+    finished = "select count(*) from sweep_objects where status = 'scanned'"
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, (
             "the sweep ended before it could be killed"
@@ -212,25 +246,69 @@ def test_interrupted_sweep_resumes_and_scans_each_object_once(tmp_path: Path) ->
         done = 0
         if (data / "fediguard.sqlite3").exists():
             with contextlib.suppress(sqlite3.OperationalError):
-                done = db(data).execute("select count(*) from sweep_objects").fetchone()[0]
+                done = db(data).execute(finished).fetchone()[0]
         if done >= 6:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    first = db(data).execute("select count(*) from sweep_objects").fetchone()[0]
+    first = db(data).execute(finished).fetchone()[0]
     assert 6 <= first < 24
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"24 listed, {24 - first} scanned, {first} skipped" in rerun.stderr, rerun.stderr
-    scans = (
-        db(data)
-        .execute("select sha256, count(*) from decisions where scanner is not 'cache' group by sha256")
-        .fetchall()
-    )
-    by_sha = dict(scans)
-    for body in files.values():
+    assert_decided_once(data, files.values())
+
+
+def assert_decided_once(data: Path, bodies: Iterable[bytes]) -> None:
+    by_sha = dict(db(data).execute("select sha256, count(*) from decisions group by sha256").fetchall())
+    for body in bodies:
         assert by_sha.get(hashlib.sha256(body).hexdigest()) == 1, "every object scanned exactly once"
+    linked = "select count(*) from sweep_objects o join decisions d on d.id = o.decision_id"
+    assert db(data).execute(linked).fetchone()[0] == len(by_sha)
+
+
+def test_a_decision_recorded_just_before_a_kill_is_taken_up_not_redone(tmp_path: Path) -> None:
+    """Killed after the decider recorded its decision but before the object's record was finished:
+    the record still says the object was claimed for scanning. The next run takes the decision up,
+    with the verdict cache off and for a reject too, and acts on it."""
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    files = pictrs_tree(store, 3)
+    bad, good, _ = sorted(files)
+    deny(data, files[bad])
+    no_cache = {"FEDIGUARD_VERDICT_CACHE": "false"}
+    first = sweep(data, f"file://{store}", "--layout", "pictrs", **no_cache)
+    assert first.returncode == 1 and "3 scanned" in first.stderr, first.stderr
+    with db(data) as conn:  # what the kill leaves: claimed rows, their decisions recorded
+        conn.execute(
+            "update sweep_objects set status = 'scanning', verdict = null, decision_id = null, "
+            "scanned_at = (select created_at from decisions d where d.id = decision_id) where key in (?, ?)",
+            (bad, good),
+        )
+    again = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "delete", **no_cache)
+    assert again.returncode == 1, again.stderr
+    assert "3 listed, 2 scanned, 1 skipped" in again.stderr and "1 flagged, 1 actions" in again.stderr
+    assert again.stderr.count("reached for it by an interrupted run") == 2, again.stderr
+    assert not (store / bad).exists() and (store / good).exists()
+    assert_decided_once(data, files.values())
+    statuses = dict(db(data).execute("select key, status || ' ' || verdict from sweep_objects"))
+    assert statuses[bad] == "scanned reject" and statuses[good] == "scanned pass"
+
+
+def test_concurrency_above_the_queue_size_waits_for_room(tmp_path: Path) -> None:
+    """More readers than the scan queue holds: each waits for room, none is refused as queue_full."""
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    for i in range(40):
+        (store / f"{i:02d}.png").write_bytes(picture(i))
+    run = sweep(data, f"file://{store}", "--concurrency", "16", detectors="support.plugins:sleepy",
+                FG_TEST_SLEEP_S="0.02", FEDIGUARD_QUEUE_MAX="2")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "40 listed, 40 scanned" in run.stderr and "0 unscanned" in run.stderr, run.stderr
+    assert "queue_full" not in run.stderr
+    verdicts = db(data).execute("select verdict, count(*) from decisions group by verdict").fetchall()
+    assert verdicts == [("pass", 40)]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -282,6 +360,19 @@ def test_restore_from_a_quarantine_location_given_again(tmp_path: Path) -> None:
     assert (store / key).read_bytes() == body
 
 
+def test_a_dry_run_does_not_move_the_remembered_quarantine(tmp_path: Path) -> None:
+    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    trial = tmp_path / "trial-quarantine"
+    dry = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "quarantine", "--quarantine",
+                str(trial), "--dry-run")  # fmt: skip
+    assert dry.returncode == 0 and "stay in the old one" not in dry.stderr, dry.stderr
+    (options,) = db(data).execute("select options from sweep_sources").fetchone()
+    assert json.loads(options) == {"quarantine_dir": str(quarantine)}
+    restored = restore(data, object_id(data, key), "--no-allow")
+    assert restored.returncode == 0, restored.stderr
+    assert (store / key).read_bytes() == body and not trial.exists()
+
+
 def test_failed_restore_leaves_the_object_restorable(tmp_path: Path) -> None:
     store, quarantine, data, key, body = quarantine_one(tmp_path)
     oid = object_id(data, key)
@@ -322,9 +413,35 @@ def test_dry_run_reports_pending_actions_without_carrying_them_out(tmp_path: Pat
     dry = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "delete", "--dry-run")
     assert dry.returncode == 0 and "pending from an earlier run; left as it is" in dry.stderr, dry.stderr
     assert snapshot(store) == before and action_of(data, bad_key) == ("delete", "pending")
-    wet = sweep(data, f"file://{store}", "--layout", "pictrs")
+    # A report-only run never deletes, whatever an earlier run meant to do.
+    report = sweep(data, f"file://{store}", "--layout", "pictrs")
+    assert report.returncode == 0 and snapshot(store) == before, report.stderr
+    assert "left as it is (this run's action is report): a sweep with --action delete finishes it" in (
+        report.stderr
+    )
+    assert action_of(data, bad_key) == ("delete", "pending")
+    wet = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "delete")
     assert wet.returncode == 0 and not (store / bad_key).exists(), wet.stderr
-    assert action_of(data, bad_key) == ("delete", "done")
+    assert "finishing delete of" in wet.stderr and action_of(data, bad_key) == ("delete", "done")
+
+
+def test_a_pending_action_of_another_kind_is_not_carried_out(tmp_path: Path) -> None:
+    """A quarantine run does not finish a crashed delete run's delete: the object is quarantined
+    (restorable) instead, as this run's action says."""
+    store, quarantine, data = tmp_path / "store", tmp_path / "quarantine", tmp_path / "data"
+    store.mkdir()
+    files = pictrs_tree(store, 3)
+    bad_key = sorted(files)[0]
+    deny(data, files[bad_key])
+    assert sweep(data, f"file://{store}", "--layout", "pictrs").returncode == 1
+    with db(data) as conn:
+        conn.execute("update sweep_objects set action = 'delete', action_state = 'pending' where key = ?",
+                     (bad_key,))  # fmt: skip
+    run = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "quarantine",
+                "--quarantine", str(quarantine))  # fmt: skip
+    assert run.returncode == 1 and "a sweep with --action delete finishes it" in run.stderr, run.stderr
+    assert (quarantine / bad_key).read_bytes() == files[bad_key]
+    assert action_of(data, bad_key) == ("quarantine", "done")
 
 
 def test_objects_without_a_verdict_are_retried(tmp_path: Path) -> None:
@@ -381,9 +498,8 @@ def test_daemon_lists_everything_every_full_every(tmp_path: Path) -> None:
         (store / key).parent.mkdir(parents=True)
         (store / key).write_bytes(picture(30))
         os.utime(store / key, (time.time() - 86400, time.time() - 86400))
-        wait_for(
-            lambda: db(data).execute("select 1 from sweep_objects where key = ?", (key,)).fetchone(), proc
-        )
+        # The end of the pass, not the object's record: a stop in the middle of a pass exits 130.
+        wait_for(lambda: "3 listed, 1 scanned, 2 skipped" in log_path.read_text(), proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -392,6 +508,36 @@ def test_daemon_lists_everything_every_full_every(tmp_path: Path) -> None:
     full = [line for line in text.splitlines() if ", full)" in line]
     assert "(pass 1, full)" in full[0], text
     assert any("3 listed, 1 scanned, 2 skipped" in line for line in full), text
+
+
+def test_daemon_outlives_a_folder_that_disappears_and_comes_back(tmp_path: Path) -> None:
+    store, away, data = tmp_path / "store", tmp_path / "away", tmp_path / "data"
+    store.mkdir()
+    pictrs_tree(store, 2)
+    log_path = tmp_path / "daemon.log"
+    cmd = [sys.executable, "-m", "fediguard", "sweep", f"file://{store}", "--layout", "pictrs", "--daemon",
+           "--interval", "0.3s"]  # fmt: skip
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, env=env_for(data), stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        wait_for(lambda: "(pass 1, full)" in log_path.read_text(), proc)
+        store.rename(away)  # unmounted, moved away: every pass now fails
+        wait_for(lambda: "pass failed (3 in a row)" in log_path.read_text(), proc)
+        away.rename(store)
+        key = f"files/01/8f/3a/ee/0e/7b/{UUIDS[31]}.png"
+        (store / key).parent.mkdir(parents=True)
+        (store / key).write_bytes(picture(31))
+        wait_for(lambda: "(pass 2, changes only): 1 listed, 1 scanned" in log_path.read_text(), proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = log_path.read_text()
+    assert proc.returncode == 0, text
+    assert db(data).execute("select 1 from sweep_objects where key = ?", (key,)).fetchone()
+    assert f"the storage root {store} is gone" in text and "retrying in 0.3s" in text, text
+    assert "Traceback" not in text
+    # The next pass lists what changed since the last pass that went through: the newcomer only.
+    assert any("(pass 2, changes only): 1 listed, 1 scanned" in line for line in text.splitlines()), text
 
 
 def wait_for(condition: Callable[[], object], proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

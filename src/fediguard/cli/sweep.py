@@ -14,15 +14,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy.exc import OperationalError
 
 from fediguard.cli.common import add_config_option, settings_from
 from fediguard.config import Settings
 from fediguard.errors import ConfigError, FediguardError
 from fediguard.records import RecordStore
-from fediguard.storage import LAYOUTS, Source, get_layout, open_source
+from fediguard.storage import LAYOUTS, Source, SourceError, get_layout, open_source
 from fediguard.sweeper.progress import Progress, SweepStats
 from fediguard.sweeper.run import ACTIONS, Sweeper, SweepOptions, Verdict, restore
-from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState
+from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState, escape_key
 
 log = logging.getLogger("fediguard.sweep")
 
@@ -45,11 +46,16 @@ logged with their ID.
 With --daemon, each pass lists only what was modified since the previous one began, and every
 --full-every (default 24h) a pass lists everything: files copied in with old modification times
 (rsync -a, mv) are found, and errors and objects with no verdict are retried. Unchanged objects
-are skipped, so a full pass mostly costs the listing.
+are skipped, so a full pass mostly costs the listing. A pass that fails (storage unreachable,
+folder gone, database restarting) is logged and tried again after 1 s, 2 s, 4 s… and never later
+than --interval, for as long as the daemon runs; without --daemon, the sweep stops with status 2.
 
   fediguard sweep file:///srv/pict-rs/files --layout pictrs --action quarantine --quarantine /srv/quarantine
   fediguard sweep s3://media/ --endpoint-url https://s3.example.org --layout mastodon --since 1d --daemon
 """
+
+RETRY_FIRST_S = 1.0
+"""--daemon: the wait after a failed pass; it doubles with each failure in a row, up to --interval."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -150,14 +156,23 @@ def source_options(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 class LocalDecider:
-    """Decides in this process, through the same service as the gateway."""
+    """Decides in this process, through the same service as the gateway.
+
+    The service's queue refuses jobs beyond ``queue_max`` (an upload is better answered at once
+    than kept waiting); a sweep instead waits for room, so with any --concurrency every object
+    gets a verdict: at most ``queue_max`` objects are handed to the service at once.
+    """
 
     def __init__(self, service: Any, source_name: str) -> None:
         self.service = service
         self.client = f"sweep:{source_name}"
+        self.room = asyncio.Semaphore(max(1, int(service.queue.max_depth)))
 
     async def decide(self, data: bytes, key: str) -> Verdict:
-        outcome = await self.service.decide(data, None, client=self.client, source="sweep", deadline_s=300)
+        async with self.room:
+            outcome = await self.service.decide(
+                data, None, client=self.client, source="sweep", deadline_s=300
+            )
         d = outcome.decision
         fail_reason = d.fail_reason.value if d.fail_reason else None
         return Verdict(d.verdict.value, outcome.record_id, outcome.sha256, d.reasons, fail_reason)
@@ -198,7 +213,10 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     source = open_source(args.source, **options)
     records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
     state = SweepState(records.engine)
-    source_id, remembered = await asyncio.to_thread(state.register, source.url, options)
+    # A dry run changes nothing, not even the quarantine location remembered for the source.
+    source_id, remembered = await asyncio.to_thread(
+        state.register, source.url, options, remember=not args.dry_run
+    )
     if remembered != options:  # the quarantine location of earlier sweeps, for pending actions
         await source.close()
         source = open_source(args.source, **remembered)
@@ -218,12 +236,13 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
             service = ScanService(settings, records)
             await service.start()
             decider = LocalDecider(service, source.name)
-        passes = 0
+        passes = failures = 0
         full_due = time.monotonic()
-        since: datetime | None = None
+        changed_since: datetime | None = None  # where the next incremental pass starts listing
         while True:
             started = datetime.now(UTC)
             full = time.monotonic() >= full_due
+            since = changed_since
             if full:  # everything (or the --since window): also what an incremental pass cannot see
                 full_due = time.monotonic() + args.full_every
                 since = started - timedelta(seconds=args.since) if args.since else None
@@ -242,16 +261,32 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
                 await asyncio.gather(task, return_exceptions=True)
                 progress.finish("sweep interrupted")
                 return 130
-            task.result()
-            passes += 1
-            kind = "full" if full else "changes only"
-            progress.finish(f"sweep of {source.url}" + (f" (pass {passes}, {kind})" if args.daemon else ""))
-            if not args.daemon:
-                return 1 if progress.stats.flagged else 0
-            # Next pass: what changed since this one began (listing is inclusive, skips dedupe overlap).
-            since = started - timedelta(seconds=1)
             try:
-                await asyncio.wait_for(stop.wait(), args.interval)
+                task.result()
+            except (SourceError, OperationalError) as exc:
+                if not args.daemon:
+                    raise
+                # A daemon outlives an unreachable endpoint, an unmounted folder, a database
+                # restart: it says so and tries again, sooner at first, never later than --interval.
+                failures += 1
+                if full:
+                    full_due = time.monotonic()  # the next pass lists everything again
+                delay = min(args.interval, RETRY_FIRST_S * 2 ** min(failures - 1, 20))
+                progress.finish(f"sweep of {source.url} (pass failed, {failures} in a row)")
+                log.error("sweep pass failed (%d in a row): %s; retrying in %.3gs", failures, exc, delay)
+            else:
+                failures = 0
+                passes += 1
+                kind = "full" if full else "changes only"
+                label = f"sweep of {source.url}" + (f" (pass {passes}, {kind})" if args.daemon else "")
+                progress.finish(label)
+                if not args.daemon:
+                    return 1 if progress.stats.flagged else 0
+                # Next: what changed since this pass began (listing is inclusive, skips dedupe overlap).
+                changed_since = started - timedelta(seconds=1)
+                delay = args.interval
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
                 return 0
             except TimeoutError:
                 pass
@@ -288,10 +323,10 @@ async def _restore(settings: Settings, args: argparse.Namespace) -> int:
             raise FediguardError(str(exc)) from exc
         if done.action != "restore" or done.action_state != "done":
             raise FediguardError(
-                f"restoring {done.key} failed: {done.error}; it stays in quarantine as "
-                f"{done.quarantine_key!r} and can be restored again"
+                f"restoring {escape_key(done.key)} failed: {done.error}; it stays in quarantine as "
+                f"{escape_key(done.quarantine_key or '')!r} and can be restored again"
             )
-        print(f"restored {done.key} from quarantine ({done.quarantine_key})")
+        print(f"restored {escape_key(done.key)} from quarantine ({escape_key(done.quarantine_key or '')})")
         if args.no_allow or done.decision_id is None:
             return 0
         return await _overturn(records, done.decision_id, done.id, args.bank)

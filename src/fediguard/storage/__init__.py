@@ -1,6 +1,6 @@
 """Storage sources the sweeper reads: a local folder, S3-compatible buckets, SFTP servers."""
 
-from fediguard.storage.base import Source, StoredObject, check_key
+from fediguard.storage.base import Source, StoredObject, check_key, quiet_listing
 from fediguard.storage.errors import (
     ObjectGone,
     ObjectTooLarge,
@@ -31,4 +31,5 @@ __all__ = [
     "get_layout",
     "iter_media",
     "open_source",
+    "quiet_listing",
 ]

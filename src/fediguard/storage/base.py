@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from fediguard.storage.errors import UnsafeKey
+
+quiet_listing: ContextVar[bool] = ContextVar("quiet_listing", default=False)
+"""Set in a task that lists a source a second time (to count what is ahead): the sources then
+neither log nor count the directories they cannot read, which the main listing already reports."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@ never matches.
 
 Mastodon (Paperclip): ``[cache/]<class>/<attachment>/<id partition>/<style>/<file>`` under
 ``public/system`` or the bucket root; ``cache/`` holds copies of remote media, the id partition is
-the zero-padded id in three-digit groups, and styles are ``original`` plus derived ``small`` /
-``static`` renditions. Both are swept: a derived rendition is what visitors see.
+the zero-padded id in three-digit groups, and the style folder names a rendition (read from
+Mastodon's models): ``original`` for every attachment; ``small`` (media previews, video poster
+frames); ``static`` (still PNGs of animated avatars, headers and custom emojis); and for site
+uploads, ``@1x`` / ``@2x`` (the server thumbnail) and the pixel sizes of app icons and favicons
+(``16`` … ``1024``). Every rendition is swept: a derived one is what visitors see.
 """
 
 from __future__ import annotations
@@ -53,10 +56,14 @@ _MASTODON_ATTACHMENTS = (
 )
 
 
+# Paperclip style folders: named renditions, site uploads' densities (@1x, @2x...) and icon sizes.
+_MASTODON_STYLES = r"(?:original|small|static|@[1-9]x|[1-9][0-9]{0,3})"
+
+
 def _mastodon() -> Layout:
     bases = tuple(f"{cache}{path}/" for path in _MASTODON_ATTACHMENTS for cache in ("", "cache/"))
     alternatives = "|".join(re.escape(b) for b in bases)
-    pattern = re.compile(rf"(?:{alternatives})(?:\d{{3}}/)+(?:original|small|static)/[^/]+")
+    pattern = re.compile(rf"(?:{alternatives})(?:\d{{3}}/)+{_MASTODON_STYLES}/[^/]+")
     return Layout("mastodon", bases, pattern)
 
 

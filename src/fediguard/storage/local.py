@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fediguard.errors import ConfigError
 from fediguard.storage._util import as_utc, from_timestamp, wanted
-from fediguard.storage.base import StoredObject, check_key, check_prefix
+from fediguard.storage.base import StoredObject, check_key, check_prefix, quiet_listing
 from fediguard.storage.errors import (
     ObjectGone,
     ObjectTooLarge,
@@ -83,7 +83,9 @@ class LocalSource:
         start = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         try:
             fd = _open_dir(self._root, start)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if not start:  # the root itself is gone (removed, unmounted): not an empty store
+                raise SourceError(f"the storage root {self._root} is gone: {exc.strerror}") from exc
             return  # nothing under this prefix
         except OSError as exc:
             raise SourceError(f"cannot open {start or '.'!r} under {self._root}: {exc}") from exc
@@ -150,6 +152,8 @@ class LocalSource:
             self._listing_problem(rel, exc)
 
     def _listing_problem(self, rel: str, exc: Exception) -> None:
+        if quiet_listing.get():
+            return
         self.listing_errors += 1
         log.warning("skipping unreadable directory %r under %s: %s", rel or ".", self._root, exc)
 

@@ -26,7 +26,7 @@ import asyncssh
 
 from fediguard.errors import ConfigError
 from fediguard.storage._util import as_utc, from_timestamp, wanted
-from fediguard.storage.base import StoredObject, check_key, check_prefix
+from fediguard.storage.base import StoredObject, check_key, check_prefix, quiet_listing
 from fediguard.storage.errors import (
     ObjectGone,
     ObjectTooLarge,
@@ -133,7 +133,9 @@ class SSHSource:
         except (OSError, asyncssh.Error) as exc:
             raise SourceUnavailable(f"{self._url}: cannot connect: {exc}") from exc
         try:
-            sftp = await conn.start_sftp_client()
+            # A name that is not UTF-8 decodes to surrogates (as os.fsdecode does) and encodes back
+            # to the same bytes: one hostile file name never fails a listing or a read.
+            sftp = await conn.start_sftp_client(path_errors="surrogateescape")
             try:
                 is_dir = (await sftp.stat(self._root)).type == asyncssh.FILEXFER_TYPE_DIRECTORY
             except _GONE:
@@ -251,8 +253,11 @@ class SSHSource:
             except _GONE:
                 pass  # removed while we listed
             except asyncssh.SFTPPermissionDenied as exc:
-                self.listing_errors += 1
-                log.warning("skipping unreadable directory %r on %s: %s", rel or ".", self._url, exc.reason)
+                if not quiet_listing.get():  # a counting pass: the main listing reports it
+                    self.listing_errors += 1
+                    log.warning(
+                        "skipping unreadable directory %r on %s: %s", rel or ".", self._url, exc.reason
+                    )
             except Exception as exc:  # handed to the consumer, who raises it: never lost in a task
                 known = isinstance(exc, (asyncssh.Error, *_LOST))
                 await out.put(self._translate(rel or ".", exc) if known else exc)

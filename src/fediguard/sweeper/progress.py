@@ -25,6 +25,8 @@ class SweepStats:
     errors: int = 0
     gone: int = 0  # vanished between listing and reading
     listing_done: bool = False
+    counted: int = 0  # objects counted by a second listing running ahead of the throttled one
+    counting_done: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -38,19 +40,39 @@ class SweepStats:
         work = self.scanned + self.not_media + self.unscanned + self.undecodable
         return work / elapsed if elapsed > 0 else 0.0
 
+    def total(self) -> int | None:
+        """How many objects this sweep goes through, once known: all listed, or all counted ahead
+        of the listing (the listing itself waits for the readers, to keep memory flat)."""
+        if self.listing_done:
+            return self.listed
+        if self.counting_done:
+            return max(self.counted, self.listed)
+        return None
+
     def eta_s(self) -> float | None:
-        if not self.listing_done:
+        total = self.total()
+        if total is None:
             return None
+        remaining = max(0, total - self.processed)
+        if remaining == 0:
+            return 0.0
         rate = self.rate()
-        remaining = self.listed - self.processed
         return remaining / rate if rate > 0 else None
 
     def line(self) -> str:
-        eta = self.eta_s()
-        eta_text = f"ETA {_duration(eta)}" if eta is not None else "listing…"
+        total = self.total()
+        if total is None:
+            counting = f" (counting: {self.counted:,} so far)" if self.counted else ""
+            head = f"listed {self.listed:,}{counting}  done {self.processed:,}"
+            eta_text = "listing…"
+        else:
+            share = 100.0 * self.processed / total if total else 100.0
+            head = f"done {self.processed:,} of {total:,} ({share:.1f}%)"
+            eta = self.eta_s()
+            eta_text = f"ETA {_duration(eta)}" if eta is not None else "ETA unknown yet"
         return (
-            f"listed {self.listed:,}  scanned {self.scanned:,}  skipped {self.skipped:,}  "
-            f"flagged {self.flagged:,}  errors {self.errors:,}  {self.rate():.1f}/s  {eta_text}"
+            f"{head}  scanned {self.scanned:,}  skipped {self.skipped:,}  flagged {self.flagged:,}  "
+            f"unscanned {self.unscanned:,}  errors {self.errors:,}  {self.rate():.1f}/s  {eta_text}"
         )
 
 

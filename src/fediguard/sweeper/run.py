@@ -2,8 +2,14 @@
 through the same pipeline and policy as uploads, and report, quarantine or delete what is rejected.
 
 Memory stays flat: listing is streamed in batches, and at most 4 times ``concurrency`` objects wait
-between the lister and the readers. Every action is recorded as pending before it happens, and a
-later run finishes what a crash left pending (a dry run only reports it).
+between the lister and the readers, so the listing runs only as fast as the readers. Once it has to
+wait for them, a second listing runs ahead that only counts (it holds nothing), so the progress
+shows a total and an ETA long before the listing itself ends.
+
+Every object is claimed (recorded as being scanned, with its SHA-256) before it is decided, so a
+run killed between the decision and the object's record takes that decision up instead of scanning
+again. Every action is recorded as pending before it happens, and a later run with the same action
+finishes what a crash left pending (any other run, and a dry run, only reports it).
 
 Objects with no verdict (no scanner, deadline, scanner error, an error reading them) are retried
 by the next run; objects that cannot be scanned however often we try (undecodable, over the size
@@ -13,10 +19,11 @@ limit) are recorded as such and skipped while unchanged.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from fediguard.media.sniff import sniff
@@ -30,9 +37,10 @@ from fediguard.storage import (
     StoredObject,
     get_layout,
     iter_media,
+    quiet_listing,
 )
 from fediguard.sweeper.progress import Progress, SweepStats
-from fediguard.sweeper.state import ObjectRecord, SweepState, unchanged
+from fediguard.sweeper.state import ObjectRecord, SweepState, escape_key, unchanged
 
 log = logging.getLogger("fediguard.sweep")
 
@@ -44,6 +52,13 @@ SNIFF_FIRST_ABOVE = 1 << 20
 """Plain layout: objects larger than this are sniffed from their first bytes before being read whole."""
 SETTLED = ("scanned", "not_media", "undecodable", "too_large")
 """Statuses after which nothing is left to try while the object is unchanged."""
+CLAIMED = "scanning"
+"""Status of an object handed to the decider and not recorded since: read, hashed, being decided."""
+CLAIM_CLOCK_SLACK = timedelta(seconds=5)
+"""A decision recorded this long before its object's claim still counts (clock steps)."""
+_HASH_IN_THREAD_BYTES = 256 * 1024
+
+_Todo = asyncio.Queue[tuple[StoredObject, ObjectRecord | None] | None]
 
 
 @dataclass(frozen=True)
@@ -91,17 +106,18 @@ class Sweeper:
         self.options = options
         self.stats = progress.stats if progress else SweepStats()
         self.progress = progress or Progress(self.stats)
+        self._counter: asyncio.Task[None] | None = None
 
     async def run(self) -> SweepStats:
-        if self.options.dry_run:
-            await self.report_pending()
-        else:
-            await self.finish_pending()
-        todo: asyncio.Queue[StoredObject | None] = asyncio.Queue(maxsize=self.options.concurrency * 4)
+        await self.finish_pending()
+        todo: _Todo = asyncio.Queue(maxsize=self.options.concurrency * 4)
         readers = [asyncio.create_task(self._reader(todo)) for _ in range(self.options.concurrency)]
         try:
             await self._list(todo)
         finally:
+            if self._counter is not None:  # the listing ended: what it listed is the total
+                self._counter.cancel()
+                await asyncio.gather(self._counter, return_exceptions=True)
             for _ in readers:
                 await todo.put(None)
             await asyncio.gather(*readers)
@@ -118,7 +134,7 @@ class Sweeper:
             if layout.is_media(obj.key):
                 yield obj
 
-    async def _list(self, todo: asyncio.Queue[StoredObject | None]) -> None:
+    async def _list(self, todo: _Todo) -> None:
         batch: list[StoredObject] = []
         async for obj in self._objects():
             self.stats.listed += 1
@@ -130,7 +146,7 @@ class Sweeper:
         self.stats.listing_done = True
         self.progress.tick()
 
-    async def _triage(self, batch: list[StoredObject], todo: asyncio.Queue[StoredObject | None]) -> None:
+    async def _triage(self, batch: list[StoredObject], todo: _Todo) -> None:
         known = await asyncio.to_thread(self.state.known, self.source_id, [o.key for o in batch])
         for obj in batch:
             record = known.get(obj.key)
@@ -138,7 +154,31 @@ class Sweeper:
                 self.stats.skipped += 1
                 self.progress.tick()
                 continue
-            await todo.put(obj)
+            if not _utf8(obj.key):
+                log.warning(
+                    "the name %s is not valid UTF-8 (shown and recorded with \\xNN escapes); it is "
+                    "scanned all the same, read by its raw name", escape_key(obj.key),
+                )  # fmt: skip
+            if todo.full() and self._counter is None:
+                # The listing must now wait for the readers: count what is ahead meanwhile.
+                self._counter = asyncio.create_task(self._count(), name="sweep-count")
+            await todo.put((obj, record))
+
+    async def _count(self) -> None:
+        """List the source a second time, only counting, so the total (and the ETA) is known while
+        the listing proper waits for the readers. Holds no object: memory stays flat."""
+        quiet_listing.set(True)  # this task only: the listing proper reports unreadable folders
+        try:
+            async for _ in self._objects():
+                self.stats.counted += 1
+                if self.stats.counted % 1000 == 0:
+                    self.progress.tick()
+        except Exception as exc:  # the listing proper meets the same error and reports it
+            log.debug("counting the objects ahead stopped: %s", exc)
+            return
+        self.stats.counting_done = True
+        log.info("%s objects to go through (counted ahead of the listing)", f"{self.stats.counted:,}")
+        self.progress.tick()
 
     def _settled(self, record: ObjectRecord) -> bool:
         """Whether nothing is left to do for an unchanged object: it has a verdict (or is not media,
@@ -155,22 +195,28 @@ class Sweeper:
         return not (acting and record.verdict == "reject" and record.action_state != "done")
 
     # --- reading and deciding ---------------------------------------------------------------------
-    async def _reader(self, todo: asyncio.Queue[StoredObject | None]) -> None:
-        while (obj := await todo.get()) is not None:
+    async def _reader(self, todo: _Todo) -> None:
+        while (item := await todo.get()) is not None:
+            obj, record = item
             try:
-                await self._process(obj)
+                await self._process(obj, record)
             except Exception as exc:  # one object never stops the sweep
-                log.exception("sweeping %s failed", obj.key)
+                log.exception("sweeping %s failed", escape_key(obj.key))
                 self.stats.errors += 1
-                await asyncio.to_thread(self.state.save, self.source_id, obj, status="error", error=repr(exc))
+                try:
+                    await asyncio.to_thread(
+                        self.state.save, self.source_id, obj, status="error", error=repr(exc)
+                    )
+                except Exception:
+                    log.exception("could not record the error for %s", escape_key(obj.key))
             self.progress.tick()
 
-    async def _process(self, obj: StoredObject) -> None:
+    async def _process(self, obj: StoredObject, record: ObjectRecord | None) -> None:
         try:
             data = await self._fetch(obj)
         except ObjectGone:
             self.stats.gone += 1
-            log.info("%s vanished before it could be read", obj.key)
+            log.info("%s vanished before it could be read", escape_key(obj.key))
             return
         except ObjectTooLarge as exc:
             self.stats.too_large += 1
@@ -179,14 +225,20 @@ class Sweeper:
             return
         except SourceError as exc:
             self.stats.errors += 1
-            log.warning("cannot read %s: %s", obj.key, exc)
+            log.warning("cannot read %s: %s", escape_key(obj.key), exc)
             await asyncio.to_thread(self.state.save, self.source_id, obj, status="error", error=str(exc))
             return
         if data is None:
             self.stats.not_media += 1
             await asyncio.to_thread(self.state.save, self.source_id, obj, status="not_media")
             return
-        verdict = await self.decider.decide(data, obj.key)
+        sha256 = await _sha256(data)
+        verdict = await self._decided_before(obj, record, sha256)
+        if verdict is None:
+            # Claimed before deciding: a run killed after the decision is recorded but before this
+            # object's record is finished takes the decision up again instead of scanning twice.
+            await asyncio.to_thread(self.state.save, self.source_id, obj, status=CLAIMED, sha256=sha256)
+            verdict = await self.decider.decide(data, obj.key)
         if verdict.verdict == "unscanned":
             await self._no_verdict(obj, verdict)
             return
@@ -199,6 +251,25 @@ class Sweeper:
             return
         self.stats.flagged += 1
         await self._act(obj, verdict)
+
+    async def _decided_before(
+        self, obj: StoredObject, record: ObjectRecord | None, sha256: str
+    ) -> Verdict | None:
+        """The verdict an interrupted run reached for these very bytes after claiming this object,
+        or None. It stands for this object even with the verdict cache off (and for a reject)."""
+        if record is None or record.status != CLAIMED or record.sha256 != sha256 or record.scanned_at is None:
+            return None
+        found = await asyncio.to_thread(
+            self.state.decision_since, sha256, record.scanned_at - CLAIM_CLOCK_SLACK
+        )
+        if found is None:
+            return None
+        decision_id, verdict, reasons = found
+        log.info(
+            "%s: taking up decision %d (%s), reached for it by an interrupted run",
+            escape_key(obj.key), decision_id, verdict,
+        )  # fmt: skip
+        return Verdict(verdict, decision_id, sha256, reasons)
 
     async def _fetch(self, obj: StoredObject) -> bytes | None:
         """The object's bytes, or None when it is not media (plain layout). Its listed size and, for
@@ -220,7 +291,9 @@ class Sweeper:
             self.stats.undecodable += 1
         else:
             self.stats.unscanned += 1
-            log.warning("no verdict for %s (%s); it is tried again next run", obj.key, verdict.fail_reason)
+            log.warning(
+                "no verdict for %s (%s); it is tried again next run", escape_key(obj.key), verdict.fail_reason
+            )
         await asyncio.to_thread(
             self.state.save, self.source_id, obj, status=status, sha256=verdict.sha256, verdict="unscanned",
             decision_id=verdict.decision_id, error=verdict.fail_reason,
@@ -238,7 +311,7 @@ class Sweeper:
             would = "" if self.options.action == "report" else f" (dry run: would {self.options.action})"
             log.warning(
                 "flagged %s: object %d, decision %s: %s%s",
-                obj.key,
+                escape_key(obj.key),
                 object_id,
                 verdict.decision_id,
                 why,
@@ -246,8 +319,9 @@ class Sweeper:
             )
             return
         log.warning(
-            "flagged %s: object %d, decision %s: %s; %s", obj.key, object_id, verdict.decision_id, why, action
-        )
+            "flagged %s: object %d, decision %s: %s; %s",
+            escape_key(obj.key), object_id, verdict.decision_id, why, action,
+        )  # fmt: skip
         await self._perform(object_id, action, obj.key, quarantine_key)
 
     async def _perform(self, object_id: int, action: str, key: str, quarantine_key: str | None) -> None:
@@ -271,7 +345,7 @@ class Sweeper:
             log.info("%s of object %d: the object is already gone; counted as done", action, object_id)
         except SourceError as exc:
             self.stats.errors += 1
-            log.error("%s of %s failed: %s", action, key, exc)
+            log.error("%s of %s failed: %s", action, escape_key(key), exc)
             await asyncio.to_thread(self.state.action_done, object_id, "failed", str(exc))
             return
         self.stats.actions += 1
@@ -293,7 +367,7 @@ class Sweeper:
             await asyncio.to_thread(self.state.action_done, object_id)
             return
         self.stats.errors += 1
-        log.error("restore of %s failed: %s; it stays in quarantine", key, error)
+        log.error("restore of %s failed: %s; it stays in quarantine", escape_key(key), error)
         await asyncio.to_thread(self.state.restore_failed, object_id, error)
 
     async def _exists(self, key: str) -> bool:
@@ -304,21 +378,30 @@ class Sweeper:
         return True
 
     async def finish_pending(self) -> None:
-        """Finish actions a crashed run recorded but may not have carried out."""
+        """Finish the actions a crashed run recorded but may not have carried out, when they are
+        this run's own action: a report-only run never deletes or quarantines, a delete run never
+        quarantines, and a dry run changes nothing. The others are reported and left pending, for
+        a run with that action (or ``fediguard restore``) to finish."""
         pending: list[ObjectRecord] = await asyncio.to_thread(self.state.pending, self.source_id)
         for record in pending:
             assert record.action is not None
-            log.info("finishing %s of %s left pending by an earlier run", record.action, record.key)
-            await self._perform(record.id, record.action, record.key, record.quarantine_key)
-
-    async def report_pending(self) -> None:
-        """Dry run: say which actions an earlier run left pending, without carrying them out."""
-        pending: list[ObjectRecord] = await asyncio.to_thread(self.state.pending, self.source_id)
-        for record in pending:
-            log.warning(
-                "dry run: %s of %s (object %d) is pending from an earlier run; left as it is",
-                record.action, record.key, record.id,
-            )  # fmt: skip
+            key = escape_key(record.key)
+            if self.options.dry_run:
+                log.warning(
+                    "dry run: %s of %s (object %d) is pending from an earlier run; left as it is",
+                    record.action, key, record.id,
+                )  # fmt: skip
+            elif record.action != self.options.action:
+                by = f"`fediguard restore {record.id}`" if record.action == "restore" else (
+                    f"a sweep with --action {record.action}"
+                )  # fmt: skip
+                log.warning(
+                    "%s of %s (object %d) is pending from an earlier run; left as it is (this run's "
+                    "action is %s): %s finishes it", record.action, key, record.id, self.options.action, by,
+                )  # fmt: skip
+            else:
+                log.info("finishing %s of %s left pending by an earlier run", record.action, key)
+                await self._perform(record.id, record.action, record.key, record.quarantine_key)
 
 
 async def restore(source: Source, state: SweepState, object_id: int) -> ObjectRecord:
@@ -327,7 +410,7 @@ async def restore(source: Source, state: SweepState, object_id: int) -> ObjectRe
     if record is None:
         raise ValueError(f"no swept object {object_id}")
     if not in_quarantine(record):
-        raise ValueError(f"object {object_id} ({record.key}) is not in quarantine")
+        raise ValueError(f"object {object_id} ({escape_key(record.key)}) is not in quarantine")
     await asyncio.to_thread(state.begin_restore, object_id)
     sweeper = Sweeper(source, record.source_id, state, _NoDecider(), SweepOptions(layout=get_layout("plain")))
     await sweeper._perform(object_id, "restore", record.key, record.quarantine_key)
@@ -342,6 +425,20 @@ def in_quarantine(record: ObjectRecord) -> bool:
         return False
     held = record.action == "quarantine" and record.action_state == "done"
     return held or (record.action == "restore" and record.action_state in ("pending", "failed"))
+
+
+async def _sha256(data: bytes) -> str:
+    if len(data) > _HASH_IN_THREAD_BYTES:
+        return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _utf8(key: str) -> bool:
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _NoDecider:

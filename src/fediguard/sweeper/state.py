@@ -4,15 +4,16 @@ scanned, to resume an interrupted sweep, and to finish or undo actions."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fediguard.records.schema import sweep_objects, sweep_sources
+from fediguard.records.schema import decisions, sweep_objects, sweep_sources
 from fediguard.storage import StoredObject
 
 log = logging.getLogger("fediguard.sweep")
@@ -33,17 +34,72 @@ class ObjectRecord:
     action_state: str | None
     quarantine_key: str | None
     error: str | None = None
+    sha256: str | None = None
+    scanned_at: datetime | None = None
+
+
+_PLAIN_KEY = re.compile(r"[^\\\x00\ud800-\udfff]*")
+"""Keys stored as they are: no backslash, NUL or surrogate (a byte of a name that is not UTF-8)."""
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+
+
+def escape_key(key: str) -> str:
+    """How a key is stored in the records and shown in logs and messages.
+
+    A key is kept as it is unless it holds a backslash, a NUL or a byte that is not UTF-8 (a file
+    name from the filesystem decodes such bytes to surrogates, which no database can store). Then
+    its raw bytes are written with ``\\\\`` for a backslash and ``\\xNN`` for NUL and every byte
+    that is not part of valid UTF-8. Escaped keys always hold a backslash and plain keys never do,
+    so the two never collide, and :func:`unescape_key` gives back the exact name to open.
+    """
+    if _PLAIN_KEY.fullmatch(key):
+        return key
+    try:
+        raw = key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no filesystem name decodes to: not reversible
+        raw = key.encode("utf-8", "backslashreplace")
+    return raw.replace(b"\\", b"\\\\").replace(b"\x00", b"\\x00").decode("utf-8", "backslashreplace")
+
+
+def unescape_key(stored: str) -> str:
+    """The key :func:`escape_key` stored (a backslash that starts no escape is kept as it is)."""
+    if "\\" not in stored:
+        return stored
+    out = bytearray()
+    pos = 0
+    for match in _ESCAPE.finditer(stored):
+        out += stored[pos : match.start()].encode("utf-8", "surrogateescape")
+        code = match.group(1)
+        out += b"\\" if code == "\\" else bytes([int(code[1:], 16)])
+        pos = match.end()
+    out += stored[pos:].encode("utf-8", "surrogateescape")
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _text(message: str | None) -> str | None:
+    """An error message the database can store (one quoting a name that is not UTF-8 may not be)."""
+    if message is None:
+        return None
+    return message.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _record(row: Any) -> ObjectRecord:
     modified = row["modified"]
     if modified.tzinfo is None:
         modified = modified.replace(tzinfo=UTC)
+    quarantine_key = row["quarantine_key"]
     return ObjectRecord(
-        row["id"], row["source_id"], row["key"], row["size"], modified, row["etag"], row["status"],
-        row["verdict"], row["decision_id"], row["action"], row["action_state"], row["quarantine_key"],
-        row["error"],
+        row["id"], row["source_id"], unescape_key(row["key"]), row["size"], modified, row["etag"],
+        row["status"], row["verdict"], row["decision_id"], row["action"], row["action_state"],
+        unescape_key(quarantine_key) if quarantine_key is not None else None, row["error"],
+        row["sha256"], _utc(row["scanned_at"]),
     )  # fmt: skip
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def unchanged(known: ObjectRecord, obj: StoredObject) -> bool:
@@ -108,29 +164,42 @@ class SweepState:
         """The id of a source, registering it (with its non-secret options) on first use."""
         return self.register(url, options)[0]
 
-    def register(self, url: str, options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def register(
+        self, url: str, options: dict[str, Any], *, remember: bool = True
+    ) -> tuple[int, dict[str, Any]]:
         """The id of a source and its options: ``options``, plus the quarantine location remembered
-        from an earlier sweep when ``options`` names none. Registers the source on first use."""
+        from an earlier sweep when ``options`` names none. Registers the source on first use.
+
+        With ``remember=False`` (a dry run) the stored options are left as they are: a quarantine
+        location given to a dry run is used by that run only, and a source registered by one is
+        stored without it."""
         try:
             with self.engine.begin() as conn:
-                return self._register(conn, url, options)
+                return self._register(conn, url, options, remember)
         except IntegrityError:  # another sweeper registered it in the meantime
             with self.engine.begin() as conn:
-                return self._register(conn, url, options)
+                return self._register(conn, url, options, remember)
 
-    def _register(self, conn: Connection, url: str, options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _register(
+        self, conn: Connection, url: str, options: dict[str, Any], remember: bool
+    ) -> tuple[int, dict[str, Any]]:
         key = source_key(url, options)
         now = datetime.now(UTC)
         row = self._find(conn, key, url)
         if row is None:
+            stored = (
+                options if remember else {k: v for k, v in options.items() if k not in QUARANTINE_OPTIONS}
+            )
             new = conn.execute(
                 sweep_sources.insert()
-                .values(url=key, options=options, updated_at=now)
+                .values(url=key, options=stored, updated_at=now)
                 .returning(sweep_sources.c.id)
             ).scalar_one()
             return int(new), dict(options)
         previous = dict(row["options"])
         merged = merge_options(previous, options)
+        if not remember:
+            return int(row["id"]), merged
         _warn_if_quarantine_moved(conn, row["id"], previous, merged)
         conn.execute(
             update(sweep_sources)
@@ -166,10 +235,10 @@ class SweepState:
         if not keys:
             return {}
         query = select(sweep_objects).where(
-            sweep_objects.c.source_id == source_id, sweep_objects.c.key.in_(keys)
+            sweep_objects.c.source_id == source_id, sweep_objects.c.key.in_([escape_key(k) for k in keys])
         )
         with self.engine.connect() as conn:
-            return {r["key"]: _record(r) for r in conn.execute(query).mappings()}
+            return {(record := _record(r)).key: record for r in conn.execute(query).mappings()}
 
     def save(
         self,
@@ -188,11 +257,13 @@ class SweepState:
         when given, is recorded as pending: call :meth:`action_done` once it has happened."""
         values = {
             "size": obj.size, "modified": obj.modified, "etag": obj.etag, "sha256": sha256, "status": status,
-            "verdict": verdict, "decision_id": decision_id, "error": error, "action": action,
-            "action_state": "pending" if action else None, "quarantine_key": quarantine_key,
+            "verdict": verdict, "decision_id": decision_id, "error": _text(error), "action": action,
+            "action_state": "pending" if action else None,
+            "quarantine_key": escape_key(quarantine_key) if quarantine_key is not None else None,
             "scanned_at": datetime.now(UTC),
         }  # fmt: skip
-        key_match = (sweep_objects.c.source_id == source_id) & (sweep_objects.c.key == obj.key)
+        key = escape_key(obj.key)
+        key_match = (sweep_objects.c.source_id == source_id) & (sweep_objects.c.key == key)
         with self.engine.begin() as conn:
             found = conn.execute(select(sweep_objects.c.id).where(key_match)).scalar()
             if found is not None:
@@ -200,17 +271,30 @@ class SweepState:
                 return int(found)
             new = conn.execute(
                 sweep_objects.insert()
-                .values(source_id=source_id, key=obj.key, **values)
+                .values(source_id=source_id, key=key, **values)
                 .returning(sweep_objects.c.id)
             ).scalar_one()
             return int(new)
+
+    def decision_since(self, sha256: str, since: datetime) -> tuple[int, str, tuple[str, ...]] | None:
+        """The latest verdict (id, pass or reject, reasons) recorded for these bytes since
+        ``since``, unless a reviewer overturned it."""
+        c = decisions.c
+        standing = or_(c.review.is_(None), c.review != "overturned")
+        found = c.sha256 == sha256, c.created_at >= since, c.verdict.in_(("pass", "reject")), standing
+        query = select(c.id, c.verdict, c.reasons).where(*found).order_by(c.id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return int(row.id), str(row.verdict), tuple(str(r) for r in row.reasons or ())
 
     def action_done(self, object_id: int, state: str = "done", error: str | None = None) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 update(sweep_objects)
                 .where(sweep_objects.c.id == object_id)
-                .values(action_state=state, error=error)
+                .values(action_state=state, error=_text(error))
             )
 
     def set_quarantine_key(self, object_id: int, quarantine_key: str) -> None:
@@ -218,7 +302,7 @@ class SweepState:
             conn.execute(
                 update(sweep_objects)
                 .where(sweep_objects.c.id == object_id)
-                .values(quarantine_key=quarantine_key)
+                .values(quarantine_key=escape_key(quarantine_key))
             )
 
     def begin_restore(self, object_id: int) -> None:
@@ -236,7 +320,7 @@ class SweepState:
             conn.execute(
                 update(sweep_objects)
                 .where(sweep_objects.c.id == object_id)
-                .values(action="quarantine", action_state="done", error=error)
+                .values(action="quarantine", action_state="done", error=_text(error))
             )
 
     def get(self, object_id: int) -> ObjectRecord | None:
