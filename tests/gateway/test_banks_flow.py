@@ -84,6 +84,13 @@ def test_denied_image_and_its_reencoding_are_rejected(gateway_for: Start, tmp_pa
 
     listed = cli(gw, "banks", "list").stdout.splitlines()
     assert listed[1].split()[:4] == ["known-bad", "deny", "46", "44"], listed
+    shown = cli(gw, "banks", "show", "known-bad").stdout.splitlines()
+    assert shown[0] == "deny bank 'known-bad': 46 entries, 44 of them crop variants", shown
+    assert len(shown) == 3 and all("(cli add bad.png)  — test list" in line for line in shown[1:]), shown
+    with_crops = cli(gw, "banks", "show", "known-bad", "--crops", "--limit", "5").stdout.splitlines()
+    assert len(with_crops) == 7 and "crop 'bottom-left 10%' of entry 2" in with_crops[1], with_crops
+    exported = cli(gw, "banks", "export", "known-bad", "--no-crops").stdout.splitlines()
+    assert len(exported) == 3 and all("crop" not in line for line in exported), exported
     removed = cli(gw, "banks", "remove", "known-bad", "--id", "2")
     assert "removed entry 2 and its 44 crop variants" in removed.stdout, removed.stdout + removed.stderr
     assert cli(gw, "banks", "list").stdout.splitlines()[1].split()[:4] == ["known-bad", "deny", "1", "0"]

@@ -223,9 +223,7 @@ def dump_signal_list(entries: Iterable[BankEntry], *, drop_notes: bool = False) 
     lines = []
     for entry in entries:
         if entry.note and not drop_notes:
-            raise ValueError(
-                "the signal list format cannot hold notes; export as CSV or pass drop_notes=True"
-            )
+            raise ValueError("the signal list format cannot hold notes")
         lines.append(f"{_SIGNAL_TYPE_OF_KIND[entry.kind]} {entry.value}\n")
     return "".join(lines)
 

@@ -227,6 +227,26 @@ class BankStore:
                 crop = (row.variant or "", row.parent or "") if row.variant and row.parent else ("", "")
                 yield BankEntry(row.hash_kind, row.value, row.note, *crop)
 
+    def stored_entries(
+        self, name: str, limit: int | None = None, crops: bool = True
+    ) -> Iterator[StoredEntry]:
+        """A bank's entries in full (source, who, when), newest first; ``crops=False`` leaves out
+        crop variants."""
+        bank = self.get(name)
+        query = (
+            select(bank_entries, banks.c.name, banks.c.kind)
+            .join(banks, banks.c.id == bank_entries.c.bank_id)
+            .where(bank_entries.c.bank_id == bank.id)
+            .order_by(bank_entries.c.id.desc())
+        )
+        if not crops:
+            query = query.where(bank_entries.c.variant_of.is_(None))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                yield _stored(row)
+
     def all_hashes(self) -> Iterable[tuple[int, str, str, str]]:
         """Every entry as (entry id, bank kind, hash kind, value), for building the matcher's indexes."""
         query = select(bank_entries.c.id, banks.c.kind, bank_entries.c.hash_kind, bank_entries.c.value).join(

@@ -57,6 +57,12 @@ def add_parser(sub: Any) -> None:
     p = verbs.add_parser("list", help="list banks with their kind and size")
     p.set_defaults(func=_list)
 
+    p = verbs.add_parser("show", help="list a bank's entries: hash, where from, who added it and when")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, default=100, help="newest N entries (default 100; 0: all)")
+    p.add_argument("--crops", action="store_true", help="list crop variants too (default: only count them)")
+    p.set_defaults(func=_show)
+
     p = verbs.add_parser("create", help="create a bank")
     p.add_argument("name")
     p.add_argument("--kind", choices=["deny", "allow"], required=True)
@@ -103,6 +109,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--drop-notes", action="store_true", help="signals: leave out notes the format cannot hold"
     )
+    p.add_argument(
+        "--no-crops", action="store_true", help="leave out the PDQ hashes of cropped copies of images"
+    )
     p.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     p.set_defaults(func=_export)
 
@@ -146,6 +155,27 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'NAME':30} {'KIND':5} {'ENTRIES':>9} {'OF WHICH CROPS':>14}  DESCRIPTION")
     for b in rows:
         print(f"{b.name:30} {b.kind:5} {b.entries:>9} {b.crop_variants:>14}  {b.description}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    _, records, banks = _stores(args)
+    try:
+        bank = banks.get(args.name)
+        shown = list(banks.stored_entries(args.name, limit=args.limit or None, crops=args.crops))
+    finally:
+        records.close()
+    crops = f", {bank.crop_variants} of them crop variants" if bank.crop_variants else ""
+    print(f"{bank.kind} bank {bank.name!r}: {bank.entries} entries{crops}; {bank.description}".rstrip("; "))
+    for e in shown:
+        variant = f" crop {e.variant!r} of entry {e.variant_of}" if e.variant else ""
+        note = f"  — {e.note}" if e.note else ""
+        when = e.added_at.strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{e.id:>8} {e.hash_kind:6} {e.value}{variant}  {when} by {e.added_by or '?'} ({e.source}){note}"
+        )
+    if len(shown) < bank.entries - (0 if args.crops else bank.crop_variants):
+        print(f"… the newest {len(shown)} shown (--limit 0 for all)")
     return 0
 
 
@@ -224,17 +254,20 @@ def _add(args: argparse.Namespace) -> int:
     if not args.files and not args.hash:
         raise FediguardError("give FILEs or --hash values to add")
     crops = args.crops if args.crops is not None else banks.get(args.name).kind == "deny"
-    entries: list[BankEntry] = []
+    groups: list[tuple[str, list[BankEntry]]] = []
     try:
-        entries += [BankEntry(args.kind, value, args.note) for value in args.hash]
+        groups.append(("cli add --hash", [BankEntry(args.kind, value, args.note) for value in args.hash]))
     except ValueError as exc:
         raise FediguardError(f"--hash: {exc}") from exc
-    for path in args.files:
+    for path in args.files:  # read them all before adding any
         try:
-            entries += file_entries(path, settings, args.note, crops)
+            groups.append((f"cli add {path.name}", file_entries(path, settings, args.note, crops)))
         except OSError as exc:
             raise FediguardError(f"{path}: {exc.strerror or exc}") from exc
-    added = banks.add(args.name, entries, source="cli add", added_by=_who())
+    added = sum(
+        banks.add(args.name, group, source=source, added_by=_who()) for source, group in groups if group
+    )
+    entries = [e for _, group in groups for e in group]
     records.close()
     noun = "entry" if added == 1 else "entries"
     variants = sum(1 for e in entries if e.variant)
@@ -261,7 +294,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     _, records, banks = _stores(args)
-    entries = list(banks.entries(args.name))
+    entries = [e for e in banks.entries(args.name) if not (args.no_crops and e.variant)]
     records.close()
     try:
         text = (
