@@ -173,6 +173,43 @@ def test_stuck_slots_are_replaced_so_later_uploads_are_scanned(
         release.set()
 
 
+def test_when_stuck_calls_return_the_scanner_is_made_whole_again(
+    gateway_for: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past slot_count stuck threads no more are started; once the stuck calls return (a long
+    decode that ended), fresh slots make up the number and uploads are scanned again."""
+    import fediguard.scanning.local as local
+
+    monkeypatch.setattr(local, "STUCK_GRACE_S", 0.2)
+    release = threading.Event()
+    state = {"calls": 0, "n": 2}
+    gw = gateway_for(lambda: _HangOnFirstCalls(state, release), deadline_s=0.5, scanner_threads=1)
+    scanner = gw.service.local
+    assert scanner is not None
+    try:
+        assert gw.post(drawn_png(colour=(1, 1, 1))).json()["fail_reason"] == "deadline"
+        for _ in range(300):  # its replacement comes up...
+            if scanner.stuck == 1 and len(gw.service.queue.scanners) == 1:
+                break
+            time.sleep(0.02)
+        assert gw.post(drawn_png(colour=(2, 2, 2))).json()["fail_reason"] == "deadline"
+        for _ in range(300):  # ...and gets stuck too: two stuck threads for one slot, no third
+            if scanner.stuck == 2:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert len(gw.service.queue.scanners) == 0
+        assert httpx.get(f"{gw.url}/readyz").status_code == 503
+    finally:
+        release.set()
+    for _ in range(500):
+        if len(gw.service.queue.scanners) == 1:
+            break
+        time.sleep(0.02)
+    response = gw.post(drawn_png(colour=(3, 3, 3)), timeout=30)
+    assert response.status_code == 200 and response.json()["verdict"] == "pass", response.json()
+
+
 def test_a_scan_longer_than_the_lease_is_not_run_twice(gateway_for: Start) -> None:
     """In-process leases do not expire under a slot that is still working."""
     counter = CallCounter()

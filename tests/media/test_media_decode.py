@@ -496,3 +496,15 @@ def test_multi_page_tiff_pages_are_frames(make: Any, numbered_frames: list[np.nd
     assert (media.media_type, media.frame_count, media.animated) == ("image/tiff", 3, True)
     assert [make.read_number(f.image) for f in media.frames] == [0, 1, 2]
     assert [f.time_s for f in media.frames] == [None, None, None]  # pages have no timing
+
+
+def test_an_animation_whose_frames_add_up_past_the_budget_is_refused_before_decoding_them_all(
+    make: Any,
+) -> None:
+    """Animation frames are composited one on another, so reaching the sampled last frame decodes
+    every frame: their pixels are counted on the way and decoding stops past the budget."""
+    frames = [make.numbered_frame(i, (96, 72)) for i in range(100)]
+    data = make.animation(frames, "GIF", duration_ms=50)
+    assert decode(data, limits=MediaLimits(max_composited_pixels=100 * 96 * 72)).frame_count == 100
+    with pytest.raises(MediaError, match="over 300,000 pixels"):
+        decode(data, limits=MediaLimits(max_composited_pixels=300_000))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import Any
 
 from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
@@ -50,7 +51,8 @@ class LocalScanner:
         self._slots: list[ScannerThread] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = 0
-        self.stuck = 0
+        self.stuck = 0  # slots written off so far
+        self._still_stuck = 0  # of those, the ones whose call has not returned yet
         self.started = False
 
     @property
@@ -93,7 +95,7 @@ class LocalScanner:
             budget = max(0.0, job.deadline - loop.time()) + STUCK_GRACE_S
             done, _ = await asyncio.wait({call}, timeout=budget)
             if not done:
-                self._write_off(slot, lease.id)
+                self._write_off(slot, lease.id, call)
                 return
             try:
                 outcome: ScanOutcome = call.result()
@@ -104,9 +106,13 @@ class LocalScanner:
                 )
             self.queue.complete(lease.id, outcome)
 
-    def _write_off(self, slot: ScannerThread, lease_id: str) -> None:
-        """A slot busy far past its job's deadline is stuck (a detector hung in a native call)."""
+    def _write_off(self, slot: ScannerThread, lease_id: str, call: asyncio.Future[Any]) -> None:
+        """A slot busy far past its job's deadline is stuck (a detector hung in a native call, a
+        huge decode). A fresh slot takes its place while no more than ``slot_count`` threads are
+        stuck at once; when a stuck call returns at last, its thread ends and the budget comes back."""
         self.stuck += 1
+        self._still_stuck += 1
+        call.add_done_callback(lambda _: self._unstuck())
         self._slots.remove(slot)
         self.queue.complete(
             lease_id,
@@ -114,19 +120,28 @@ class LocalScanner:
         )
         self.queue.unregister(slot.name)
         slot.stop()
-        if self._started < 2 * self.slot_count:
+        if self._still_stuck <= self.slot_count:
             log.error("scanner slot %s is stuck in a detector; starting a fresh slot in its place", slot.name)
             task = asyncio.create_task(self._replace(), name=f"replace-{slot.name}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
             log.error(
-                "scanner slot %s is stuck in a detector; %d slot(s) stuck so far, none replaced any more "
+                "scanner slot %s is stuck in a detector; %d slot(s) stuck so far, none replaced until one "
+                "returns "
                 "(%d left)",
                 slot.name,
                 self.stuck,
                 len(self._slots),
             )
+
+    def _unstuck(self) -> None:
+        self._still_stuck -= 1
+        if self.started and len(self._slots) < self.slot_count:
+            log.info("a stuck scanner call returned; starting a slot to make up the %d", self.slot_count)
+            task = asyncio.create_task(self._replace(), name="replace-unstuck")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _replace(self) -> None:
         slot = self._new_slot()
@@ -135,6 +150,9 @@ class LocalScanner:
         except Exception:
             log.exception("replacement scanner slot %s failed to start", slot.name)
             slot.stop()
+            return
+        if not self.started or len(self._slots) >= self.slot_count:
+            slot.stop()  # another replacement made up the number first, or we are stopping
             return
         self._begin(slot)
         log.info("scanner slot %s started in place of a stuck one", slot.name)
