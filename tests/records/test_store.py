@@ -79,3 +79,16 @@ def test_an_existing_database_gains_the_bank_generation_table(store: RecordStore
         assert again.state() == before + 1
     finally:
         reopened.close()
+
+
+def test_overlong_caller_text_is_cut_to_fit_on_postgresql(postgres_url: str) -> None:
+    from fediguard.records.store import NewDecision
+
+    store = RecordStore(postgres_url)
+    try:
+        decision = NewDecision(source="gateway", client="c" * 300, media_type="image/png;" + "x" * 300,
+                               size=1, sha256="ab" * 32, verdict="pass")  # fmt: skip
+        record = store.get(store.add(decision))
+        assert record is not None and len(record.media_type or "") == 200 and len(record.client) == 200
+    finally:
+        store.close()

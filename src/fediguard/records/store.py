@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy import Engine, String, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -85,6 +85,12 @@ def create_schema(engine: Engine) -> None:
         pass  # another node inserted it first
 
 
+_STRING_LENGTHS = {
+    c.name: c.type.length for c in decisions.columns if isinstance(c.type, String) and c.type.length
+}
+"""Decision columns of bounded length: values are cut to fit, so PostgreSQL never refuses a record."""
+
+
 def _add_missing_columns(engine: Engine) -> None:
     """Give tables made by an older fediguard the nullable columns added since (the only kind of
     schema change so far): ``ALTER TABLE … ADD COLUMN``, which SQLite and PostgreSQL both take."""
@@ -129,6 +135,9 @@ class RecordStore:
             row["reasons"] = list(decision.reasons)
             row["results"] = list(decision.results)
             row["created_at"] = now
+            for name, length in _STRING_LENGTHS.items():  # caller-given text (a Content-Type) may be long
+                if isinstance(row.get(name), str) and len(row[name]) > length:
+                    row[name] = row[name][:length]
             rows.append(row)
         statement = decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True)
         with self.engine.begin() as conn:
