@@ -8,8 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pytest
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore
+from support.daemon import wait_for
 
 from .images import picture
 
@@ -36,14 +35,6 @@ def environment(data_dir: Path, **env: str) -> dict[str, str]:
 def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fediguard", *args], env=environment(data_dir, **env),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
-
-
-def wait_for(condition: Callable[[], object], proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, "the daemon stopped"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def deny(data_dir: Path, *bodies: bytes) -> None:

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore
+from support.daemon import wait_for
 from support.images import encode
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -538,11 +539,3 @@ def test_daemon_outlives_a_folder_that_disappears_and_comes_back(tmp_path: Path)
     assert "Traceback" not in text
     # The next pass lists what changed since the last pass that went through: the newcomer only.
     assert any("(pass 2, changes only): 1 listed, 1 scanned" in line for line in text.splitlines()), text
-
-
-def wait_for(condition: Callable[[], object], proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, "the daemon stopped"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
