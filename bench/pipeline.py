@@ -27,7 +27,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fediguard.config import load_settings
 from fediguard.records import RecordStore
-from fediguard.scanning.service import ScanService, make_pipeline_factory
+from fediguard.scanning.pipeline import make_pipeline_factory
+from fediguard.scanning.service import ScanService
 from media import gif, jpeg, mp4
 
 
@@ -90,10 +91,10 @@ async def sustained(photos: list[bytes]) -> None:
         records = RecordStore(settings.effective_database_url)
         service = ScanService(settings, records)
         await service.start()
-        await service.decide(photos[0], "image/jpeg", client="bench", source="scan")
+        await service.screen(photos[0], "image/jpeg", client="bench", source="scan")
         started = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(service.decide(p, "image/jpeg", client="bench", source="scan", deadline_s=600) for p in photos)
+            *(service.screen(p, "image/jpeg", client="bench", source="scan", deadline_s=600) for p in photos)
         )
         elapsed = time.perf_counter() - started
         verdicts = {o.decision.verdict.value for o in outcomes}

@@ -65,7 +65,7 @@ class _Decider:
         self.service = service
 
     async def decide(self, data: bytes, key: str) -> Verdict:
-        outcome = await self.service.decide(data, None, client="bench", source="sweep", deadline_s=300)
+        outcome = await self.service.screen(data, None, client="bench", source="sweep", deadline_s=300)
         return Verdict(outcome.decision.verdict.value, outcome.record_id, outcome.sha256)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fediguard.config import FailPolicy, load_settings
+from fediguard.config import load_settings
 from fediguard.errors import ConfigError
+from fediguard.verdicts import FailPolicy
 
 
 def test_defaults() -> None:

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Literal
 
-from fediguard.config import FailPolicy
-from fediguard.detectors.base import DetectorResult, FrameScores
-from fediguard.policy import FailReason, PolicyConfig, Verdict, decide, fail_decision
+from fediguard.detectors.base import DetectorResult, Explicit, Face, Finding, FrameScores, ListMatch, Report
+from fediguard.policy import decide
+from fediguard.verdicts import FailPolicy, FailReason, PolicyConfig, Verdict, fail_decision
 
 DEFAULT = PolicyConfig()
 
 
 def nudity(*frames: tuple[int, float]) -> DetectorResult:
-    return DetectorResult(
-        "nudity",
-        "t",
-        frames=[FrameScores(i, {"explicit": e}, [f"genitalia_exposed {e:.2f}"]) for i, e in frames],
-    )
+    return DetectorResult("nudity", "t", findings=[Explicit(i, "genitalia_exposed", e) for i, e in frames])
 
 
 def age(*frames: tuple[int, int, float, float]) -> DetectorResult:
+    """(frame, faces, age, sd): ``faces`` faces of that apparent age (none: no face at all)."""
     return DetectorResult(
-        "age",
-        "t",
-        frames=[FrameScores(i, {"faces": n, "min_age": a, "min_age_sd": sd}) for i, n, a, sd in frames],
+        "age", "t", findings=[Face(i, None, a, sd) for i, n, a, sd in frames for _ in range(int(n))]
     )
 
 
-def listing(kind: str, distance: float, note: str) -> DetectorResult:
-    return DetectorResult("hashlist", "t", scores={kind: 1.0, f"{kind}_distance": distance}, notes=[note])
+def listing(kind: Literal["deny", "allow"], distance: float, note: str) -> DetectorResult:
+    return DetectorResult("hashlist", "t", findings=[ListMatch(kind, distance, note)])
 
 
 def test_explicit_and_minor_in_the_same_frame_is_csam_suspect() -> None:
@@ -100,9 +96,9 @@ def test_per_client_overrides(tmp_path) -> None:  # type: ignore[no-untyped-def]
         '[client_policies.strict]\nreject_labels = ["csam_suspect", "nsfw"]\nexplicit_threshold = 0.3\n'
     )
     settings = load_settings(toml, environ={})
-    base = PolicyConfig.from_settings(settings)
-    strict = base.for_client("strict", settings)
-    assert base.for_client("other", settings) is base
+    base = settings.policy
+    strict = settings.policy_for("strict")
+    assert settings.policy_for("other") is base
     assert strict.reject_labels == frozenset({"csam_suspect", "nsfw"}) and strict.explicit_threshold == 0.3
     assert strict.minor_age == base.minor_age
     results = [nudity((0, 0.4))]
@@ -115,9 +111,7 @@ def test_per_client_overrides(tmp_path) -> None:  # type: ignore[no-untyped-def]
 def test_the_face_likeliest_to_be_a_minor_decides_not_only_the_youngest_looking() -> None:
     """Faces of 20 ± 1 and 26 ± 10 in one explicit frame: the youngest-looking is no minor within
     its uncertainty (19), the other may be (16)."""
-    faces = {"faces": 2, "min_age": 20, "min_age_sd": 1, "face0_age": 20, "face0_age_sd": 1,
-             "face1_age": 26, "face1_age_sd": 10}  # fmt: skip
-    result = DetectorResult("age", "t", frames=[FrameScores(0, faces)])
+    result = DetectorResult("age", "t", findings=[Face(0, None, 20, 1), Face(0, None, 26, 10)])
     d = decide([nudity((0, 0.8)), result], DEFAULT)
     assert d.labels == ("csam_suspect",) and d.reasons[0].endswith("face apparent age 26 ± 10")
     tighter = PolicyConfig(age_uncertainty_factor=0.5)  # 26 - 5 = 21 and 20 - 0.5 = 19.5: no minor
@@ -125,16 +119,34 @@ def test_the_face_likeliest_to_be_a_minor_decides_not_only_the_youngest_looking(
 
 
 def test_detector_results_round_trip_through_json_with_every_field() -> None:
+    findings: list[Finding] = [
+        Explicit(4, "x", 0.5, (1.0, 2.0, 3.0, 4.0)),
+        Face(4, (5.0, 6.0, 7.0, 8.0), 30.0, 4.0, 0.9),
+        Face(5, None),
+        ListMatch("deny", 3.0, "denied: x", 2),
+        Report("nsfw", "said so"),
+    ]
     result = DetectorResult(
-        "nudity", "3", {"explicit": 0.5}, [FrameScores(4, {"explicit": 0.5}, ["a note"])], ["n"], True, 0.25
-    )
+        "nudity", "3", {"explicit": 0.5}, [FrameScores(4, {"explicit": 0.5}, ["a note"])], ["n"], True, 0.25,
+        findings,
+    )  # fmt: skip
     data = result.to_json()
     assert set(data) == {f.name for f in fields(DetectorResult)}, "to_json names every field"
     assert DetectorResult.from_json(data) == result
 
 
-def test_only_list_detectors_can_allow_or_deny() -> None:
-    scores = {"allow": 1.0, "allow_distance": -1.0}
-    smuggled = DetectorResult("nudity", "3", scores=scores, notes=["allowed: x"])
-    d = decide([smuggled, nudity((0, 0.9)), age((0, 1, 11, 4))], DEFAULT)
-    assert d.verdict is Verdict.REJECT and "allowlisted" not in d.labels
+def test_the_policy_reads_findings_by_kind_whichever_detector_found_them() -> None:
+    """A plugin detector takes part without any edit to the policy: kinds decide, not names."""
+    plugin = DetectorResult("my.plugin:model", "1", findings=[Explicit(2, "nsfw_class", 0.7)])
+    faces = DetectorResult("another:faces", "1", findings=[Face(2, None, 9, 2)])
+    d = decide([plugin, faces], DEFAULT)
+    assert d.labels == ("csam_suspect",) and d.reasons == (
+        "frame 2: nsfw_class 0.70; face apparent age 9 ± 2",
+    )
+    report = DetectorResult("remote-scanner", "1", findings=[Report("nsfw", "it said so")])
+    assert decide([report], DEFAULT).reasons == ("remote-scanner: it said so",)
+
+
+def test_a_face_too_small_to_age_is_never_a_minor() -> None:
+    unaged = DetectorResult("age", "t", findings=[Face(0, (0, 0, 10, 10))])
+    assert decide([nudity((0, 0.9)), unaged], DEFAULT).labels == ("nsfw",)

@@ -5,19 +5,21 @@ environment variables (later sources win), validated at start-up with messages n
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from enum import StrEnum
+from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fediguard.errors import ConfigError
+from fediguard.verdicts import LABELS, FailPolicy, PolicyConfig
 
 ENV_PREFIX = "FEDIGUARD_"
 
@@ -26,13 +28,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MEGABYTE = 1024 * 1024
 """pict-rs's megabyte (``max_file_size = 40`` is 41,943,040 bytes); ``max_body_mb`` uses the same."""
-
-
-class FailPolicy(StrEnum):
-    """What the gateway answers when it cannot reach a verdict in time."""
-
-    OPEN = "open"
-    CLOSED = "closed"
 
 
 class Credential(BaseModel):
@@ -45,6 +40,17 @@ class Credential(BaseModel):
 
     def __repr__(self) -> str:
         return f"Credential(name={self.name!r}, secret='***')"
+
+
+def match_credential(presented: str, credentials: Sequence[Credential]) -> Credential | None:
+    """The credential whose secret equals ``presented``, compared in constant time against every
+    configured secret (no early exit, so timing tells nothing of which one or how much matched)."""
+    found: Credential | None = None
+    given = presented.encode()
+    for cred in credentials:
+        if hmac.compare_digest(given, cred.secret.encode()):
+            found = cred
+    return found
 
 
 def _split_list(value: Any) -> Any:
@@ -214,6 +220,32 @@ class Settings(BaseModel):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
 
+    @cached_property
+    def policy(self) -> PolicyConfig:
+        """The policy's settings for every client without overrides of its own."""
+        return PolicyConfig(
+            reject_labels=frozenset(self.reject_labels),
+            explicit_threshold=self.explicit_threshold,
+            minor_age=self.minor_age,
+            age_uncertainty_factor=self.age_uncertainty_factor,
+        )
+
+    def policy_for(self, client: str) -> PolicyConfig:
+        """The policy's settings for this client: :attr:`policy` with its ``client_policies``
+        overrides applied, if it has any."""
+        base = self.policy
+        override = self.client_policies.get(client)
+        if override is None:
+            return base
+        return PolicyConfig(
+            reject_labels=frozenset(override.reject_labels)
+            if override.reject_labels is not None
+            else base.reject_labels,
+            explicit_threshold=_pick(override.explicit_threshold, base.explicit_threshold),
+            minor_age=_pick(override.minor_age, base.minor_age),
+            age_uncertainty_factor=_pick(override.age_uncertainty_factor, base.age_uncertainty_factor),
+        )
+
     @property
     def max_body_bytes(self) -> int:
         """In pict-rs's unit: its ``max_file_size`` megabytes are 1024 * 1024 bytes."""
@@ -235,9 +267,11 @@ class Settings(BaseModel):
         return data
 
 
-def _check_labels(labels: list[str]) -> None:
-    from fediguard.policy import LABELS
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
 
+
+def _check_labels(labels: list[str]) -> None:
     unknown = sorted(set(labels) - set(LABELS))
     if unknown:
         raise ValueError(f"unknown label(s) {unknown}; known: {sorted(LABELS)}")

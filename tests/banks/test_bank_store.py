@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.matcher import BankMatcher
-from fediguard.banks.pdq import PdqHash, crop_variants, pdq_hash
+from fediguard.banks.pdq import FrameHash, PdqHash, crop_variants, pdq_hash
 from fediguard.banks.store import BankError, BankStore
 from fediguard.records import RecordStore
 from fediguard.records.store import create_schema
@@ -79,7 +79,7 @@ def test_matcher_finds_exact_and_near_copies(banks: BankStore) -> None:
     reencoded = np.asarray(
         Image.open(__import__("io").BytesIO(encode(image, "JPEG", quality=50))).convert("RGB")
     )
-    hits = matcher.match_pdq([(3, pdq_hash(reencoded))])
+    hits = matcher.match_pdq([FrameHash(3, pdq_hash(reencoded))])
     assert len(hits) == 1 and hits[0].bank_kind == "deny" and hits[0].frame == 3 and hits[0].distance <= 31
     result = matcher.result(hits)
     assert result is not None and result.decisive and result.scores["deny"] == 1.0
@@ -89,9 +89,9 @@ def test_matcher_finds_exact_and_near_copies(banks: BankStore) -> None:
 
     from skimage import data
 
-    assert matcher.match_pdq([(0, pdq_hash(np.ascontiguousarray(data.coffee())))]) == []
+    assert matcher.match_pdq([FrameHash(0, pdq_hash(np.ascontiguousarray(data.coffee())))]) == []
     flat = PdqHash("00" * 32, 0)
-    assert matcher.match_pdq([(0, flat)]) == [], "low-quality hashes are ignored"
+    assert matcher.match_pdq([FrameHash(0, flat)]) == [], "low-quality hashes are ignored"
     assert [h.bank_kind for h in matcher.match_sha256("11" * 32)] == ["allow"]
     assert matcher.match_sha256("22" * 32) == []
 
@@ -221,7 +221,7 @@ def test_crop_variant_hits_name_the_entry_and_the_crop(banks: BankStore) -> None
     matcher = BankMatcher(banks)
     matcher.reload_if_changed()
     cropped = pdq_hash(np.ascontiguousarray(image[:, : round(image.shape[1] * 0.95)]))
-    result = matcher.result(matcher.match_pdq([(0, cropped)]))
+    result = matcher.result(matcher.match_pdq([FrameHash(0, cropped)]))
     assert result is not None and result.scores["deny"] == 1.0
     expected = "denied: matches bank 'deny' entry 1 (pdq of its crop 'right 5%' (entry "
     assert result.notes[0].startswith(expected), result.notes

@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from fediguard.config import Credential
-from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client, match_credential
+from fediguard.config import Credential, match_credential
+from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]

@@ -37,9 +37,13 @@ def cli(gw: RunningGateway, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def wait_for_banks(gw: RunningGateway, state_before: int) -> None:
-    assert gw.service.matcher is not None
+    """Wait until the gateway has loaded the banks as they are now (not merely a newer state than
+    ``state_before``: a reload between two changes would be newer yet miss the second)."""
+    assert gw.service.banks is not None
+    now = BankStore(gw.store.engine).state()
+    assert now != state_before, "the test changed no bank"
     deadline = time.monotonic() + 10
-    while gw.service.matcher.state == state_before:
+    while gw.service.banks.matcher.state != now:
         assert time.monotonic() < deadline, "the gateway did not pick up the bank change"
         time.sleep(0.05)
 
@@ -49,7 +53,7 @@ def test_denied_image_and_its_reencoding_are_rejected(gateway_for: Start, tmp_pa
     gw = gateway_for(lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})), bank_refresh_s=0.1)
     original = encode(photo("astronaut"), "PNG")
     (tmp_path / "bad.png").write_bytes(original)
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     assert cli(gw, "banks", "create", "known-bad", "--kind", "deny").returncode == 0
     added = cli(gw, "banks", "add", "known-bad", str(tmp_path / "bad.png"), "--note", "test list")
     assert added.returncode == 0, added.stderr
@@ -114,7 +118,7 @@ def test_allow_overturns_a_decision_and_skips_the_models(gateway_for: Start) -> 
     )  # fmt: skip
     first = gw.post(encode(photo("chelsea"), "PNG"))
     assert first.status_code == 406 and counter.count == 1
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     run = cli(gw, "allow", str(first.json()["id"]), "--note", "a cat, not nsfw")
     assert run.returncode == 0, run.stderr
     assert "overturned" in run.stdout
@@ -131,7 +135,7 @@ def test_confirm_puts_the_hashes_in_a_deny_bank(gateway_for: Start) -> None:
     gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.9}), bank_refresh_s=0.1)
     first = gw.post(encode(photo("rocket"), "PNG"))
     assert first.status_code == 200 and first.json()["labels"] == ["nsfw"]
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     assert cli(gw, "confirm", str(first.json()["id"])).returncode == 0
     wait_for_banks(gw, before)
     again = gw.post(encode(photo("rocket"), "JPEG", quality=70), "image/jpeg")
@@ -151,7 +155,7 @@ def test_verdict_cache_reuses_a_pass_until_something_changes(gateway_for: Start)
     assert scanned is not None and cached is not None and cached.scanner == "cache"
     assert scanned.pdq and cached.pdq == scanned.pdq, "with the hashes of the bytes it reuses"
     # A bank change invalidates every cached pass: the same bytes are scanned again.
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     BankStore(gw.store.engine).create("other", "deny")
     BankStore(gw.store.engine).add("other", [BankEntry("sha256", "33" * 32)], "t", "t")
     wait_for_banks(gw, before)
@@ -193,7 +197,7 @@ def test_a_bank_change_is_seen_even_when_sqlite_reuses_entry_ids(gateway_for: St
     gw = gateway_for(lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})), bank_refresh_s=0.1)
     banks = BankStore(gw.store.engine)
     allowed, body = encode(photo("chelsea"), "PNG"), encode(photo("camera"), "PNG")
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     banks.create("ok", "allow")
     banks.add("ok", [BankEntry("sha256", hashlib.sha256(allowed).hexdigest())], "t", "t")
     wait_for_banks(gw, before)
@@ -205,7 +209,7 @@ def test_a_bank_change_is_seen_even_when_sqlite_reuses_entry_ids(gateway_for: St
     assert record is not None and record.pdq
     (old_id,) = [i for i, *_ in banks.all_hashes()]
 
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     banks.delete("ok")
     banks.create("bad", "deny")
     banks.add("bad", [BankEntry("pdq", record.pdq[0]["hash"])], "t", "t")
@@ -253,7 +257,7 @@ def test_allow_refuses_to_claim_an_overturn_that_an_exact_deny_entry_beats(gatew
     assert record is not None and record.review == "confirmed", "nothing was changed"
     assert "allowed" not in {b.name for b in banks.list()}
 
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     for command in commands:
         removed = cli(gw, *shlex.split(command)[1:])
         assert removed.returncode == 0 and "removed entry" in removed.stdout, removed.stderr
@@ -290,7 +294,7 @@ def test_an_exact_sha256_allow_ties_an_exact_pdq_deny_and_deny_wins(gateway_for:
     assert record is not None and record.pdq and counter.count == 1
     own_pdq = record.pdq[0]["hash"]
     banks = BankStore(gw.store.engine)
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     banks.create("ok", "allow")
     banks.add("ok", [BankEntry("sha256", hashlib.sha256(body).hexdigest())], "t", "t")
     banks.create("bad", "deny")
@@ -306,7 +310,7 @@ def test_an_exact_sha256_allow_ties_an_exact_pdq_deny_and_deny_wins(gateway_for:
 
     # A deny entry two bits away is farther than the exact allow: the allow wins.
     near = f"{int(own_pdq, 16) ^ 0b101:064x}"
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     banks.remove("bad", hashes=[own_pdq])
     banks.add("bad", [BankEntry("pdq", near)], "t", "t")
     wait_for_banks(gw, before)
@@ -337,7 +341,7 @@ def test_a_hashlist_allow_file_still_meets_the_deny_banks(gateway_for: Start, tm
     allowed = gw.post(body)
     assert allowed.status_code == 200 and allowed.json()["labels"] == ["allowlisted"], allowed.json()
     banks = BankStore(gw.store.engine)
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     banks.create("bad", "deny")
     banks.add("bad", [BankEntry("pdq", own_pdq, "its own PDQ")], "t", "t")
     wait_for_banks(gw, before)
@@ -415,7 +419,7 @@ def test_a_hashlist_deny_records_the_frames_pdq_so_confirm_catches_copies(
     record = gw.store.get(denied.json()["id"])
     assert record is not None and record.pdq and record.pdq[0]["quality"] >= 50
     assert counter.count == 0
-    before = gw.service.matcher.state  # type: ignore[union-attr]
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
     confirmed = cli(gw, "confirm", str(record.id))
     assert confirmed.returncode == 0, confirmed.stderr
     wait_for_banks(gw, before)

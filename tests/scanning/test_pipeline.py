@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from fediguard.banks.pdq import PdqHash
+from fediguard.banks.pdq import FrameHash
 from fediguard.detectors.base import DetectorResult
 from fediguard.detectors.hashlist import HashListDetector
 from fediguard.media.decode import MediaLimits
@@ -21,8 +21,8 @@ class _Banks:
     def __init__(self) -> None:
         self.asked: list[list[str]] = []
 
-    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
-        self.asked.append([h.hex for _, h in hashes])
+    def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
+        self.asked.append([h.hash.hex for h in hashes])
         return None
 
 
@@ -41,7 +41,7 @@ def test_a_list_deny_runs_no_model_but_hashes_the_frames(tmp_path: Path) -> None
     )
     assert outcome.error is None and counter.count == 0
     assert [r.detector for r in outcome.results] == ["hashlist"] and outcome.results[0].scores["deny"] == 1.0
-    assert outcome.pdq and len(banks.asked) == 1 and banks.asked[0] == [outcome.pdq[0]["hash"]]
+    assert outcome.pdq and len(banks.asked) == 1 and banks.asked[0] == [outcome.pdq[0].hash.hex]
 
 
 def test_a_list_deny_of_undecodable_bytes_still_stands(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.queue import ESTIMATE_AFTER, JobQueue, QueueFull
+from fediguard.verdicts import FailReason
 
 
 def job(deadline_in: float = 10.0, media_type: str = "image/png") -> ScanJob:
@@ -81,13 +81,13 @@ async def test_withdraw_a_leased_job_frees_the_scanner_count() -> None:
 
 async def test_able_to_scan_counts_local_and_recent_remote_scanners() -> None:
     q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
-    assert not q.able_to_scan()
-    q.register("remote-1", remote=True)
-    assert q.able_to_scan()
+    assert not q.scanners.able_to_scan()
+    q.scanners.register("remote-1", remote=True)
+    assert q.scanners.able_to_scan()
     await asyncio.sleep(0.1)
-    assert not q.able_to_scan(), "a remote worker not seen for a while is not counted"
-    q.register("scanner-0", remote=False)
-    assert q.able_to_scan()
+    assert not q.scanners.able_to_scan(), "a remote worker not seen for a while is not counted"
+    q.scanners.register("scanner-0", remote=False)
+    assert q.scanners.able_to_scan()
 
 
 async def test_close_wakes_waiting_scanners() -> None:
@@ -102,13 +102,13 @@ async def test_jobs_queued_when_the_last_remote_worker_leaves_fail_without_waiti
     None
 ):
     q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
-    q.register("remote-1", remote=True)
+    q.scanners.register("remote-1", remote=True)
     poll = asyncio.create_task(q.lease("remote-1", timeout=None))
     await asyncio.sleep(0.01)
     poll.cancel()  # the worker hung up while long-polling
     with pytest.raises(asyncio.CancelledError):
         await poll
-    assert q.able_to_scan(), "a worker is still counted for a moment, to poll again"
+    assert q.scanners.able_to_scan(), "a worker is still counted for a moment, to poll again"
     waiting, later = job(deadline_in=60), job(deadline_in=60)
     q.put(waiting)
     q.put(later)
@@ -120,7 +120,7 @@ async def test_jobs_queued_when_the_last_remote_worker_leaves_fail_without_waiti
 
 async def test_queued_jobs_wait_for_a_worker_that_polls_again() -> None:
     q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
-    q.register("remote-1", remote=True)
+    q.scanners.register("remote-1", remote=True)
     first = asyncio.create_task(q.lease("remote-1", timeout=0.01))
     assert await first is None  # a long-poll that ended without a job
     j = job(deadline_in=60)
@@ -134,8 +134,8 @@ async def test_queued_jobs_wait_for_a_worker_that_polls_again() -> None:
 
 async def test_a_local_scanner_keeps_queued_jobs_when_remote_workers_leave() -> None:
     q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
-    q.register("scanner-0", remote=False)
-    q.register("remote-1", remote=True)
+    q.scanners.register("scanner-0", remote=False)
+    q.scanners.register("remote-1", remote=True)
     assert await q.lease("remote-1", timeout=0.01) is None
     j = job(deadline_in=60)
     q.put(j)
@@ -145,8 +145,8 @@ async def test_a_local_scanner_keeps_queued_jobs_when_remote_workers_leave() -> 
 
 async def test_close_remote_ends_polls_fails_remote_jobs_and_keeps_local_work() -> None:
     q = JobQueue(10, lease_s=5)
-    q.register("remote-1", remote=True)
-    q.register("scanner-0", remote=False)
+    q.scanners.register("remote-1", remote=True)
+    q.scanners.register("scanner-0", remote=False)
     held = job(deadline_in=60)
     q.put(held)
     lease = await q.lease("remote-1", timeout=1)
@@ -170,11 +170,11 @@ def stills_only(media_type: str | None) -> bool:
 
 async def test_a_scanner_gets_only_the_media_types_it_takes() -> None:
     q = JobQueue(10, lease_s=5, remote_stale_s=0.05)
-    q.register("stills", remote=True, takes=stills_only)
+    q.scanners.register("stills", remote=True, takes=stills_only)
     picky = asyncio.create_task(q.lease("stills", timeout=5))
     await asyncio.sleep(0.01)
-    assert q.able_to_take("image/png") and not q.able_to_take("video/mp4")
-    assert q.able_to_scan(), "a scanner is alive"
+    assert q.scanners.able_to_take("image/png") and not q.scanners.able_to_take("video/mp4")
+    assert q.scanners.able_to_scan(), "a scanner is alive"
     video, still = job(media_type="video/mp4"), job()
     q.put(video)
     q.put(still)
@@ -187,8 +187,8 @@ async def test_a_scanner_gets_only_the_media_types_it_takes() -> None:
 
 async def test_a_job_no_live_scanner_takes_fails_when_the_last_one_that_could_leaves() -> None:
     q = JobQueue(10, lease_s=0.05, remote_stale_s=0.05)
-    q.register("stills", remote=True, takes=stills_only)
-    q.register("everything", remote=True)
+    q.scanners.register("stills", remote=True, takes=stills_only)
+    q.scanners.register("everything", remote=True)
     video = job(media_type="video/mp4")
     q.put(video)
     lease = await q.lease("everything", timeout=1)
@@ -218,5 +218,5 @@ async def test_wait_estimate_counts_rounds_of_queued_work_per_live_scanner() -> 
     for _ in range(3):
         q.put(job())
     assert q.wait_estimate() == pytest.approx(4 * per_job), "3 queued ahead, 1 scanner: 4 rounds"
-    q.register("local-1", remote=False)
+    q.scanners.register("local-1", remote=False)
     assert q.wait_estimate() == pytest.approx(2 * per_job), "2 scanners: 3 // 2 + 1 rounds"

@@ -403,14 +403,14 @@ def test_a_bank_hit_settles_a_remote_job_before_any_model_runs(
     assert unrelated is not None and unrelated.pdq
 
     banks = BankStore(gw.store.engine)
-    matcher = gw.service.matcher
-    assert matcher is not None
-    before = matcher.state
+    assert gw.service.banks is not None
+    matcher = gw.service.banks.matcher
     banks.create("ok", "allow")
     banks.add("ok", [BankEntry("pdq", scanned.pdq[0]["hash"])], "t", "t")
     banks.create("bad", "deny")
     banks.add("bad", [BankEntry("pdq", unrelated.pdq[0]["hash"])], "t", "t")
-    wait_for(lambda: matcher.state != before and gw.service.has_pdq_banks(), what="the banks to load")
+    now = banks.state()  # wait for this state: a reload between two changes would miss the later
+    wait_for(lambda: matcher.state == now, what="the banks to load")
 
     allowed = gw.post(encode(photo, "JPEG", quality=70), "image/jpeg")  # other bytes: no SHA-256 hit
     assert allowed.status_code == 200 and allowed.json()["labels"] == ["allowlisted"], allowed.json()

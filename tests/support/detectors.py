@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fediguard.detectors.base import Detector, DetectorResult, FrameScores, Subject
+from fediguard.detectors.base import Detector, DetectorResult, Explicit, Face, Finding, FrameScores, Subject
 from fediguard.errors import DetectorError
 
 
 class ScoreDetector:
-    """Returns the scores it was given, per frame of the decoded media (so decoding is exercised)."""
+    """Returns the scores it was given, per frame of the decoded media (so decoding is exercised),
+    with the findings they stand for: ``explicit`` an :class:`Explicit` (labelled by the first
+    note's first word), ``min_age``/``min_age_sd`` a :class:`Face` of that apparent age."""
 
     cost = 10
 
@@ -38,7 +40,22 @@ class ScoreDetector:
         self.calls += 1
         frames = subject.media.frames if self.decode else []
         per_frame = [FrameScores(f.index, dict(self.frame_scores), list(self.notes)) for f in frames]
-        return DetectorResult(self.name, self.version, scores=dict(self.frame_scores), frames=per_frame)
+        findings: list[Finding] = []
+        for f in frames:
+            findings.extend(self.findings(f.index))
+        return DetectorResult(
+            self.name, self.version, scores=dict(self.frame_scores), frames=per_frame, findings=findings
+        )
+
+    def findings(self, frame: int) -> list[Finding]:
+        found: list[Finding] = []
+        scores = self.frame_scores
+        if "explicit" in scores:
+            label = self.notes[0].split()[0] if self.notes else "explicit"
+            found.append(Explicit(frame, label, scores["explicit"]))
+        if "min_age" in scores:
+            found.append(Face(frame, None, scores["min_age"], scores.get("min_age_sd", 0.0)))
+        return found
 
 
 class SleepDetector:

@@ -16,8 +16,8 @@ from fediguard.config import Settings, load_settings
 from fediguard.detectors.base import Detector
 from fediguard.gateway.server import make_server
 from fediguard.records import RecordStore
-from fediguard.scanning.pipeline import Pipeline
-from fediguard.scanning.service import ScanService, media_limits
+from fediguard.scanning.pipeline import Pipeline, media_limits
+from fediguard.scanning.service import ScanService
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -34,7 +34,7 @@ def pipelines(
     limits = media_limits(settings)
 
     def make(name: str) -> Pipeline:
-        matcher = service.matcher if service else None
+        matcher = service.banks if service else None
         detectors = [make() for make in makers]
         return Pipeline(detectors, limits, scanner=name, hash_frames=settings.banks, matcher=matcher)
 

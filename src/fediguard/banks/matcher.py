@@ -14,17 +14,20 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from fediguard.banks.index import HashIndex
-from fediguard.banks.pdq import MATCH_DISTANCE, MIN_QUALITY, PdqHash
+from fediguard.banks.pdq import MATCH_DISTANCE, MIN_QUALITY, FrameHash
 from fediguard.banks.sha256 import Sha256Index
 from fediguard.banks.store import BankStore
-from fediguard.detectors.base import DetectorResult
+from fediguard.detectors.base import DetectorResult, ListMatch
 
 log = logging.getLogger(__name__)
 
 DETECTOR = "banks"
 VERSION = "1"
+MAX_NOTED = 20
+"""Matches named in one result, of each kind: an image in a bank with many near copies stays readable."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,9 @@ class BankMatcher:
             for entry_id in indexes.sha256[kind].lookup(sha256)
         ]
 
-    def match_pdq(self, hashes: Sequence[tuple[int, PdqHash]]) -> list[Hit]:
-        """Hits for (frame index, hash) pairs; hashes under ``min_quality`` are ignored."""
-        usable = [(frame, h) for frame, h in hashes if h.quality >= self.min_quality]
+    def match_pdq(self, hashes: Sequence[FrameHash]) -> list[Hit]:
+        """Hits for frames' hashes; hashes under ``min_quality`` are ignored."""
+        usable = [(fh.frame, fh.hash) for fh in hashes if fh.hash.quality >= self.min_quality]
         if not usable:
             return []
         indexes = self._indexes
@@ -114,7 +117,7 @@ class BankMatcher:
                 hits.extend(Hit(entry_id, kind, "pdq", distance, frame) for entry_id, distance in matches)
         return hits
 
-    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
+    def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
         """The ``banks`` result for these frame hashes, or None (the pipeline's BankCheck)."""
         return self.result(self.match_pdq(hashes))
 
@@ -124,12 +127,12 @@ class BankMatcher:
             return None
         described = self.store.describe(sorted({h.entry_id for h in hits}))
         scores: dict[str, float] = {}
-        notes: list[str] = []
+        findings: list[ListMatch] = []
         for hit in sorted(hits, key=lambda h: (h.distance, h.entry_id)):
             entry = described.get(hit.entry_id)
             if entry is None or (entry.bank_kind, entry.hash_kind) != (hit.bank_kind, hit.hash_kind):
                 continue  # deleted since the indexes were built (its id possibly reused by SQLite)
-            key = hit.bank_kind
+            key: Literal["deny", "allow"] = "deny" if hit.bank_kind == "deny" else "allow"
             if key not in scores:
                 scores[key] = 1.0
                 scores[f"{key}_distance"] = float(hit.distance)
@@ -140,9 +143,19 @@ class BankMatcher:
             if entry.variant:  # a crop of the image behind entry variant_of: name that entry
                 crop = f"{hit.hash_kind} of its crop {entry.variant!r} (entry {entry.id})"
                 how = f"{crop}, distance {hit.distance}{where}"
-                notes.append(f"{verb} bank {entry.bank!r} entry {entry.variant_of} ({how}){note}")
-                continue
-            notes.append(f"{verb} bank {entry.bank!r} entry {entry.id} ({how}){note}")
+                named = entry.variant_of
+            else:
+                named = entry.id
+            text = f"{verb} bank {entry.bank!r} entry {named} ({how}){note}"
+            findings.append(ListMatch(key, float(hit.distance), text, hit.frame))
         if not scores:
             return None
-        return DetectorResult(DETECTOR, VERSION, scores=scores, notes=notes[:20], decisive=True)
+        # At most MAX_NOTED matches of each kind (closest first): a match of the other kind is never
+        # crowded out, since the policy weighs the closest deny against the closest allow.
+        kept = [f for f in findings if f.list_kind == "deny"][:MAX_NOTED]
+        kept += [f for f in findings if f.list_kind == "allow"][:MAX_NOTED]
+        kept.sort(key=findings.index)
+        notes = [f.note for f in kept][:MAX_NOTED]
+        return DetectorResult(
+            DETECTOR, VERSION, scores=scores, notes=notes, decisive=True, findings=list(kept)
+        )

@@ -15,6 +15,7 @@ copies of it, and a crop of an upload meets the variant framed like it (tests/ba
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import pdqhash
 from PIL import Image
 
 from fediguard.banks._hex import parse_hex256
-from fediguard.media.frames import RGBArray
+from fediguard.media.frames import Frame, RGBArray
 
 MATCH_DISTANCE = 31
 """Hashes at most this many bits apart (out of 256) are the same picture.
@@ -65,6 +66,36 @@ class PdqHash:
     def usable(self) -> bool:
         """Whether the hash is reliable enough to match on."""
         return self.quality >= MIN_QUALITY
+
+
+@dataclass(frozen=True)
+class FrameHash:
+    """The PDQ hash of one frame of an upload, as scanners report it, records keep it and remote
+    workers send it (``{"frame", "hash", "quality"}`` in JSON)."""
+
+    frame: int
+    hash: PdqHash
+
+    def to_json(self) -> dict[str, object]:
+        return {"frame": self.frame, "hash": self.hash.hex, "quality": self.hash.quality}
+
+    @classmethod
+    def from_json(cls, data: object) -> FrameHash:
+        """Parse one untrusted item; ValueError when malformed (the hash must be 64 hex digits)."""
+        if not isinstance(data, dict):
+            raise ValueError("a frame hash must be a JSON object")
+        try:
+            quality = int(data["quality"])
+            if not 0 <= quality <= 100:
+                raise ValueError(f"quality {quality} is outside 0..100")
+            return cls(int(data["frame"]), PdqHash(parse_pdq(str(data["hash"])), quality))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed frame hash: {exc!r}") from exc
+
+
+def frame_hashes(frames: Iterable[Frame]) -> list[FrameHash]:
+    """The PDQ hash of every non-empty frame."""
+    return [FrameHash(f.index, pdq_hash(f.image)) for f in frames if min(f.image.shape[:2]) > 0]
 
 
 def pdq_hash(image: RGBArray) -> PdqHash:

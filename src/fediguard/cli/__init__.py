@@ -1,16 +1,33 @@
-"""The `fediguard` command. Each subcommand lives in its own module with an ``add_parser`` function."""
+"""The `fediguard` command. Each subcommand lives in its own module with an ``add_parser`` function.
+
+Only the module of the command being run is imported (all of them for `fediguard --help`), so
+`fediguard worker` loads no database, web-server or metrics code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from fediguard import __version__
-from fediguard.cli import banks, config_cmd, scan, serve, sweep, worker, workers
 from fediguard.errors import FediguardError
 
-SUBCOMMANDS = [serve, scan, sweep, worker, workers, banks, config_cmd]
+SUBCOMMANDS: dict[str, str] = {
+    "serve": "serve",
+    "scan": "scan",
+    "sweep": "sweep",
+    "restore": "sweep",
+    "worker": "worker",
+    "workers": "workers",
+    "banks": "banks",
+    "allow": "banks",
+    "confirm": "banks",
+    "config": "config_cmd",
+}
+"""Command → the module under fediguard.cli that defines it (in the order `--help` lists them)."""
 
 DESCRIPTION = """\
 fediguard keeps child sexual abuse material and other abusive images off fediverse servers.
@@ -24,20 +41,28 @@ Settings come from FEDIGUARD_* environment variables or a TOML file (--config); 
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules(command: str | None) -> list[ModuleType]:
+    names = [SUBCOMMANDS[command]] if command in SUBCOMMANDS else list(dict.fromkeys(SUBCOMMANDS.values()))
+    return [importlib.import_module(f"fediguard.cli.{name}") for name in names]
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``command`` only, or of every command (None, or a name that is none)."""
     parser = argparse.ArgumentParser(
         prog="fediguard", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"fediguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
+    for module in _modules(command):
         module.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(words)
     try:
         code: int = args.func(args)
     except FediguardError as exc:

@@ -230,7 +230,7 @@ def file_entries(path: Path, settings: Settings, note: str, crops: bool = False)
     """The SHA-256 of a file's bytes and the usable PDQ hashes of its frames; with ``crops``, for a
     still image, also the PDQ hashes of its cropped copies (see :data:`fediguard.banks.pdq.CROPS`)."""
     from fediguard.media.decode import decode
-    from fediguard.scanning.service import media_limits
+    from fediguard.scanning.pipeline import media_limits
 
     data = path.read_bytes()
     entries = [BankEntry("sha256", hashlib.sha256(data).hexdigest(), note)]

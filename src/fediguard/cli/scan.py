@@ -12,9 +12,9 @@ from typing import Any
 
 from fediguard.cli.common import add_config_option, settings_from
 from fediguard.config import Settings
-from fediguard.policy import Verdict
 from fediguard.records import RecordStore
 from fediguard.scanning.service import DecisionOutcome, ScanService
+from fediguard.verdicts import Verdict
 
 HELP = """\
 Scan local files with the same detectors and policy as the gateway, and record each decision.
@@ -71,7 +71,7 @@ async def _scan_one(service: ScanService, settings: Settings, path: Path, args: 
         _print_error(path, exc.strerror or str(exc), args.json)
         return 2
     media_type = mimetypes.guess_type(path.name)[0]
-    outcome = await service.decide(data, media_type, client="cli", source="scan", deadline_s=args.deadline)
+    outcome = await service.screen(data, media_type, client="cli", source="scan", deadline_s=args.deadline)
     _print_outcome(path, outcome, args)
     verdict = outcome.decision.verdict
     return {Verdict.PASS: 0, Verdict.REJECT: 1}.get(verdict, 2)

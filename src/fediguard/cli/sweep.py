@@ -170,7 +170,7 @@ class LocalDecider:
 
     async def decide(self, data: bytes, key: str) -> Verdict:
         async with self.room:
-            outcome = await self.service.decide(
+            outcome = await self.service.screen(
                 data, None, client=self.client, source="sweep", deadline_s=300
             )
         d = outcome.decision

@@ -47,8 +47,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fediguard.detectors.registry import check_detectors
-    from fediguard.scanning.service import make_pipeline_factory
-    from fediguard.scanning.worker import RemoteWorker
+    from fediguard.remote.client import RemoteWorker
+    from fediguard.scanning.pipeline import make_pipeline_factory
 
     key = args.key_file.read_text().strip() if args.key_file else args.key
     settings = settings_from(

@@ -50,7 +50,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fediguard.detectors.base import DetectorResult, FrameScores, Subject
+from fediguard.detectors.base import DetectorResult, Finding, FrameScores, Subject
+from fediguard.detectors.base import Face as FaceFinding
 from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 
@@ -97,6 +98,17 @@ class Face:
         if self.age is None or self.age_sd is None:
             return f"face too small to age ({w} px wide) {where}"
         return f"face apparent age {self.age:.0f} ± {self.age_sd:.0f} {where}"
+
+
+def face_findings(frame: int, faces: list[Face]) -> list[Finding]:
+    """The policy's view of one frame's faces: aged ones youngest first, then those too small to
+    age, at most :data:`MAX_FACES_SCORED` of each."""
+    aged = sorted((f for f in faces if f.age is not None), key=lambda f: f.age or 0.0)
+    small = [f for f in faces if f.age is None]
+    return [
+        FaceFinding(frame, face.box, face.age, face.age_sd, face.score)
+        for face in aged[:MAX_FACES_SCORED] + small[:MAX_FACES_SCORED]
+    ]
 
 
 @dataclass(frozen=True)
@@ -183,7 +195,12 @@ class AgeDetector:
         started = time.perf_counter()
         media = subject.media
         self._ensure_loaded()
-        frames = [self.frame_scores(frame.index, self.faces(frame.image)) for frame in media.frames]
+        frames: list[FrameScores] = []
+        findings: list[Finding] = []
+        for frame in media.frames:
+            faces = self.faces(frame.image)
+            frames.append(self.frame_scores(frame.index, faces))
+            findings.extend(face_findings(frame.index, faces))
         scores: dict[str, float] = {"faces": 0.0, "small_faces": 0.0}
         youngest: FrameScores | None = None
         for fs in frames:
@@ -211,6 +228,7 @@ class AgeDetector:
             frames=frames,
             notes=notes,
             seconds=time.perf_counter() - started,
+            findings=findings,
         )
 
     def frame_scores(self, index: int, faces: list[Face]) -> FrameScores:

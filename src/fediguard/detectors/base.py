@@ -1,8 +1,17 @@
 """The one interface every detector implements, and the results detectors return.
 
-A detector looks at one upload (a :class:`Subject`) and returns scores, per frame where it looks
-at frames. Detectors never decide: :mod:`fediguard.policy` turns their scores into a verdict, so
-remote workers and the in-process scanner all follow the gateway's one configuration.
+A detector looks at one upload (a :class:`Subject`) and returns a :class:`DetectorResult`: its
+**findings**, typed by kind, which are all the policy reads, plus scores and notes per frame that
+people read (``fediguard scan --explain``, the records). Detectors never decide:
+:mod:`fediguard.policy` turns findings into a verdict, so remote workers, plugins and the in-process
+scanner all follow the gateway's one configuration. The kinds (documented in docs/architecture.md):
+
+- :class:`Explicit` — explicit sexual content in a frame: a class label, a score and a box;
+- :class:`Face` — a face in a frame: a box and, when it could be aged, apparent age ± uncertainty;
+- :class:`ListMatch` — the upload matches a list of known images (deny or allow) at a distance;
+- :class:`Report` — a scanner that decides by itself (a fedi-safety worker) says yes to a label.
+
+A new detector reports what it finds in these kinds and needs no change to the policy.
 """
 
 from __future__ import annotations
@@ -10,9 +19,129 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from fediguard.media.frames import DecodedMedia
+
+Box = tuple[float, float, float, float]
+"""``(x, y, w, h)`` in the pixels of the frame the detector was given."""
+
+
+def _box_text(box: Box | None) -> str:
+    if box is None:
+        return ""
+    x, y, w, h = (round(v) for v in box)
+    return f" at ({x},{y},{w},{h})"
+
+
+@dataclass(frozen=True)
+class Explicit:
+    """Explicit sexual content in one frame: the detector's class label, its score (0..1) and box."""
+
+    frame: int
+    label: str
+    score: float
+    box: Box | None = None
+    kind: Literal["explicit"] = "explicit"
+
+    def note(self) -> str:
+        return f"{self.label} {self.score:.2f}{_box_text(self.box)}"
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face in one frame. ``age``/``age_sd`` (years) are None when the face could not be aged
+    (too small, say): it is counted, but it never makes a frame a minor's."""
+
+    frame: int
+    box: Box | None = None
+    age: float | None = None
+    age_sd: float | None = None
+    score: float = 1.0
+    kind: Literal["face"] = "face"
+
+    def note(self) -> str:
+        if self.age is None:
+            return f"face too small to age{_box_text(self.box)}"
+        return f"face apparent age {self.age:.0f} ± {self.age_sd or 0.0:.0f}"
+
+
+@dataclass(frozen=True)
+class ListMatch:
+    """The upload (or one frame of it) matches an entry of a list of known images.
+
+    ``list_kind`` is ``deny`` or ``allow``; ``distance`` is 0 for an exact (SHA-256) match, else the
+    PDQ Hamming distance; ``note`` says which list and entry ("denied: matches bank 'x' entry 4 …")."""
+
+    list_kind: Literal["deny", "allow"]
+    distance: float
+    note: str
+    frame: int | None = None
+    kind: Literal["list_match"] = "list_match"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A scanner that decides by itself says this upload deserves ``label`` (``csam_suspect`` or
+    ``nsfw``), for the reason in ``note``."""
+
+    label: Literal["csam_suspect", "nsfw"]
+    note: str
+    kind: Literal["report"] = "report"
+
+
+Finding = Explicit | Face | ListMatch | Report
+
+
+def finding_to_json(finding: Finding) -> dict[str, Any]:
+    data: dict[str, Any] = {k: getattr(finding, k) for k in finding.__dataclass_fields__}
+    if isinstance(finding, Explicit | Face) and finding.box is not None:
+        data["box"] = list(finding.box)
+    return data
+
+
+def finding_from_json(data: Any) -> Finding:
+    """Parse one untrusted finding (a remote worker's); ValueError when malformed."""
+    if not isinstance(data, dict):
+        raise ValueError("a finding must be a JSON object")
+    kind = data.get("kind")
+    if kind == "explicit":
+        return Explicit(int(data["frame"]), str(data["label"])[:100], _unit(data["score"]),
+                        _box(data.get("box")))  # fmt: skip
+    if kind == "face":
+        age, sd = _opt_float(data.get("age")), _opt_float(data.get("age_sd"))
+        return Face(int(data["frame"]), _box(data.get("box")), age, sd, _unit(data.get("score", 1.0)))
+    if kind == "list_match":
+        list_kind = data["list_kind"]
+        if list_kind not in ("deny", "allow"):
+            raise ValueError(f"list_kind must be deny or allow, not {list_kind!r}")
+        frame = data.get("frame")
+        return ListMatch(list_kind, float(data["distance"]), str(data["note"])[:2000],
+                         None if frame is None else int(frame))  # fmt: skip
+    if kind == "report":
+        label = data["label"]
+        if label not in ("csam_suspect", "nsfw"):
+            raise ValueError(f"a report's label must be csam_suspect or nsfw, not {label!r}")
+        return Report(label, str(data["note"])[:2000])
+    raise ValueError(f"unknown finding kind {kind!r}")
+
+
+def _unit(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"a score must be within 0..1, not {number}")
+    return number
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _box(value: Any) -> Box | None:
+    if value is None:
+        return None
+    x, y, w, h = (float(v) for v in value)
+    return (x, y, w, h)
 
 
 @dataclass(frozen=True)
@@ -28,10 +157,10 @@ class FrameScores:
 class DetectorResult:
     """What one detector found in one upload.
 
-    ``scores`` are whole-upload figures (for frame detectors: the maximum over frames, or for ages
-    the minimum); ``frames`` the per-frame detail that the policy needs to tell whether two signals
-    appear in the same frame. ``decisive`` means the result settles the verdict by itself (a
-    hash-list hit): the pipeline then runs no costlier detector.
+    ``findings`` are what the policy reads. ``scores`` are whole-upload figures for people (for
+    frame detectors: the maximum over frames, or for ages the minimum) and ``frames`` the per-frame
+    detail. ``decisive`` means the result settles the verdict by itself (a hash-list hit): the
+    pipeline then runs no costlier detector.
     """
 
     detector: str
@@ -41,6 +170,7 @@ class DetectorResult:
     notes: list[str] = field(default_factory=list)
     decisive: bool = False
     seconds: float = 0.0
+    findings: list[Finding] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         # Written out rather than dataclasses.asdict, whose deep copy was 5 % of the gateway's CPU.
@@ -54,6 +184,7 @@ class DetectorResult:
             "notes": list(self.notes),
             "decisive": self.decisive,
             "seconds": self.seconds,
+            "findings": [finding_to_json(f) for f in self.findings],
         }
 
     @classmethod
@@ -76,6 +207,7 @@ class DetectorResult:
                 notes=[str(n) for n in data.get("notes", [])],
                 decisive=bool(data.get("decisive", False)),
                 seconds=float(data.get("seconds", 0.0)),
+                findings=[finding_from_json(f) for f in data.get("findings", [])],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed detector result: {exc!r}") from exc

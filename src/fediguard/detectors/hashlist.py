@@ -11,7 +11,7 @@ import re
 import threading
 from pathlib import Path
 
-from fediguard.detectors.base import DetectorResult, Subject
+from fediguard.detectors.base import DetectorResult, Finding, ListMatch, Subject
 from fediguard.errors import ConfigError
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -73,11 +73,14 @@ class HashListDetector:
 
     def detect(self, subject: Subject) -> DetectorResult:
         scores: dict[str, float] = {}
-        notes: list[str] = []
+        findings: list[Finding] = []
         if subject.sha256 in self.allow:
             scores.update(allow=1.0, allow_distance=0.0)
-            notes.append(f"allowed: sha256 listed in {self.allow_file}")
+            findings.append(ListMatch("allow", 0.0, f"allowed: sha256 listed in {self.allow_file}"))
         if subject.sha256 in self.deny:
             scores.update(deny=1.0, deny_distance=0.0)
-            notes.append(f"denied: sha256 listed in {self.deny_file}")
-        return DetectorResult(self.name, self.version, scores=scores, notes=notes, decisive=bool(scores))
+            findings.append(ListMatch("deny", 0.0, f"denied: sha256 listed in {self.deny_file}"))
+        notes = [f.note for f in findings if isinstance(f, ListMatch)]
+        return DetectorResult(
+            self.name, self.version, scores=scores, notes=notes, decisive=bool(scores), findings=findings
+        )

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fediguard.detectors.base import DetectorResult, FrameScores, Subject
+from fediguard.detectors.base import DetectorResult, Explicit, Finding, FrameScores, Subject
 from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 
@@ -147,7 +147,14 @@ class NudityDetector:
         started = time.perf_counter()
         media = subject.media
         self._ensure_loaded()
-        frames = [self.frame_scores(frame.index, self.detect_image(frame.image)) for frame in media.frames]
+        frames: list[FrameScores] = []
+        findings: list[Finding] = []
+        for frame in media.frames:
+            found = self.detect_image(frame.image)
+            frames.append(self.frame_scores(frame.index, found))
+            findings.extend(
+                Explicit(frame.index, d.label, d.score, d.box) for d in found if d.label in EXPLICIT_LABELS
+            )
         scores: dict[str, float] = {}
         for fs in frames:
             for key, value in fs.scores.items():
@@ -160,6 +167,7 @@ class NudityDetector:
             frames=frames,
             notes=notes,
             seconds=time.perf_counter() - started,
+            findings=findings,
         )
 
     def detect_image(self, image: npt.NDArray[np.uint8]) -> list[Detection]:

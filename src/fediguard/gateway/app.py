@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,14 +14,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from fediguard.config import FailPolicy, Settings
-from fediguard.gateway.auth import AuthError, authenticate_client
+from fediguard.config import Settings, match_credential
+from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client
 from fediguard.gateway.body import BodyError, read_upload
-from fediguard.gateway.workers import WorkerRoutes
 from fediguard.metrics import Metrics
-from fediguard.policy import Decision, FailReason, Verdict
 from fediguard.records import RecordStore
+from fediguard.remote.legacy import LegacyRoutes
+from fediguard.remote.routes import WorkerRoutes
 from fediguard.scanning.service import DecisionOutcome, ScanService
+from fediguard.verdicts import Decision, FailPolicy, FailReason, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class Gateway:
         self.service = service or ScanService(settings, None, Metrics())
         self.metrics = self.service.metrics
         self.workers = WorkerRoutes(settings, self.service, self.metrics)
+        self.legacy = LegacyRoutes(settings, self.service, self.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -104,13 +107,7 @@ class Gateway:
                 source="gateway",
             )
             return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
-        outcome = await self.service.decide(
-            upload.data,
-            upload.media_type,
-            client=client,
-            source="gateway",
-            policy=self.service.policy_for(client),
-        )
+        outcome = await self.service.screen(upload.data, upload.media_type, client=client, source="gateway")
         return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
 
     async def healthz(self, _request: Request) -> Response:
@@ -126,12 +123,38 @@ class Gateway:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def workers_listing(self, request: Request) -> Response:
+        """`fediguard workers`: every scanner the gateway knows, for a client token or an allowed address."""
+        peer = request.client.host if request.client else None
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        by_token = scheme.lower() == "bearer" and match_credential(presented, self.settings.client_tokens)
+        if not by_token and not address_allowed(peer, self.settings.allowed_cidrs):
+            return JSONResponse({"error": "listing workers needs a client token or an allowed address"}, 403)
+        now = time.time()
+        rows = [
+            {
+                "name": s.name,
+                "kind": "remote" if s.remote else "local",
+                "detectors": s.detectors,
+                "last_seen_s_ago": round(now - s.last_seen, 1),
+                "waiting": s.waiting,
+                "busy": s.busy,
+                "completed": s.completed,
+                "per_minute": s.per_minute(),
+                "expired_leases": s.failed,
+            }
+            for s in self.service.queue.scanners
+        ]
+        return JSONResponse({"queue_depth": self.service.queue.depth, "scanners": rows})
+
     async def metrics_endpoint(self, _request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     def routes(self) -> list[Route]:
         return [
             *self.workers.routes(),
+            *self.legacy.routes(),
+            Route("/api/v1/workers", self.workers_listing, methods=["GET"]),
             Route("/api/v1/scan/{client}", self.scan, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),

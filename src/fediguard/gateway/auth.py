@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Sequence
 
-from fediguard.config import Credential, IPNetwork
+from fediguard.config import Credential, IPNetwork, match_credential
 
 IPADDR = "IPADDR"
 """The URL segment meaning "authenticate me by my address", as pictrs-safety used it."""
@@ -17,17 +16,6 @@ class AuthError(Exception):
         super().__init__(message)
         self.status = status
         self.kind = kind
-
-
-def match_credential(presented: str, credentials: Sequence[Credential]) -> Credential | None:
-    """The credential whose secret equals ``presented``, compared in constant time against every
-    configured secret (no early exit, so timing tells nothing of which one or how much matched)."""
-    found: Credential | None = None
-    given = presented.encode()
-    for cred in credentials:
-        if hmac.compare_digest(given, cred.secret.encode()):
-            found = cred
-    return found
 
 
 def address_allowed(host: str | None, networks: Sequence[IPNetwork]) -> bool:

@@ -18,11 +18,11 @@ import functools
 import logging
 from typing import Any
 
-from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
-from fediguard.scanning.pipeline import Pipeline
+from fediguard.scanning.pipeline import Pipeline, PipelineFactory
 from fediguard.scanning.queue import JobQueue
-from fediguard.scanning.threads import PipelineFactory, ScannerThread
+from fediguard.scanning.threads import ScannerThread
+from fediguard.verdicts import FailReason
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class LocalScanner:
 
     def _begin(self, slot: ScannerThread) -> None:
         self._slots.append(slot)
-        self.queue.register(slot.name, remote=False)
+        self.queue.scanners.register(slot.name, remote=False)
         task = asyncio.create_task(self._serve(slot), name=slot.name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -118,7 +118,7 @@ class LocalScanner:
             lease_id,
             ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail="scanner stuck", scanner=slot.name),
         )
-        self.queue.unregister(slot.name)
+        self.queue.scanners.unregister(slot.name)
         slot.stop()
         if self._still_stuck <= self.slot_count:
             log.error("scanner slot %s is stuck in a detector; starting a fresh slot in its place", slot.name)
@@ -165,5 +165,5 @@ class LocalScanner:
         await asyncio.gather(*tasks, return_exceptions=True)
         for slot in self._slots:
             slot.stop()
-            self.queue.unregister(slot.name)
+            self.queue.scanners.unregister(slot.name)
         self._slots.clear()

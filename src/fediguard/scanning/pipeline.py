@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from fediguard.banks.pdq import PdqHash, pdq_hash
+from fediguard.banks.pdq import FrameHash, frame_hashes
+from fediguard.config import Settings
 from fediguard.detectors.base import Detector, DetectorResult, Subject
-from fediguard.detectors.registry import fingerprint
+from fediguard.detectors.registry import build_detectors, fingerprint
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.media.frames import DecodedMedia
-from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanOutcome
+from fediguard.verdicts import FailReason
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class BankCheck(Protocol):
     """Matches frame hashes against the hash banks: the gateway's BankMatcher in-process, or a
     remote worker asking its gateway. Returns the ``banks`` result (None when nothing matched)."""
 
-    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None: ...
+    def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None: ...
 
 
 class Pipeline:
@@ -83,7 +84,7 @@ class Pipeline:
 
         subject = Subject(data, sha256, media_type, _decode)
         results: list[DetectorResult] = []
-        pdq: list[dict[str, object]] | None = None
+        pdq: list[FrameHash] | None = None
         try:
             for detector in self.detectors:
                 if detector.cost > 0 and self.hash_frames and pdq is None:
@@ -140,21 +141,42 @@ class Pipeline:
 
     def _hash(
         self, subject: Subject, timings: dict[str, float], matcher: BankCheck | None
-    ) -> tuple[list[dict[str, object]], DetectorResult | None]:
+    ) -> tuple[list[FrameHash], DetectorResult | None]:
         frames = subject.media.frames
         started = time.perf_counter()
-        hashes = [(frame.index, pdq_hash(frame.image)) for frame in frames if min(frame.image.shape[:2]) > 0]
+        hashes = frame_hashes(frames)
         timings["pdq"] = time.perf_counter() - started
-        records: list[dict[str, object]] = [
-            {"frame": index, "hash": h.hex, "quality": h.quality} for index, h in hashes
-        ]
         if matcher is None:
-            return records, None
+            return hashes, None
         started = time.perf_counter()
         hit = matcher.check(hashes)
         timings["banks"] = time.perf_counter() - started
-        return records, hit
+        return hashes, hit
 
 
 class _DetectorFailed(Exception):
     pass
+
+
+PipelineFactory = Callable[[str], Pipeline]
+"""Makes the pipeline of one scanner slot, given the slot's name."""
+
+
+def media_limits(settings: Settings) -> MediaLimits:
+    return MediaLimits(
+        max_pixels=settings.max_pixels,
+        max_frame_side=settings.max_frame_side,
+        sample_frames=settings.sample_frames,
+        max_bytes=settings.max_body_bytes,
+    )
+
+
+def make_pipeline_factory(settings: Settings, matcher: BankCheck | None = None) -> PipelineFactory:
+    """Pipelines with the configured detectors; ``matcher`` checks banks in-process (None in workers)."""
+    limits = media_limits(settings)
+
+    def _make(scanner: str) -> Pipeline:
+        detectors = build_detectors(settings)
+        return Pipeline(detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher)
+
+    return _make

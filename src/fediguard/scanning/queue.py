@@ -7,27 +7,23 @@ another scanner, so a scanner that dies loses no job. Results for an unknown or 
 refused. Everything runs on one event loop, so no locks are needed.
 
 A scanner may take only some media types (fedi-safety workers open stills only): jobs go to the
-first waiting scanner that takes them, and an upload no live scanner takes gets the fail policy at
-once. The queue also estimates how long a new job would wait (jobs ahead, scanners alive, the recent
-time per job), so an upload that cannot be scanned before its deadline is answered at once.
+first waiting scanner that takes them (who is alive and what each takes is the
+:class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an upload no live scanner
+takes gets the fail policy at once. The queue also estimates how long a new job would wait (jobs
+ahead, scanners alive, the recent time per job), so an upload that cannot be scanned before its
+deadline is answered at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fediguard.policy import FailReason
 from fediguard.scanning.job import ScanJob, ScanOutcome
-
-REMOTE_STALE_S = 1.0
-"""A remote worker polls again the moment it posts a result, so one that has neither waited nor
-held a lease for this long is gone: uploads then get the fail policy at once, not at their deadline.
-It covers the round trip between a worker's result and its next poll over a slow link."""
+from fediguard.scanning.scanners import REMOTE_STALE_S, ScannerRegistry, ScannerState
+from fediguard.verdicts import FailReason
 
 ESTIMATE_AFTER = 8
 """Completed jobs needed before the time per job is trusted for :meth:`JobQueue.wait_estimate`."""
@@ -47,48 +43,18 @@ class Lease:
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
-@dataclass
-class ScannerState:
-    """What the queue knows of one scanner, for readiness and the `workers` listing."""
-
-    name: str
-    remote: bool
-    last_seen: float = 0.0  # wall clock
-    waiting: int = 0
-    busy: int = 0
-    completed: int = 0
-    failed: int = 0
-    detectors: str = ""
-    takes: Callable[[str | None], bool] | None = field(default=None, repr=False)
-    """Which media types it scans (None: all), by the upload's declared type."""
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
-    """Monotonic times of recent completions, for the jobs-per-minute figure."""
-
-    def per_minute(self, now: float | None = None) -> int:
-        """Jobs completed in the last 60 seconds."""
-        cutoff = (time.monotonic() if now is None else now) - 60.0
-        while self.recent and self.recent[0] < cutoff:
-            self.recent.popleft()
-        return len(self.recent)
-
-    def scans(self, media_type: str | None) -> bool:
-        return self.takes is None or self.takes(media_type)
-
-
 class JobQueue:
     def __init__(self, max_depth: int, lease_s: float, remote_stale_s: float = REMOTE_STALE_S) -> None:
         self.max_depth = max_depth
         self.lease_s = lease_s
-        self.remote_stale_s = remote_stale_s
+        self.scanners = ScannerRegistry(remote_stale_s)
         self._pending: deque[ScanJob] = deque()
         # A waiter's result is its lease, or None when the queue closes under it.
         self._waiters: deque[tuple[asyncio.Future[Lease | None], str, float]] = deque()
         self._leases: dict[str, Lease] = {}
-        self.scanners: dict[str, ScannerState] = {}
         self.requeued = 0
         self.orphaned = 0
         self.closed = False
-        self.remote_closed = False
         self._orphan_check: asyncio.TimerHandle | None = None
         self._job_s = 0.0  # moving average of the time from hand-over to result
         self._jobs_timed = 0
@@ -114,14 +80,9 @@ class JobQueue:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
 
-    def able_to_scan(self) -> bool:
-        """Whether any scanner is alive now: an in-process slot (registered while it runs), or a
-        remote worker that is waiting, busy, or was seen recently enough to come back for the job."""
-        return bool(self._alive())
-
-    def able_to_take(self, media_type: str | None) -> bool:
-        """Whether a scanner alive now takes this media type (an unknown one, None: one that takes any)."""
-        return any(s.scans(media_type) for s in self._alive())
+    @property
+    def remote_closed(self) -> bool:
+        return self.scanners.remote_closed
 
     def wait_estimate(self) -> float:
         """Seconds a job queued now would likely take to get its result: the rounds of queued jobs
@@ -129,7 +90,7 @@ class JobQueue:
         0 until :data:`ESTIMATE_AFTER` jobs were timed, and 0 when a scanner is free."""
         if self._jobs_timed < ESTIMATE_AFTER:
             return 0.0
-        alive = list(self._alive())
+        alive = self.scanners.alive()
         if any(s.waiting > 0 for s in alive) and not self._pending:
             return 0.0
         slots = sum(max(1, s.waiting + s.busy) for s in alive)
@@ -137,29 +98,7 @@ class JobQueue:
             return 0.0
         return (len(self._pending) // slots + 1) * self._job_s
 
-    def _alive(self) -> list[ScannerState]:
-        if self.remote_closed:
-            return [s for s in self.scanners.values() if not s.remote]
-        now = time.time()
-        return [
-            s
-            for s in self.scanners.values()
-            if not s.remote or s.waiting > 0 or s.busy > 0 or now - s.last_seen < self.remote_stale_s
-        ]
-
     # --- scanners ---------------------------------------------------------------------------
-    def register(
-        self, name: str, remote: bool, detectors: str = "", takes: Callable[[str | None], bool] | None = None
-    ) -> ScannerState:
-        state = self._state(name, remote)
-        state.detectors = detectors or state.detectors
-        state.takes = takes
-        state.last_seen = time.time()
-        return state
-
-    def unregister(self, name: str) -> None:
-        self.scanners.pop(name, None)
-
     async def lease(
         self, scanner: str, timeout: float | None = None, lease_s: float | None = None
     ) -> Lease | None:
@@ -167,7 +106,7 @@ class JobQueue:
 
         The job is leased for ``lease_s`` seconds (default: the queue's), renewable with :meth:`extend`."""
         state = self._state(scanner)
-        state.last_seen = time.time()
+        state.seen()
         loop = asyncio.get_running_loop()
         if self.closed or (self.remote_closed and state.remote):
             return None
@@ -191,7 +130,7 @@ class JobQueue:
             raise
         finally:
             state.waiting -= 1
-            state.last_seen = time.time()
+            state.seen()
             if not waiter.done():
                 waiter.cancel()
                 # Still queued (handing a job over, or closing, takes the waiter out of the queue).
@@ -210,7 +149,7 @@ class JobQueue:
             lease._timer.cancel()
         lease.expires = loop.time() + (lease_s or self.lease_s)
         lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
-        self._state(scanner).last_seen = time.time()
+        self._state(scanner).seen()
         return True
 
     def complete(self, lease_id: str, outcome: ScanOutcome, scanner: str | None = None) -> bool:
@@ -225,9 +164,7 @@ class JobQueue:
         self._jobs_timed += 1
         state = self._state(lease.scanner)
         state.busy -= 1
-        state.completed += 1
-        state.recent.append(time.monotonic())
-        state.last_seen = time.time()
+        state.completed_one()
         if not lease.job.future.done():
             lease.job.future.set_result(outcome)
         return True
@@ -239,7 +176,7 @@ class JobQueue:
         """The gateway is shutting down: remote workers can no longer reach it with results. Their
         waiting polls end now, new polls get nothing, and the jobs they hold or that only they could
         take fail at once with ``why`` (in-process slots keep scanning what they can)."""
-        self.remote_closed = True
+        self.scanners.remote_closed = True
         for entry in list(self._waiters):
             waiter, scanner, _ = entry
             state = self.scanners.get(scanner)
@@ -251,7 +188,7 @@ class JobQueue:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
             self._fail(lease.job, why)
-        for job in [job for job in self._pending if not self.able_to_take(job.media_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take(job.media_type)]:
             self._pending.remove(job)
             self._fail(job, why)
 
@@ -264,11 +201,8 @@ class JobQueue:
                 waiter.set_result(None)
 
     # --- internals --------------------------------------------------------------------------
-    def _state(self, name: str, remote: bool = False) -> ScannerState:
-        state = self.scanners.get(name)
-        if state is None:
-            state = self.scanners[name] = ScannerState(name=name, remote=remote)
-        return state
+    def _state(self, name: str) -> ScannerState:
+        return self.scanners.state(name)
 
     def _dispatch(self) -> None:
         """Hand queued jobs to waiting scanners, oldest waiter first, each the oldest job it takes."""
@@ -338,11 +272,11 @@ class JobQueue:
         the fail policy now rather than at their deadline."""
         if self._orphan_check is None:
             loop = asyncio.get_running_loop()
-            self._orphan_check = loop.call_later(self.remote_stale_s + 0.05, self._fail_orphans)
+            self._orphan_check = loop.call_later(self.scanners.remote_stale_s + 0.05, self._fail_orphans)
 
     def _fail_orphans(self) -> None:
         self._orphan_check = None
-        for job in [job for job in self._pending if not self.able_to_take(job.media_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take(job.media_type)]:
             self._pending.remove(job)
             self._fail(job, "no scanner is left to take it (the last worker that could went away)")
 

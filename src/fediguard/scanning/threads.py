@@ -12,9 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fediguard.scanning.pipeline import Pipeline
-
-PipelineFactory = Callable[[str], Pipeline]
+from fediguard.scanning.pipeline import Pipeline, PipelineFactory
 
 
 class ScannerThread:

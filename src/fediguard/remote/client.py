@@ -23,24 +23,25 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiohttp
 import certifi
 
-from fediguard.banks.pdq import PdqHash
+from fediguard.banks.pdq import FrameHash
 from fediguard.detectors.base import DetectorResult
 from fediguard.errors import FediguardError
-from fediguard.policy import FailReason
+from fediguard.remote import protocol
+from fediguard.remote.protocol import Job
+from fediguard.remote.tasks import unless
 from fediguard.scanning.job import ScanOutcome
-from fediguard.scanning.pipeline import Pipeline
-from fediguard.scanning.threads import PipelineFactory, ScannerThread
+from fediguard.scanning.pipeline import Pipeline, PipelineFactory
+from fediguard.scanning.threads import ScannerThread
+from fediguard.verdicts import FailReason
 
 log = logging.getLogger(__name__)
 
-LEASE_PATH = "/api/v1/worker/lease"
 REFUSED_RETRY_S = 5.0
 """Least wait before retrying after a refusal, which an admin must fix on one side or the other."""
 
@@ -66,17 +67,6 @@ class Backoff:
         self.attempt = 0
 
 
-@dataclass(frozen=True)
-class _Job:
-    lease: str
-    lease_s: float
-    sha256: str
-    media_type: str | None
-    data: bytes = field(repr=False)
-    check_banks: bool = False
-    """The gateway holds PDQ bank entries: ask it about the frames' hashes before any model."""
-
-
 BANKS_CHECK_TIMEOUT_S = 30.0
 
 
@@ -85,11 +75,11 @@ class _GatewayBanks:
     slot's scanner thread; the request runs on the worker's event loop). Any failure to ask is
     answered "no match": the models run, and the gateway matches the hashes again at the result."""
 
-    def __init__(self, worker: RemoteWorker, http: aiohttp.ClientSession, job: _Job) -> None:
+    def __init__(self, worker: RemoteWorker, http: aiohttp.ClientSession, job: Job) -> None:
         self.loop = asyncio.get_running_loop()
         self.worker, self.http, self.job = worker, http, job
 
-    def check(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
+    def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
         if not hashes:
             return None
         asked = asyncio.run_coroutine_threadsafe(self._ask(hashes), self.loop)
@@ -102,15 +92,14 @@ class _GatewayBanks:
             )
             return None
 
-    async def _ask(self, hashes: Sequence[tuple[int, PdqHash]]) -> DetectorResult | None:
-        url = f"{self.worker.server}{LEASE_PATH}/{self.job.lease}/banks"
-        payload = {"pdq": [{"frame": frame, "hash": h.hex, "quality": h.quality} for frame, h in hashes]}
+    async def _ask(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
+        url = self.worker.server + protocol.BANKS_PATH.format(lease=self.job.lease)
+        payload = protocol.encode_frame_hashes(list(hashes))
         async with self.http.post(url, json=payload) as response:
             body = await response.read()
         if response.status != 200:
             raise _Unavailable(f"banks check answered {response.status}: {_error_text(body)}")
-        found = json.loads(body).get("result")
-        return DetectorResult.from_json(found) if found else None
+        return protocol.decode_bank_answer(json.loads(body))
 
 
 def _warm_up(pipeline: Pipeline) -> str:
@@ -118,7 +107,7 @@ def _warm_up(pipeline: Pipeline) -> str:
     return pipeline.fingerprint
 
 
-def _scan(job: _Job, banks: _GatewayBanks | None, pipeline: Pipeline) -> ScanOutcome:
+def _scan(job: Job, banks: _GatewayBanks | None, pipeline: Pipeline) -> ScanOutcome:
     return pipeline.run(job.data, job.sha256, job.media_type, banks)
 
 
@@ -149,7 +138,7 @@ class RemoteWorker:
         prints = await asyncio.gather(*(slot.call(_warm_up) for slot in slots))
         detectors = str(prints[0])
         log.info("worker ready: %d slot(s), detectors %s, gateway %s", len(slots), detectors, self.server)
-        headers = {"Authorization": f"Bearer {self.key}", "X-Fediguard-Detectors": detectors}
+        headers = {"Authorization": f"Bearer {self.key}", protocol.DETECTORS_HEADER: detectors}
         tls = _tls_context(self.verify)
         try:
             self.ready.set()
@@ -186,7 +175,7 @@ class RemoteWorker:
         backoff = Backoff()
         while not stop.is_set():
             try:
-                job = await _unless_stopped(self._lease(http), stop)
+                job = await unless(self._lease(http), stop.wait())
             except _CONNECTION_ERRORS as exc:
                 delay = backoff.next()
                 self._disconnected(_describe(exc), delay)
@@ -219,8 +208,10 @@ class RemoteWorker:
         self._connected = False
         log.warning("cannot reach %s (%s); retrying in %.1f s", self.server, why, delay)
 
-    async def _lease(self, http: aiohttp.ClientSession) -> _Job | None:
-        async with http.get(self.server + LEASE_PATH, params={"wait": f"{self.wait_s:g}"}) as response:
+    async def _lease(self, http: aiohttp.ClientSession) -> Job | None:
+        async with http.get(
+            self.server + protocol.LEASE_PATH, params={"wait": f"{self.wait_s:g}"}
+        ) as response:
             body = await response.read()
         status = response.status
         if status == 204:
@@ -229,21 +220,13 @@ class RemoteWorker:
             raise WorkerRefused(f"gateway refused this worker ({status}): {_error_text(body)}")
         if status != 200:
             raise _Unavailable(f"lease answered {status}: {_error_text(body)}")
-        h = response.headers
         try:
-            return _Job(
-                lease=h["x-fediguard-lease"],
-                lease_s=float(h.get("x-fediguard-lease-seconds", "5")),
-                sha256=h["x-fediguard-sha256"],
-                media_type=h.get("x-fediguard-media-type") or None,
-                data=body,
-                check_banks=h.get("x-fediguard-banks") == "pdq",
-            )
-        except (KeyError, ValueError) as exc:
+            return protocol.parse_job(response.headers, body)
+        except ValueError as exc:
             # Not a fediguard gateway's answer (a captive portal, a misrouted proxy): retry later.
-            raise _Unavailable(f"lease answered 200 without a valid job ({exc!r} missing or bad)") from None
+            raise _Unavailable(str(exc)) from None
 
-    async def _process(self, http: aiohttp.ClientSession, slot: ScannerThread, job: _Job) -> None:
+    async def _process(self, http: aiohttp.ClientSession, slot: ScannerThread, job: Job) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(http, job))
         try:
             banks = _GatewayBanks(self, http, job) if job.check_banks else None
@@ -253,10 +236,10 @@ class RemoteWorker:
             outcome = ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail=f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
-        url = f"{self.server}{LEASE_PATH}/{job.lease}/result"
+        url = self.server + protocol.RESULT_PATH.format(lease=job.lease)
         for attempt in range(3):
             try:
-                async with http.post(url, json=outcome.to_json()) as response:
+                async with http.post(url, json=protocol.encode_outcome(outcome)) as response:
                     body = await response.read()
             except _CONNECTION_ERRORS as exc:
                 log.warning(
@@ -273,8 +256,8 @@ class RemoteWorker:
                 log.warning("result for %s refused: %s", job.sha256[:12], _error_text(body))
             return
 
-    async def _heartbeat(self, http: aiohttp.ClientSession, job: _Job) -> None:
-        url = f"{self.server}{LEASE_PATH}/{job.lease}/extend"
+    async def _heartbeat(self, http: aiohttp.ClientSession, job: Job) -> None:
+        url = self.server + protocol.EXTEND_PATH.format(lease=job.lease)
         while True:
             await asyncio.sleep(job.lease_s / 3)
             try:
@@ -323,20 +306,6 @@ def _error_text(body: bytes) -> str:
     except (ValueError, AttributeError):
         error = None
     return str(error) if error is not None else text[:200]
-
-
-async def _unless_stopped(coro: Coroutine[Any, Any, _Job | None], stop: asyncio.Event) -> _Job | None:
-    task = asyncio.ensure_future(coro)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        return None
-    return task.result()
 
 
 async def _sleep_unless_stopped(seconds: float, stop: asyncio.Event) -> None:

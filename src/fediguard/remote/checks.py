@@ -1,0 +1,40 @@
+"""What a remote worker's outcome must satisfy before the gateway takes it.
+
+A worker key buys scanning, nothing more: its results must come from exactly the detectors (names
+and versions) this gateway runs, all of them unless a list hit ended the scan early, and only list
+detectors may report list matches — so no worker can allow (or deny) an upload by saying so, and
+every verdict follows this gateway's configuration. Bank results are matched again by the gateway
+(:meth:`~fediguard.scanning.bankgate.BankGate.recheck`), whatever the worker said of them.
+"""
+
+from __future__ import annotations
+
+from fediguard.banks.matcher import DETECTOR as BANKS_DETECTOR
+from fediguard.banks.matcher import VERSION as BANKS_VERSION
+from fediguard.detectors.base import ListMatch
+from fediguard.scanning.bankgate import ended_on_a_list
+from fediguard.scanning.job import ScanOutcome
+from fediguard.scanning.pipeline import PDQ_STAGE
+
+LIST_DETECTORS = frozenset({"hashlist", BANKS_DETECTOR})
+"""The detectors that check lists of known images: the only ones whose list matches count."""
+
+
+def problem_with(outcome: ScanOutcome, fingerprint: str) -> str | None:
+    """Why a worker's outcome cannot be taken from a worker of a gateway whose detectors have this
+    ``fingerprint``, or None when it can."""
+    if outcome.error is not None:
+        return None
+    expected = {part for part in fingerprint.split(",") if part and part != PDQ_STAGE}
+    banks = f"{BANKS_DETECTOR}@{BANKS_VERSION}"
+    expected.add(banks)
+    got = {f"{r.detector}@{r.version}" for r in outcome.results}
+    if got - expected:
+        return f"results from detectors this gateway does not run: {', '.join(sorted(got - expected))}"
+    for result in outcome.results:
+        if result.detector not in LIST_DETECTORS and any(isinstance(f, ListMatch) for f in result.findings):
+            return f"list matches from {result.detector}, which checks no list"
+    missing = expected - got - {banks}
+    if not ended_on_a_list(outcome.results) and missing:
+        return f"no result from {', '.join(sorted(missing))}"
+    return None

@@ -1,0 +1,91 @@
+"""fedi-safety (pictrs-safety) compatibility: existing fedi-safety GPU workers serve this gateway.
+
+Their protocol: ``GET /api/v1/pop`` with an ``apikey`` header (the same ``worker_keys``) answers 200
+with the file as an attachment, or 204; ``POST /api/v1/pop`` takes ``{"image", "is_csam",
+"is_nsfw"}``. Such a worker decides by itself, so its answer is a
+:class:`~fediguard.detectors.base.Report`, recorded but never reused as a cached verdict.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fediguard.detectors.base import DetectorResult, Finding, Report
+from fediguard.remote.routes import RouteSet, error, job_response, lease_unless_disconnected
+from fediguard.scanning.job import ScanOutcome
+
+POP_PATH = "/api/v1/pop"
+LEGACY_DETECTOR = "fedi-safety"
+"""The detector name given to a fedi-safety worker's answer, which no configured detector produced."""
+LEGACY_WAIT_S = 1.0
+"""fedi-safety workers poll in a loop with a 2 s client timeout: answer well within it, so a job is
+never handed to a poll its worker has already given up on."""
+LEGACY_STILL_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/x-icon"}
+)
+"""What fedi-safety workers are given: they open files with Pillow, which reads no video, and they
+answer nothing for a file they cannot open, so any other type would wait out their lease."""
+
+
+def _still_image(media_type: str | None) -> bool:
+    return (media_type or "").split(";", 1)[0].strip().lower() in LEGACY_STILL_TYPES
+
+
+class LegacyRoutes(RouteSet):
+    """fedi-safety's ``/api/v1/pop``: a job out (GET), its yes/no back (POST)."""
+
+    legacy = True
+
+    async def pop(self, request: Request) -> Response:
+        worker = self._worker(request)
+        if worker is None:
+            return error(401, "unknown apikey")
+        queue = self.backend.queue
+        if queue.remote_closed or queue.closed:
+            return error(503, "the gateway is shutting down")
+        queue.scanners.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, takes=_still_image)
+        # No renewal in that protocol: one lease of legacy_lease_s, then the job goes elsewhere.
+        lease_s = min(self.settings.legacy_lease_s, self.settings.deadline_s)
+        lease = await lease_unless_disconnected(
+            request, queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=lease_s)
+        )
+        if lease is None:
+            return Response(status_code=204)
+        ext = mimetypes.guess_extension(lease.job.media_type or "") or ".bin"
+        # Unquoted, as pictrs-safety sent it: fedi-safety takes everything after the first '='.
+        return job_response(
+            self.backend, lease, {"Content-Disposition": f"attachment; filename={lease.id}{ext}"}
+        )
+
+    async def result(self, request: Request) -> Response:
+        worker = self._worker(request)
+        if worker is None:
+            return error(401, "unknown apikey")
+        try:
+            data = await request.json()
+            image = str(data["image"])
+            is_csam, is_nsfw = data["is_csam"], data["is_nsfw"]
+            if not isinstance(is_csam, bool) or not isinstance(is_nsfw, bool):
+                raise ValueError("is_csam and is_nsfw must be booleans")
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(422, f"expected {{'image', 'is_csam', 'is_nsfw'}}: {exc}")
+        lease_id = image.strip().strip('"').rsplit("/", 1)[-1].split(".", 1)[0]
+        note = f"worker {worker.name} reported csam={is_csam} nsfw={is_nsfw}"
+        findings: list[Finding] = []
+        if is_csam:
+            findings.append(Report("csam_suspect", note))
+        elif is_nsfw:
+            findings.append(Report("nsfw", note))
+        scores = {"csam": float(is_csam), "nsfw": float(is_nsfw)}
+        result = DetectorResult(LEGACY_DETECTOR, "legacy", scores=scores, notes=[note], findings=findings)
+        outcome = ScanOutcome(results=[result], scanner=worker.name, cacheable=False)
+        if not self.backend.queue.complete(lease_id, outcome, scanner=worker.name):
+            return error(404, "image unknown, expired or not yours")
+        return JSONResponse({"message": "Changed"})
+
+    def routes(self) -> list[Route]:
+        return [Route(POP_PATH, self.pop, methods=["GET"]), Route(POP_PATH, self.result, methods=["POST"])]
