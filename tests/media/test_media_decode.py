@@ -420,9 +420,9 @@ def test_jxl_size_is_checked_before_decoding(make: Any) -> None:
 
 
 def test_jxl_without_plugin_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fediguard.media import decode as decode_module
+    from fediguard.media import still
 
-    monkeypatch.delitem(decode_module._PILLOW_FORMATS, "image/jxl", raising=False)
+    monkeypatch.delitem(still.PILLOW_FORMATS, "image/jxl", raising=False)
     with pytest.raises(MediaError, match="unsupported media type image/jxl"):
         decode(b"\xff\x0a" + b"\x00" * 64)
 
