@@ -63,7 +63,9 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             proc.stderr.close()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "condition") -> None:
+    """Wait for the condition; the timeout only bounds a broken run (a worker starts in seconds
+    alone, but far slower on a loaded 2-core machine)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
