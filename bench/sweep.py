@@ -33,8 +33,9 @@ from fediguard.config import load_settings  # noqa: E402
 from fediguard.records import RecordStore  # noqa: E402
 from fediguard.scanning.service import ScanService  # noqa: E402
 from fediguard.storage import get_layout, open_source  # noqa: E402
+from fediguard.sweeper.judges import Judgement  # noqa: E402
 from fediguard.sweeper.progress import Progress, SweepStats  # noqa: E402
-from fediguard.sweeper.run import Sweeper, SweepOptions, Verdict  # noqa: E402
+from fediguard.sweeper.run import Sweeper, SweepOptions  # noqa: E402
 from fediguard.sweeper.state import SweepState  # noqa: E402
 
 SLEEP_S = 0.05
@@ -60,13 +61,13 @@ def image(i: int) -> bytes:
     return buf.getvalue()
 
 
-class _Decider:
+class _Judge:
     def __init__(self, service: ScanService) -> None:
         self.service = service
 
-    async def decide(self, data: bytes, key: str) -> Verdict:
+    async def judge(self, data: bytes, key: str) -> Judgement:
         outcome = await self.service.screen(data, None, client="bench", source="sweep", deadline_s=300)
-        return Verdict(outcome.decision.verdict.value, outcome.record_id, outcome.sha256)
+        return Judgement(outcome.decision.verdict.value, outcome.record_id, outcome.sha256)
 
 
 async def sweep(url: str, options: dict[str, Any], args: argparse.Namespace, data_dir: Path) -> None:
@@ -83,7 +84,7 @@ async def sweep(url: str, options: dict[str, Any], args: argparse.Namespace, dat
     source_id = state.source_id(source.url, {})
     stats = SweepStats()
     options_ = SweepOptions(layout=get_layout("plain"), concurrency=args.concurrency)
-    sweeper = Sweeper(source, source_id, state, _Decider(service), options_, Progress(stats, log_every=1e9))
+    sweeper = Sweeper(source, source_id, state, _Judge(service), options_, Progress(stats, log_every=1e9))
     rss_at_1000: list[float] = []
 
     async def watch() -> None:

@@ -5,38 +5,30 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fediguard.records import RecordStore
 from fediguard.storage import get_layout
 from fediguard.storage.local import LocalSource
+from fediguard.sweeper.judges import Judgement
 from fediguard.sweeper.progress import Progress, SweepStats
-from fediguard.sweeper.run import Sweeper, SweepOptions, Verdict
+from fediguard.sweeper.run import Sweeper, SweepOptions
 from fediguard.sweeper.state import SweepState
 
 
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[SweepState]:
-    records = RecordStore(f"sqlite:///{tmp_path / 'fediguard.sqlite3'}")
-    yield SweepState(records.engine)
-    records.close()
-
-
-class WatchingDecider:
+class WatchingJudge:
     """Passes everything, slowly, and notes what the progress said at each call."""
 
     def __init__(self, stats: SweepStats) -> None:
         self.stats = stats
         self.seen: list[tuple[bool, int | None, float | None, str]] = []
 
-    async def decide(self, data: bytes, key: str) -> Verdict:
+    async def judge(self, data: bytes, key: str) -> Judgement:
         await asyncio.sleep(0.003)
         s = self.stats
         self.seen.append((s.listing_done, s.total(), s.eta_s(), s.line()))
-        return Verdict("pass", None, None)
+        return Judgement("pass", None, None)
 
 
 async def test_the_total_and_eta_are_known_while_the_listing_still_waits(
@@ -50,14 +42,14 @@ async def test_the_total_and_eta_are_known_while_the_listing_still_waits(
     source = LocalSource(root)
     stats = SweepStats()
     progress = Progress(stats, stream=io.StringIO(), log_every=0.0)  # not a terminal: log lines
-    decider = WatchingDecider(stats)
+    judge = WatchingJudge(stats)
     options = SweepOptions(layout=get_layout("plain"), concurrency=2)  # 8 objects wait at most
     caplog.set_level(logging.INFO, logger="fediguard.sweep")
-    sweeper = Sweeper(source, state.source_id(source.url, {}), state, decider, options, progress)
+    sweeper = Sweeper(source, state.source_id(source.url, {}), state, judge, options, progress)
     await sweeper.run()
 
     assert stats.listed == stats.scanned == 300 and stats.listing_done
-    ahead = [seen for seen in decider.seen if not seen[0] and seen[1] is not None]
+    ahead = [seen for seen in judge.seen if not seen[0] and seen[1] is not None]
     assert ahead, "the total was known before the listing ended"
     assert all(total == 300 for _, total, _, _ in ahead)
     assert any(eta is not None for _, _, eta, _ in ahead)

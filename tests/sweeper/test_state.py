@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from fediguard.records import RecordStore
 from fediguard.storage import StoredObject, get_layout
 from fediguard.storage.local import LocalSource
-from fediguard.sweeper.run import Sweeper, SweepOptions, Verdict
+from fediguard.sweeper.judges import Judgement
+from fediguard.sweeper.run import Sweeper, SweepOptions
 from fediguard.sweeper.state import SweepState, escape_key, unescape_key
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[SweepState]:
-    records = RecordStore(f"sqlite:///{tmp_path / 'fediguard.sqlite3'}")
-    yield SweepState(records.engine)
-    records.close()
 
 
 def test_the_quarantine_location_is_remembered(state: SweepState) -> None:
@@ -94,9 +86,9 @@ class CountingSource(LocalSource):
         return await super().read_head(key, n)
 
 
-class PassDecider:
-    async def decide(self, data: bytes, key: str) -> Verdict:
-        return Verdict("pass", None, None)
+class PassJudge:
+    async def judge(self, data: bytes, key: str) -> Judgement:
+        return Judgement("pass", None, None)
 
 
 async def test_a_large_non_media_file_is_never_read_whole(tmp_path: Path, state: SweepState) -> None:
@@ -107,7 +99,7 @@ async def test_a_large_non_media_file_is_never_read_whole(tmp_path: Path, state:
     source = CountingSource(root)
     source.reads, source.heads = [], []
     source_id = state.source_id(source.url, {})
-    sweeper = Sweeper(source, source_id, state, PassDecider(), SweepOptions(layout=get_layout("plain")))
+    sweeper = Sweeper(source, source_id, state, PassJudge(), SweepOptions(layout=get_layout("plain")))
     stats = await sweeper.run()
     assert stats.not_media == 2 and stats.errors == 0
     assert source.heads == ["dump.sql"] and source.reads == ["small.txt"]

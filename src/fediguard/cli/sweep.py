@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import re
 import signal
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy.exc import OperationalError
 
 from fediguard.cli.common import add_config_option, settings_from
 from fediguard.config import Settings
 from fediguard.errors import ConfigError, FediguardError
 from fediguard.records import RecordStore
-from fediguard.storage import LAYOUTS, Source, SourceError, get_layout, open_source
-from fediguard.sweeper.progress import Progress, SweepStats
-from fediguard.sweeper.run import ACTIONS, Sweeper, SweepOptions, Verdict, restore
+from fediguard.storage import LAYOUTS, Source, get_layout, open_source
+from fediguard.sweeper.actions import ACTIONS, restore
+from fediguard.sweeper.daemon import Schedule, run_passes
+from fediguard.sweeper.judges import GatewayJudge, Judge, LocalJudge
+from fediguard.sweeper.run import SweepOptions
 from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState, escape_key
-
-log = logging.getLogger("fediguard.sweep")
 
 HELP = """\
 Scan media already stored, with the same pipeline and policy as uploads, and act on what is rejected.
@@ -53,9 +50,6 @@ than --interval, for as long as the daemon runs; without --daemon, the sweep sto
   fediguard sweep file:///srv/pict-rs/files --layout pictrs --action quarantine --quarantine /srv/quarantine
   fediguard sweep s3://media/ --endpoint-url https://s3.example.org --layout mastodon --since 1d --daemon
 """
-
-RETRY_FIRST_S = 1.0
-"""--daemon: the wait after a failed pass; it doubles with each failure in a row, up to --interval."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -155,50 +149,6 @@ def source_options(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-class LocalDecider:
-    """Decides in this process, through the same service as the gateway.
-
-    The service's queue refuses jobs beyond ``queue_max`` (an upload is better answered at once
-    than kept waiting); a sweep instead waits for room, so with any --concurrency every object
-    gets a verdict: at most ``queue_max`` objects are handed to the service at once.
-    """
-
-    def __init__(self, service: Any, source_name: str) -> None:
-        self.service = service
-        self.client = f"sweep:{source_name}"
-        self.room = asyncio.Semaphore(max(1, int(service.queue.max_depth)))
-
-    async def decide(self, data: bytes, key: str) -> Verdict:
-        async with self.room:
-            outcome = await self.service.screen(
-                data, None, client=self.client, source="sweep", deadline_s=300
-            )
-        d = outcome.decision
-        fail_reason = d.fail_reason.value if d.fail_reason else None
-        return Verdict(d.verdict.value, outcome.record_id, outcome.sha256, d.reasons, fail_reason)
-
-
-class GatewayDecider:
-    """Decides through a running gateway (so its remote workers scan), as pict-rs would ask."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, token: str | None) -> None:
-        self.http = http
-        self.url = f"{url.rstrip('/')}/api/v1/scan/{token or 'IPADDR'}"
-
-    async def decide(self, data: bytes, key: str) -> Verdict:
-        response = await self.http.post(
-            self.url, content=data, headers={"Content-Type": "application/octet-stream"}
-        )
-        try:
-            body = response.json()
-            return Verdict(
-                str(body["verdict"]), body.get("id"), body.get("sha256"), tuple(body.get("reasons", [])),
-                body.get("fail_reason"),
-            )  # fmt: skip
-        except (ValueError, KeyError) as exc:
-            raise FediguardError(f"gateway answered {response.status_code}: {response.text[:200]}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.action == "quarantine" and not args.quarantine and not args.dry_run:
@@ -229,67 +179,24 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.gateway:
             http = httpx.AsyncClient(timeout=httpx.Timeout(330, connect=10))
-            decider: Any = GatewayDecider(http, args.gateway, args.token)
+            judge: Judge = GatewayJudge(http, args.gateway, args.token)
         else:
             from fediguard.scanning.service import ScanService
 
             service = ScanService(settings, records)
             await service.start()
-            decider = LocalDecider(service, source.name)
-        passes = failures = 0
-        full_due = time.monotonic()
-        changed_since: datetime | None = None  # where the next incremental pass starts listing
-        while True:
-            started = datetime.now(UTC)
-            full = time.monotonic() >= full_due
-            since = changed_since
-            if full:  # everything (or the --since window): also what an incremental pass cannot see
-                full_due = time.monotonic() + args.full_every
-                since = started - timedelta(seconds=args.since) if args.since else None
-            sweep_options = SweepOptions(
-                layout=get_layout(args.layout), action=args.action, dry_run=args.dry_run, since=since,
-                prefix=args.prefix, concurrency=args.concurrency, max_bytes=settings.max_body_bytes,
-            )  # fmt: skip
-            progress = Progress(SweepStats())
-            sweeper = Sweeper(source, source_id, state, decider, sweep_options, progress)
-            task = asyncio.create_task(sweeper.run())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                progress.finish("sweep interrupted")
-                return 130
-            try:
-                task.result()
-            except (SourceError, OperationalError) as exc:
-                if not args.daemon:
-                    raise
-                # A daemon outlives an unreachable endpoint, an unmounted folder, a database
-                # restart: it says so and tries again, sooner at first, never later than --interval.
-                failures += 1
-                if full:
-                    full_due = time.monotonic()  # the next pass lists everything again
-                delay = min(args.interval, RETRY_FIRST_S * 2 ** min(failures - 1, 20))
-                progress.finish(f"sweep of {source.url} (pass failed, {failures} in a row)")
-                log.error("sweep pass failed (%d in a row): %s; retrying in %.3gs", failures, exc, delay)
-            else:
-                failures = 0
-                passes += 1
-                kind = "full" if full else "changes only"
-                label = f"sweep of {source.url}" + (f" (pass {passes}, {kind})" if args.daemon else "")
-                progress.finish(label)
-                if not args.daemon:
-                    return 1 if progress.stats.flagged else 0
-                # Next: what changed since this pass began (listing is inclusive, skips dedupe overlap).
-                changed_since = started - timedelta(seconds=1)
-                delay = args.interval
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-                return 0
-            except TimeoutError:
-                pass
+            judge = LocalJudge(service, source.name)
+        schedule = Schedule(
+            daemon=args.daemon, interval=args.interval, full_every=args.full_every, since=args.since
+        )
+        sweep_options = SweepOptions(
+            layout=get_layout(args.layout), action=args.action, dry_run=args.dry_run, prefix=args.prefix,
+            concurrency=args.concurrency, max_bytes=settings.max_body_bytes,
+        )  # fmt: skip
+        ended = await run_passes(source, source_id, state, judge, sweep_options, schedule, stop)
+        if ended.interrupted:
+            return 130
+        return 1 if ended.stats is not None and ended.stats.flagged else 0
     finally:
         if service is not None:
             await service.stop()

@@ -9,7 +9,8 @@ shows a total and an ETA long before the listing itself ends.
 Every object is claimed (recorded as being scanned, with its SHA-256) before it is decided, so a
 run killed between the decision and the object's record takes that decision up instead of scanning
 again. Every action is recorded as pending before it happens, and a later run with the same action
-finishes what a crash left pending (any other run, and a dry run, only reports it).
+finishes what a crash left pending (any other run, and a dry run, only reports it): see
+:mod:`fediguard.sweeper.actions`.
 
 Objects with no verdict (no scanner, deadline, scanner error, an error reading them) are retried
 by the next run; objects that cannot be scanned however often we try (undecodable, over the size
@@ -24,27 +25,25 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from fediguard.media.sniff import sniff
 from fediguard.storage import (
     Layout,
     ObjectGone,
     ObjectTooLarge,
-    QuarantineConflict,
     Source,
     SourceError,
     StoredObject,
-    get_layout,
     iter_media,
     quiet_listing,
 )
+from fediguard.sweeper.actions import ACTIONS, ActionTaker
+from fediguard.sweeper.judges import Judge, Judgement
 from fediguard.sweeper.progress import Progress, SweepStats
 from fediguard.sweeper.state import ObjectRecord, SweepState, escape_key, unchanged
 
 log = logging.getLogger("fediguard.sweep")
 
-ACTIONS = ("report", "quarantine", "delete")
 BATCH = 256
 HEAD_BYTES = 4096
 """Enough of an object's first bytes to tell whether it is media."""
@@ -53,27 +52,12 @@ SNIFF_FIRST_ABOVE = 1 << 20
 SETTLED = ("scanned", "not_media", "undecodable", "too_large")
 """Statuses after which nothing is left to try while the object is unchanged."""
 CLAIMED = "scanning"
-"""Status of an object handed to the decider and not recorded since: read, hashed, being decided."""
+"""Status of an object handed to the judge and not recorded since: read, hashed, being judged."""
 CLAIM_CLOCK_SLACK = timedelta(seconds=5)
 """A decision recorded this long before its object's claim still counts (clock steps)."""
 _HASH_IN_THREAD_BYTES = 256 * 1024
 
 _Todo = asyncio.Queue[tuple[StoredObject, ObjectRecord | None] | None]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    verdict: str  # pass | reject | unscanned
-    decision_id: int | None
-    sha256: str | None
-    reasons: tuple[str, ...] = ()
-    fail_reason: str | None = None  # why there is no verdict (deadline, no_scanner, undecodable...)
-
-
-class Decider(Protocol):
-    """Decides about one object's bytes (in-process, or through a gateway) and records the decision."""
-
-    async def decide(self, data: bytes, key: str) -> Verdict: ...
 
 
 @dataclass(frozen=True)
@@ -93,7 +77,7 @@ class Sweeper:
         source: Source,
         source_id: int,
         state: SweepState,
-        decider: Decider,
+        judge: Judge,
         options: SweepOptions,
         progress: Progress | None = None,
     ) -> None:
@@ -102,14 +86,15 @@ class Sweeper:
         self.source = source
         self.source_id = source_id
         self.state = state
-        self.decider = decider
+        self.judge = judge
         self.options = options
         self.stats = progress.stats if progress else SweepStats()
         self.progress = progress or Progress(self.stats)
+        self.actions = ActionTaker(source, state, self.stats)
         self._counter: asyncio.Task[None] | None = None
 
     async def run(self) -> SweepStats:
-        await self.finish_pending()
+        await self.actions.finish_pending(self.source_id, self.options.action, dry_run=self.options.dry_run)
         todo: _Todo = asyncio.Queue(maxsize=self.options.concurrency * 4)
         readers = [asyncio.create_task(self._reader(todo)) for _ in range(self.options.concurrency)]
         try:
@@ -238,7 +223,7 @@ class Sweeper:
             # Claimed before deciding: a run killed after the decision is recorded but before this
             # object's record is finished takes the decision up again instead of scanning twice.
             await asyncio.to_thread(self.state.save, self.source_id, obj, status=CLAIMED, sha256=sha256)
-            verdict = await self.decider.decide(data, obj.key)
+            verdict = await self.judge.judge(data, obj.key)
         if verdict.verdict == "unscanned":
             await self._no_verdict(obj, verdict)
             return
@@ -254,7 +239,7 @@ class Sweeper:
 
     async def _decided_before(
         self, obj: StoredObject, record: ObjectRecord | None, sha256: str
-    ) -> Verdict | None:
+    ) -> Judgement | None:
         """The verdict an interrupted run reached for these very bytes after claiming this object,
         or None. It stands for this object even with the verdict cache off (and for a reject)."""
         if record is None or record.status != CLAIMED or record.sha256 != sha256 or record.scanned_at is None:
@@ -269,7 +254,7 @@ class Sweeper:
             "%s: taking up decision %d (%s), reached for it by an interrupted run",
             escape_key(obj.key), decision_id, verdict,
         )  # fmt: skip
-        return Verdict(verdict, decision_id, sha256, reasons)
+        return Judgement(verdict, decision_id, sha256, reasons)
 
     async def _fetch(self, obj: StoredObject) -> bytes | None:
         """The object's bytes, or None when it is not media (plain layout). Its listed size and, for
@@ -284,7 +269,7 @@ class Sweeper:
         data = await self.source.read(obj.key, self.options.max_bytes)
         return None if plain and sniff(data) is None else data
 
-    async def _no_verdict(self, obj: StoredObject, verdict: Verdict) -> None:
+    async def _no_verdict(self, obj: StoredObject, verdict: Judgement) -> None:
         """Undecodable media is recorded once; anything else with no verdict is retried next run."""
         status = "undecodable" if verdict.fail_reason == "undecodable" else "unscanned"
         if status == "undecodable":
@@ -299,7 +284,7 @@ class Sweeper:
             decision_id=verdict.decision_id, error=verdict.fail_reason,
         )  # fmt: skip
 
-    async def _act(self, obj: StoredObject, verdict: Verdict) -> None:
+    async def _act(self, obj: StoredObject, verdict: Judgement) -> None:
         action = None if self.options.action == "report" or self.options.dry_run else self.options.action
         why = "; ".join(verdict.reasons) or "rejected"
         quarantine_key = obj.key if action == "quarantine" else None
@@ -322,109 +307,7 @@ class Sweeper:
             "flagged %s: object %d, decision %s: %s; %s",
             escape_key(obj.key), object_id, verdict.decision_id, why, action,
         )  # fmt: skip
-        await self._perform(object_id, action, obj.key, quarantine_key)
-
-    async def _perform(self, object_id: int, action: str, key: str, quarantine_key: str | None) -> None:
-        try:
-            if action == "delete":
-                await self.source.delete(key)
-            elif action == "quarantine":
-                assert quarantine_key is not None
-                try:
-                    await self.source.quarantine(key, quarantine_key)
-                except QuarantineConflict:
-                    # Another object was quarantined under that key before: keep both.
-                    quarantine_key = f"{quarantine_key}.{object_id}"
-                    await asyncio.to_thread(self.state.set_quarantine_key, object_id, quarantine_key)
-                    await self.source.quarantine(key, quarantine_key)
-            elif action == "restore":
-                assert quarantine_key is not None
-                await self._restore(object_id, key, quarantine_key)
-                return
-        except ObjectGone:
-            log.info("%s of object %d: the object is already gone; counted as done", action, object_id)
-        except SourceError as exc:
-            self.stats.errors += 1
-            log.error("%s of %s failed: %s", action, escape_key(key), exc)
-            await asyncio.to_thread(self.state.action_done, object_id, "failed", str(exc))
-            return
-        self.stats.actions += 1
-        await asyncio.to_thread(self.state.action_done, object_id)
-
-    async def _restore(self, object_id: int, key: str, quarantine_key: str) -> None:
-        """Move a quarantined object back; when that fails it stays in quarantine, restorable."""
-        error = None
-        try:
-            await self.source.restore(quarantine_key, key)
-        except ObjectGone:
-            # Back in place already (a restore interrupted before it was recorded), or held elsewhere.
-            if not await self._exists(key):
-                error = f"{quarantine_key!r} is not in the quarantine location (moved? pass --quarantine)"
-        except SourceError as exc:
-            error = str(exc)
-        if error is None:
-            self.stats.actions += 1
-            await asyncio.to_thread(self.state.action_done, object_id)
-            return
-        self.stats.errors += 1
-        log.error("restore of %s failed: %s; it stays in quarantine", escape_key(key), error)
-        await asyncio.to_thread(self.state.restore_failed, object_id, error)
-
-    async def _exists(self, key: str) -> bool:
-        try:
-            await self.source.read_head(key, 1)
-        except SourceError:
-            return False
-        return True
-
-    async def finish_pending(self) -> None:
-        """Finish the actions a crashed run recorded but may not have carried out, when they are
-        this run's own action: a report-only run never deletes or quarantines, a delete run never
-        quarantines, and a dry run changes nothing. The others are reported and left pending, for
-        a run with that action (or ``fediguard restore``) to finish."""
-        pending: list[ObjectRecord] = await asyncio.to_thread(self.state.pending, self.source_id)
-        for record in pending:
-            assert record.action is not None
-            key = escape_key(record.key)
-            if self.options.dry_run:
-                log.warning(
-                    "dry run: %s of %s (object %d) is pending from an earlier run; left as it is",
-                    record.action, key, record.id,
-                )  # fmt: skip
-            elif record.action != self.options.action:
-                by = f"`fediguard restore {record.id}`" if record.action == "restore" else (
-                    f"a sweep with --action {record.action}"
-                )  # fmt: skip
-                log.warning(
-                    "%s of %s (object %d) is pending from an earlier run; left as it is (this run's "
-                    "action is %s): %s finishes it", record.action, key, record.id, self.options.action, by,
-                )  # fmt: skip
-            else:
-                log.info("finishing %s of %s left pending by an earlier run", record.action, key)
-                await self._perform(record.id, record.action, record.key, record.quarantine_key)
-
-
-async def restore(source: Source, state: SweepState, object_id: int) -> ObjectRecord:
-    """Move a quarantined object back where it was. Raises ValueError when it is not quarantined."""
-    record = await asyncio.to_thread(state.get, object_id)
-    if record is None:
-        raise ValueError(f"no swept object {object_id}")
-    if not in_quarantine(record):
-        raise ValueError(f"object {object_id} ({escape_key(record.key)}) is not in quarantine")
-    await asyncio.to_thread(state.begin_restore, object_id)
-    sweeper = Sweeper(source, record.source_id, state, _NoDecider(), SweepOptions(layout=get_layout("plain")))
-    await sweeper._perform(object_id, "restore", record.key, record.quarantine_key)
-    done = await asyncio.to_thread(state.get, object_id)
-    assert done is not None
-    return done
-
-
-def in_quarantine(record: ObjectRecord) -> bool:
-    """Quarantined, or left in quarantine by a restore that failed or was interrupted."""
-    if not record.quarantine_key:
-        return False
-    held = record.action == "quarantine" and record.action_state == "done"
-    return held or (record.action == "restore" and record.action_state in ("pending", "failed"))
+        await self.actions.perform(object_id, action, obj.key, quarantine_key)
 
 
 async def _sha256(data: bytes) -> str:
@@ -439,8 +322,3 @@ def _utf8(key: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-class _NoDecider:
-    async def decide(self, data: bytes, key: str) -> Verdict:
-        raise RuntimeError("restoring decides nothing")
