@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from fediguard import __version__
-from fediguard.cli import banks, config_cmd, scan, serve, sweep, worker, workers
+from fediguard.cli import banks, config_cmd, db, scan, serve, sweep, worker, workers
 from fediguard.errors import FediguardError
 
-SUBCOMMANDS = [serve, scan, sweep, worker, workers, banks, config_cmd]
+SUBCOMMANDS = [serve, scan, sweep, worker, workers, banks, db, config_cmd]
 
 DESCRIPTION = """\
 fediguard keeps child sexual abuse material and other abusive images off fediverse servers.
