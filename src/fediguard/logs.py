@@ -13,5 +13,5 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter stays at WARNING unless the admin asks for DEBUG.
-    for name in ("uvicorn.access", "httpx", "httpcore", "botocore", "asyncssh"):
+    for name in ("uvicorn.access", "httpx", "httpcore", "botocore", "asyncssh", "alembic"):
         logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")

@@ -54,9 +54,10 @@ def test_add_get_recent_count(store: RecordStore) -> None:
 
 
 def test_an_existing_database_gains_the_bank_generation_table(store: RecordStore) -> None:
-    """A database made before the generation table existed (entries already in it) gets the table
-    and its row when opened, and bank changes raise the generation from then on."""
-    from sqlalchemy import inspect
+    """A database made before the generation table existed (entries already in it, and no
+    migrations yet) gets the table and its row when opened, and bank changes raise the generation
+    from then on."""
+    from sqlalchemy import inspect, text
 
     from fediguard.banks.formats import BankEntry
     from fediguard.banks.store import BankStore
@@ -66,6 +67,8 @@ def test_an_existing_database_gains_the_bank_generation_table(store: RecordStore
     banks.create("old", "deny")
     banks.add("old", [BankEntry("sha256", "ab" * 32)], "t", "t")
     bank_generation.drop(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
     assert "bank_generation" not in inspect(store.engine).get_table_names()
 
     reopened = RecordStore(store.engine.url.render_as_string(hide_password=False))

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "banks": "banks",
     "allow": "banks",
     "confirm": "banks",
+    "db": "db",
     "config": "config_cmd",
 }
 """Command → the module under fediguard.cli that defines it (in the order `--help` lists them)."""

@@ -20,7 +20,7 @@ from fediguard.banks.formats import (
 from fediguard.banks.pdq import crop_variants, pdq_hash
 from fediguard.banks.review import DenyConflict, review_decision
 from fediguard.banks.store import BankError, BankStore
-from fediguard.cli.common import add_config_option, settings_from
+from fediguard.cli.common import add_command, add_config_option, settings_from
 from fediguard.config import Settings
 from fediguard.errors import FediguardError, MediaError
 from fediguard.records import RecordStore
@@ -47,11 +47,7 @@ ThreatExchange signal list used by Meta's HMA tools: one `pdq <hex>` or `video_s
 
 
 def add_parser(sub: Any) -> None:
-    banks = sub.add_parser(
-        "banks", help="manage hash banks (deny and allow lists)", description=BANKS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    add_config_option(banks)
+    banks = add_command(sub, "banks", "manage hash banks (deny and allow lists)", BANKS_HELP)
     verbs = banks.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     p = verbs.add_parser("list", help="list banks with their kind and size")

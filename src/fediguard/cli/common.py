@@ -16,6 +16,15 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose long description keeps its line breaks, with --config."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_option(parser)
+    return parser
+
+
 def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     """Settings from the file, the environment and the command line; logging configured from them."""
     settings = load_settings(getattr(args, "config", None), **overrides)

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, create_engine, event, func, inspect, select, text
+from sqlalchemy import Engine, String, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from fediguard.records.schema import bank_generation, decisions, metadata
+from fediguard.records import migrate
+from fediguard.records.schema import decisions
 
 
 @dataclass(frozen=True)
@@ -71,45 +71,15 @@ def create_db_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables that are missing (so an existing database gains new ones) and the rows that
-    one-row tables need."""
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
-    with engine.connect() as conn:
-        if conn.execute(select(bank_generation.c.id).where(bank_generation.c.id == 1)).first() is not None:
-            return
-    try:
-        with engine.begin() as conn:
-            conn.execute(bank_generation.insert().values(id=1, generation=0))
-    except IntegrityError:
-        pass  # another node inserted it first
+    """Create the tables, or upgrade those of an older fediguard: run the migrations up to the newest
+    revision (records/migrate.py)."""
+    migrate.upgrade(engine)
 
 
 _STRING_LENGTHS = {
     c.name: c.type.length for c in decisions.columns if isinstance(c.type, String) and c.type.length
 }
 """Decision columns of bounded length: values are cut to fit, so PostgreSQL never refuses a record."""
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Give tables made by an older fediguard the nullable columns added since (the only kind of
-    schema change so far): ``ALTER TABLE … ADD COLUMN``, which SQLite and PostgreSQL both take."""
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            if not column.nullable:
-                raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name} to a table")
-            kind = column.type.compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
-            except (OperationalError, ProgrammingError):
-                # another node added it first; anything else shows in the check below
-                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
-                    raise
 
 
 class RecordStore:
