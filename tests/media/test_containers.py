@@ -73,7 +73,7 @@ def test_an_audio_track_does_not_count_as_frames() -> None:
         (b"stco", 4, ">I", (50_000_000,), "stco box declares 50,000,000 entries but holds 4 bytes"),
         (b"stsc", 4, ">I", (50_000_000,), "stsc box declares 50,000,000 entries"),
         (b"stsz", 4, ">II", (0, 50_000_000), "stsz box declares 50,000,000 entries"),
-        (b"stsz", 4, ">II", (4000, 1000), "declares 1,000 samples of 4000 bytes in a file of"),
+        (b"stsz", 4, ">II", (4000, 1000), "declares 1,000 samples of 4,000 B in a file of"),
         (b"stts", 4, ">I", (50_000_000,), "stts box declares 50,000,000 entries"),
         (b"elst", 4, ">I", (50_000_000,), "elst box declares 50,000,000 entries"),
     ],

@@ -96,7 +96,7 @@ class _Track:
                 _check_table(kind, count, 4, len(payload) - 12, label)
             elif count * sample_size > file_size:
                 raise MediaError(
-                    f"{label} declares {count:,} samples of {sample_size} bytes in a file of {file_size:,}"
+                    f"{label} declares {count:,} samples of {sample_size:,} B in a file of {file_size:,} B"
                 )
             self.declared_frames = max(self.declared_frames, count)
         elif kind == b"stz2" and len(payload) >= 12:
