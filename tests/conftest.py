@@ -26,7 +26,9 @@ from support.services import POSTGRES_URL, unavailable  # noqa: E402
 
 
 def leftover_temp_files() -> list[str]:
-    return sorted(name for name in os.listdir(_PRIVATE_TMP) if not name.startswith("pytest-of-"))
+    """Files in the private temp dir, but pytest's own and multiprocessing's (``pymp-``: the decoder
+    sandbox's forkserver socket, made once per process and removed when it exits)."""
+    return sorted(name for name in os.listdir(_PRIVATE_TMP) if not name.startswith(("pytest-of-", "pymp-")))
 
 
 @pytest.fixture

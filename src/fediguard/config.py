@@ -132,6 +132,10 @@ class Settings(BaseModel):
     sample_frames: int = Field(16, ge=1, le=900)
     max_pixels: int = Field(50_000_000, ge=1)
     max_frame_side: int = Field(1280, ge=64, le=8192)
+    decode_sandbox: bool = True
+    decode_memory_mb: int = Field(1536, ge=512, le=1_048_576)
+    decode_cpu_s: float = Field(8.0, gt=0, le=3600)
+    decode_timeout_s: float = Field(12.0, gt=0, le=3600)
     hashlist_deny_file: Path | None = None
     hashlist_allow_file: Path | None = None
     banks: bool = True

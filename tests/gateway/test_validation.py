@@ -478,3 +478,24 @@ def test_real_default_detectors_pass_benign_photos_through_the_gateway(gateway_f
         assert [r["detector"] for r in record.results] == ["nudity", "age"]
         if name in ("astronaut", "camera"):
             assert record.results[1]["scores"]["faces"] >= 1 and record.results[1]["scores"]["min_age"] >= 18
+
+
+def test_bombs_meet_the_decoder_sandbox_and_benign_uploads_still_pass(gateway_for: Start) -> None:
+    """With the sandbox on (the default), decoding runs in its child processes: a bomb over the
+    header checks is refused from its header, one just under them (27 flat 3840² WebP frames, 398 M
+    pixels, ~5 s of CPU) is ended by the CPU limit; the child is replaced and the next upload passes."""
+    from support import bombs
+
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}), decode_sandbox=True, decode_cpu_s=1)
+    sandbox = gw.service.sandbox
+    assert sandbox is not None and len(sandbox.pids) == gw.settings.scanner_threads
+    response = gw.post(bombs.webp_animation(100, (3840, 3840)), "image/webp")
+    assert response.status_code == 503
+    body = _record(gw, response)
+    assert body["fail_reason"] == "undecodable" and "100 frames of 3840x3840" in body["reasons"][0]
+    response = gw.post(bombs.webp_animation(27, (3840, 3840)), "image/webp")
+    assert response.status_code == 503
+    assert "(undecodable): decoding used more than 1 s of CPU" in _record(gw, response)["reasons"][0]
+    assert sandbox.replaced == 1
+    response = gw.post(drawn_png(), "image/png")
+    assert response.status_code == 200 and _record(gw, response)["verdict"] == "pass"

@@ -24,6 +24,7 @@ from PIL import Image
 from skimage import data as sample_data
 
 from fediguard.media.decode import JXL_SUPPORTED
+from support.bombs import h264_codec
 
 NUMBER_BITS = 10
 
@@ -72,14 +73,6 @@ def animation(frames: Sequence[np.ndarray], fmt: str, duration_ms: int = 40, **p
         buf, format=fmt, save_all=True, append_images=images[1:], duration=duration_ms, loop=0, **params
     )
     return buf.getvalue()
-
-
-def h264_codec() -> str:
-    try:
-        av.codec.Codec("libx264", "w")
-    except Exception:
-        return "mpeg4"
-    return "libx264"
 
 
 def video(

@@ -15,6 +15,7 @@ import httpx
 from fediguard.config import Settings, load_settings
 from fediguard.detectors.base import Detector
 from fediguard.gateway.server import make_server
+from fediguard.media.decode import decode
 from fediguard.records import RecordStore
 from fediguard.scanning.pipeline import Pipeline, media_limits
 from fediguard.scanning.service import ScanService
@@ -30,13 +31,17 @@ def pipelines(
     settings: Settings, *makers: Callable[[], Detector], service: ScanService | None = None
 ) -> Callable[[str], Pipeline]:
     """A pipeline factory whose detectors are built by ``makers`` (one new set per scanner thread),
-    hashing frames and matching banks as the real one does when ``service`` is given."""
+    hashing frames, matching banks and decoding (in the decoder sandbox when it is on) as the real
+    one does when ``service`` is given."""
     limits = media_limits(settings)
 
     def make(name: str) -> Pipeline:
         matcher = service.banks if service else None
         detectors = [make() for make in makers]
-        return Pipeline(detectors, limits, scanner=name, hash_frames=settings.banks, matcher=matcher)
+        return Pipeline(
+            detectors, limits, scanner=name, hash_frames=settings.banks, matcher=matcher,
+            decoder=service.decoder if service else decode,
+        )  # fmt: skip
 
     return make
 

@@ -47,8 +47,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fediguard.detectors.registry import check_detectors
+    from fediguard.media.decode import decode
+    from fediguard.media.sandbox import DecoderPool
     from fediguard.remote.client import RemoteWorker
-    from fediguard.scanning.pipeline import make_pipeline_factory
+    from fediguard.scanning.pipeline import make_pipeline_factory, sandbox_limits
 
     key = args.key_file.read_text().strip() if args.key_file else args.key
     settings = settings_from(
@@ -61,10 +63,14 @@ def run(args: argparse.Namespace) -> int:
     if not settings.worker_server or not settings.worker_key:
         raise ConfigError("worker needs --server and --key/--key-file (or FEDIGUARD_WORKER_SERVER/_KEY)")
     check_detectors(settings)
+    # Decoding in child processes under OS limits, one per slot (FEDIGUARD_DECODE_SANDBOX).
+    sandbox = None
+    if settings.decode_sandbox:
+        sandbox = DecoderPool(settings.worker_concurrency, sandbox_limits(settings))
     worker = RemoteWorker(
         settings.worker_server,
         settings.worker_key,
-        make_pipeline_factory(settings),
+        make_pipeline_factory(settings, decoder=sandbox.decode if sandbox else decode),
         concurrency=settings.worker_concurrency,
         verify=False if args.insecure else str(settings.worker_ca_file) if settings.worker_ca_file else True,
     )
@@ -76,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await worker.run(stop)
 
-    _run_loop(main())
+    try:
+        if sandbox is not None:
+            sandbox.start()
+        _run_loop(main())
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     return 0
 
 

@@ -3,8 +3,9 @@
 An animation's frames are usually composited each on the one before, so reaching a sampled frame
 means decoding every frame up to it. This module steps through them with the frame count, side
 and per-frame pixel limits checked from each frame's header, and a budget on the pixels composited
-on the way (``max_composited_pixels``), so a long or huge animation is refused instead of taking
-seconds of CPU.
+on the way (``max_composited_pixels``), checked first from the declared frame count and canvas size
+(Pillow reads both without decoding a pixel), so a long or huge animation is refused in
+microseconds instead of taking seconds of CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ def decode_animation(
     if count > limits.max_frames:
         raise MediaError(f"{label} has {count} frames, over the {limits.max_frames}-frame limit")
     check_side(im.size, limits.max_video_side, label)
+    # Reaching the last sampled frame (the last one) decodes every frame on the canvas: refuse from
+    # the declared count and size before any is decoded. Frames that enlarge the canvas (GIF) or
+    # pages of other sizes (TIFF) are counted again on the way.
+    width, height = im.size
+    if count * width * height > limits.max_composited_pixels:
+        raise MediaError(
+            f"{label}: {count} frames of {width}x{height} mean decoding over "
+            f"{limits.max_composited_pixels:,} pixels"
+        )
     orientation = exif_orientation(im)  # one for all frames, as browsers show it
     width, height = displayed_size(im.size, orientation)
     wanted = spread_indices(count, limits.sample_frames)

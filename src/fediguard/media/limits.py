@@ -30,10 +30,12 @@ class MediaLimits:
     max_video_side: int = 3840
     """Longest side of a video or an animation."""
     max_composited_pixels: int = 400_000_000
-    """Most pixels decoded while stepping through a GIF/APNG/WebP animation to its sampled frames
-    (each frame is composited on the one before, so all of them are decoded). 150 frames of
-    1920x1920 (550 M pixels) took 3.4 s here, so this bounds decoding at about 2.5 s; a 900-frame
-    480x360 GIF needs 155 M."""
+    """Most pixels decoded while stepping through a GIF/APNG/WebP/AVIF animation to its sampled
+    frames (each frame is composited on the one before, so all of them are decoded); checked from
+    the declared frame count x canvas size before decoding. 150 frames of 1920x1920 (550 M pixels)
+    took 3.4 s here as GIF, so this bounds GIF/APNG decoding at about 2.5 s; lossy animated WebP is
+    slower per pixel (100 frames of 1920x1920, 369 M, took 6.6 s), which the decoder sandbox's CPU
+    limit bounds. A 900-frame 480x360 GIF needs 155 M."""
     max_bytes: int = 40_000_000
 
     def __post_init__(self) -> None:

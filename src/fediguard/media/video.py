@@ -1,6 +1,7 @@
 """Videos (mp4, mov, webm, matroska) through PyAV: a few frames sampled over the whole duration.
 
-A demux-only pass first counts the frames, finds the keyframes and checks every limit and a
+The container's boxes are checked first (:mod:`fediguard.media.containers`), before FFmpeg builds
+its index of them; then a demux-only pass counts the frames, finds the keyframes and checks every limit and a
 truncated file before any frame is decoded; then only the sampled frames are decoded, seeking to
 the keyframe before each when that skips work. Each video is read by the one FFmpeg demuxer and
 the few codecs named here, to keep FFmpeg's attack surface small.
@@ -23,6 +24,7 @@ import av.video.stream
 import numpy as np
 
 from fediguard.errors import MediaError
+from fediguard.media.containers import check_iso_bmff, check_matroska
 from fediguard.media.frames import DecodedMedia, Frame, RGBArray
 from fediguard.media.limits import MediaLimits, check_pixels, check_side, fit, spread_indices
 
@@ -64,6 +66,10 @@ class _PacketIndex:
 
 def decode_video(data: bytes, media_type: str, label: str, limits: MediaLimits) -> DecodedMedia:
     demuxer = DEMUXERS[media_type]
+    if demuxer == "matroska":
+        check_matroska(data, label, limits)
+    else:
+        check_iso_bmff(data, label, limits)
     index = _index_packets(data, demuxer, label, limits)
     if index.frame_count == 0:
         raise MediaError(f"{label} holds no video frames")

@@ -21,6 +21,7 @@ from fediguard.banks.store import BankStore
 from fediguard.detectors.base import DetectorResult, ListMatch
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
+from fediguard.media.sandbox import Decoder
 from fediguard.records import RecordStore
 from fediguard.scanning.job import ScanOutcome
 from fediguard.verdicts import FailReason
@@ -37,10 +38,16 @@ class BankGate:
     """Thread-safe where the matcher is: checks run in scanner threads while the gateway reloads."""
 
     def __init__(
-        self, records: RecordStore, limits: MediaLimits, max_distance: int, refresh_s: float
+        self,
+        records: RecordStore,
+        limits: MediaLimits,
+        max_distance: int,
+        refresh_s: float,
+        decoder: Decoder = decode,
     ) -> None:
         self.records = records
         self.limits = limits
+        self.decoder = decoder
         self.max_distance = max_distance
         self.refresh_s = refresh_s
         self.matcher = BankMatcher(BankStore(records.engine), max_distance)
@@ -116,7 +123,7 @@ class BankGate:
     def _frame_hashes(self, data: bytes, media_type: str | None) -> list[FrameHash] | None:
         """PDQ hashes of the upload's frames; None if undecodable."""
         try:
-            media = decode(data, declared_type=media_type, limits=self.limits)
+            media = self.decoder(data, declared_type=media_type, limits=self.limits)
         except MediaError:
             return None
         return frame_hashes(media.frames)

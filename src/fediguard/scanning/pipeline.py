@@ -19,6 +19,7 @@ from fediguard.detectors.registry import build_detectors, fingerprint
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.media.frames import DecodedMedia
+from fediguard.media.sandbox import Decoder, SandboxLimits
 from fediguard.scanning.job import ScanOutcome
 from fediguard.verdicts import FailReason
 
@@ -39,7 +40,9 @@ class BankCheck(Protocol):
 class Pipeline:
     """One detector set plus the media limits. Not thread-safe: one Pipeline per scanner thread.
 
-    With ``hash_frames`` every decoded frame gets a PDQ hash (recorded, and matched against the banks
+    ``decoder`` decodes uploads: :func:`~fediguard.media.decode.decode` in this thread, or a
+    :class:`~fediguard.media.sandbox.DecoderPool`'s, in a child process under OS limits. With
+    ``hash_frames`` every decoded frame gets a PDQ hash (recorded, and matched against the banks
     by the gateway); with a ``matcher`` (in-process scanners) the banks are checked right after
     hashing, so an allow or deny hit runs no model at all.
     """
@@ -51,8 +54,10 @@ class Pipeline:
         scanner: str = "local",
         hash_frames: bool = False,
         matcher: BankCheck | None = None,
+        decoder: Decoder = decode,
     ) -> None:
         self.detectors = sorted(detectors, key=lambda d: d.cost)
+        self.decoder = decoder
         self.limits = limits
         self.scanner = scanner
         self.hash_frames = hash_frames
@@ -78,7 +83,7 @@ class Pipeline:
         def _decode() -> DecodedMedia:
             started = time.perf_counter()
             try:
-                return decode(data, declared_type=media_type, limits=self.limits)
+                return self.decoder(data, declared_type=media_type, limits=self.limits)
             finally:
                 timings["decode"] = time.perf_counter() - started
 
@@ -171,12 +176,23 @@ def media_limits(settings: Settings) -> MediaLimits:
     )
 
 
-def make_pipeline_factory(settings: Settings, matcher: BankCheck | None = None) -> PipelineFactory:
-    """Pipelines with the configured detectors; ``matcher`` checks banks in-process (None in workers)."""
+def sandbox_limits(settings: Settings) -> SandboxLimits:
+    return SandboxLimits(
+        memory_mb=settings.decode_memory_mb, cpu_s=settings.decode_cpu_s, timeout_s=settings.decode_timeout_s
+    )
+
+
+def make_pipeline_factory(
+    settings: Settings, matcher: BankCheck | None = None, decoder: Decoder = decode
+) -> PipelineFactory:
+    """Pipelines with the configured detectors; ``matcher`` checks banks in-process (None in workers);
+    ``decoder`` is the decoder sandbox's when it is on."""
     limits = media_limits(settings)
 
     def _make(scanner: str) -> Pipeline:
         detectors = build_detectors(settings)
-        return Pipeline(detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher)
+        return Pipeline(
+            detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher, decoder=decoder
+        )
 
     return _make

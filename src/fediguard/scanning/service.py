@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from fediguard.banks.pdq import FrameHash
 from fediguard.config import Settings
+from fediguard.media.decode import decode
+from fediguard.media.sandbox import Decoder, DecoderPool
 from fediguard.metrics import Metrics
 from fediguard.policy import decide
 from fediguard.records import NewDecision, RecordStore
@@ -21,7 +23,7 @@ from fediguard.records.writer import RecordWriter
 from fediguard.scanning.bankgate import BankGate
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.local import LocalScanner
-from fediguard.scanning.pipeline import Pipeline, make_pipeline_factory, media_limits
+from fediguard.scanning.pipeline import Pipeline, make_pipeline_factory, media_limits, sandbox_limits
 from fediguard.scanning.queue import JobQueue, QueueFull
 from fediguard.scanning.scanners import ScannerGauges
 from fediguard.verdicts import Decision, FailReason, PolicyConfig, Verdict, fail_decision
@@ -43,7 +45,8 @@ class DecisionOutcome:
 
 
 class ScanService:
-    """Owns the job queue, the in-process scanner and the bank gate; answers :meth:`screen` calls."""
+    """Owns the job queue, the in-process scanner, the bank gate and the decoder sandbox they share;
+    answers :meth:`screen` calls."""
 
     def __init__(
         self,
@@ -60,13 +63,20 @@ class ScanService:
         self.pipeline_factory = pipeline_factory or self._default_pipeline
         self.local: LocalScanner | None = None
         self.writer: RecordWriter | None = None
+        self.sandbox: DecoderPool | None = None
+        """Decoder child processes (``decode_sandbox``), one per scanner thread."""
         self.detector_fingerprint = ""
         gauges = ScannerGauges(self.queue.scanners, self.metrics)
         self.metrics.on_collect(gauges.refresh)
         self.metrics.on_collect(self._refresh_queue_gauges)
 
+    @property
+    def decoder(self) -> Decoder:
+        """What scanners and the bank gate decode uploads with: the sandbox's when it is on."""
+        return self.sandbox.decode if self.sandbox is not None else decode
+
     def _default_pipeline(self, scanner: str) -> Pipeline:
-        return make_pipeline_factory(self.settings, self.banks)(scanner)
+        return make_pipeline_factory(self.settings, self.banks, self.decoder)(scanner)
 
     @property
     def ready(self) -> bool:
@@ -77,12 +87,18 @@ class ScanService:
         )
 
     async def start(self) -> None:
-        """Start the record writer, load the banks, load and warm up the in-process scanner."""
+        """Start the decoder sandbox and the record writer, load the banks, load and warm up the
+        in-process scanner."""
+        s = self.settings
+        if s.decode_sandbox:
+            self.sandbox = DecoderPool(s.scanner_threads if s.local_scanner else 1, sandbox_limits(s))
+            await asyncio.to_thread(self.sandbox.start)
         if self.store is not None:
             self.writer = RecordWriter(self.store)
-            if self.settings.banks:
-                s = self.settings
-                self.banks = BankGate(self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s)
+            if s.banks:
+                self.banks = BankGate(
+                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder
+                )
                 await self.banks.start()
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
@@ -101,6 +117,8 @@ class ScanService:
             await self.local.stop()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
+        if self.sandbox is not None:
+            await asyncio.to_thread(self.sandbox.close)
 
     async def screen(
         self,
