@@ -13,7 +13,8 @@ from fediguard.verdicts import FailReason
 
 def job(deadline_in: float = 10.0, media_type: str = "image/png") -> ScanJob:
     loop = asyncio.get_running_loop()
-    return ScanJob(b"x", "ab" * 32, media_type, loop.time() + deadline_in, loop.create_future())
+    deadline = loop.time() + deadline_in
+    return ScanJob(b"x", "ab" * 32, media_type, deadline, loop.create_future(), detected_type=media_type)
 
 
 async def test_waiting_scanner_gets_a_job_the_moment_it_arrives() -> None:

@@ -17,6 +17,7 @@ from typing import IO
 import httpx
 import pytest
 
+import fediguard
 from support.gateway import RunningGateway
 from support.images import drawn_png
 from support.tls import make_ca
@@ -24,6 +25,8 @@ from support.tls import make_ca
 KEYS = {"w1": "worker-one-key-0123456789", "w2": "worker-two-key-0123456789", "w3": "worker-three-key-012345"}
 WORKER_KEYS = ",".join(f"{n}:{k}" for n, k in KEYS.items())
 TESTS_DIR = Path(__file__).resolve().parents[1]
+CHILD_PYTHONPATH = os.pathsep.join([str(Path(fediguard.__file__).parents[1]), str(TESTS_DIR)])
+"""Worker processes import the fediguard this test runs (a worktree's source, not only the install)."""
 PLUGINS = "support.plugins:sleepy"
 
 Start = Callable[..., RunningGateway]
@@ -43,7 +46,7 @@ def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     ) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(
-            PYTHONPATH=str(TESTS_DIR),
+            PYTHONPATH=CHILD_PYTHONPATH,
             FEDIGUARD_DETECTORS=detectors,
             FEDIGUARD_LOG_LEVEL="INFO",
             FG_TEST_SLEEP_S=str(sleep_s),
@@ -178,7 +181,7 @@ def test_worker_refused_after_serving_keeps_retrying_until_the_gateway_takes_it_
 
 def test_worker_with_a_wrong_key_exits(gateway_for: Start) -> None:
     gw = gateway(gateway_for)
-    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DETECTORS=PLUGINS)
+    env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH, FEDIGUARD_DETECTORS=PLUGINS)
     run = subprocess.run(
         [sys.executable, "-m", "fediguard", "worker", "--server", gw.url, "--key", "not-a-key-0123456789"],
         env=env, capture_output=True, timeout=60,

@@ -6,7 +6,9 @@ stays in the gateway. It reconnects with capped exponential backoff forever and 
 disconnect and reconnect. A gateway that refuses its key or its detectors at the very first
 connection is a configuration error and stops it (exit status 2); once it has served, a refusal
 (a gateway upgraded to other detectors, a proxy answering 403) is logged and retried like any
-disconnect, so the worker comes back by itself when the gateway does.
+disconnect, so the worker comes back by itself when the gateway does. Told to stop (SIGINT,
+SIGTERM), it tells the gateway it is leaving, so uploads only it could take get the fail policy at
+once, then finishes the jobs in hand.
 
 HTTP goes through aiohttp rather than the httpx used elsewhere in fediguard: a worker makes two
 requests per job, and on this project's 2-core machine httpx's async client cost ~1 ms of CPU per
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 REFUSED_RETRY_S = 5.0
 """Least wait before retrying after a refusal, which an admin must fix on one side or the other."""
+LEAVE_TIMEOUT_S = 5.0
+"""How long a stopping worker tries to tell the gateway it is leaving before it gives up."""
 
 
 class WorkerRefused(FediguardError):
@@ -143,6 +147,7 @@ class RemoteWorker:
         try:
             self.ready.set()
             tasks = [asyncio.create_task(self._serve(headers, tls, slot, stop)) for slot in slots]
+            tasks.append(asyncio.create_task(self._leave_when(stop, headers, tls)))
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -152,6 +157,27 @@ class RemoteWorker:
         finally:
             for slot in slots:
                 slot.stop()
+
+    async def _leave_when(self, stop: asyncio.Event, headers: dict[str, str], tls: ssl.SSLContext) -> None:
+        """Once told to stop, tell the gateway this worker is leaving (if it ever reached it)."""
+        await stop.wait()
+        if not self._served:
+            return
+        timeout = aiohttp.ClientTimeout(total=LEAVE_TIMEOUT_S)
+        connector = aiohttp.TCPConnector(limit=1, ssl=tls)
+        try:
+            async with (
+                aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as http,
+                http.post(self.server + protocol.LEAVE_PATH) as response,
+            ):
+                body = await response.read()
+        except _CONNECTION_ERRORS as exc:
+            log.warning("could not tell %s this worker is leaving: %s", self.server, _describe(exc))
+            return
+        if response.status == 200:
+            log.info("told %s this worker is leaving", self.server)
+        else:
+            log.warning("leaving: %s answered %d: %s", self.server, response.status, _error_text(body))
 
     def _session(self, headers: dict[str, str], tls: ssl.SSLContext) -> aiohttp.ClientSession:
         """One small session per slot: a slot needs at most two connections (its long-poll or
