@@ -253,15 +253,23 @@ class RemoteWorker:
             raise _Unavailable(str(exc)) from None
 
     async def _process(self, http: aiohttp.ClientSession, slot: ScannerThread, job: Job) -> None:
+        # Renewing the lease holds a request open, which tells the gateway at once if this process
+        # dies; it is ended only after the result is posted, so its closing connection never makes
+        # the gateway give the job away while the result is on its way.
         heartbeat = asyncio.create_task(self._heartbeat(http, job))
+        try:
+            await self._scan_and_post(http, slot, job)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _scan_and_post(self, http: aiohttp.ClientSession, slot: ScannerThread, job: Job) -> None:
         try:
             banks = _GatewayBanks(self, http, job) if job.check_banks else None
             outcome: ScanOutcome = await slot.call(functools.partial(_scan, job, banks))
         except Exception as exc:
             log.exception("scan failed for %s", job.sha256[:12])
             outcome = ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail=f"{type(exc).__name__}: {exc}")
-        finally:
-            heartbeat.cancel()
         url = self.server + protocol.RESULT_PATH.format(lease=job.lease)
         for attempt in range(3):
             try:
@@ -283,18 +291,27 @@ class RemoteWorker:
             return
 
     async def _heartbeat(self, http: aiohttp.ClientSession, job: Job) -> None:
+        """Renew the lease with held requests (``?hold``), one after another, until cancelled."""
         url = self.server + protocol.EXTEND_PATH.format(lease=job.lease)
+        loop = asyncio.get_running_loop()
+        hold = job.lease_s / 2
         while True:
-            await asyncio.sleep(job.lease_s / 3)
+            started = loop.time()
             try:
-                async with http.post(url) as response:
+                async with http.post(url, params={"hold": f"{hold:g}"}) as response:
                     body = await response.read()
             except _CONNECTION_ERRORS as exc:
                 log.warning("lease renewal failed: %s", _describe(exc))
+                await asyncio.sleep(job.lease_s / 6)
                 continue
             if response.status != 200:
                 log.warning("lease %s lost: %s", job.lease[:8], _error_text(body))
                 return
+            # A gateway that does not hold (an older one) answers at once: renew at a third of the
+            # lease then, as before, rather than in a busy loop.
+            elapsed = loop.time() - started
+            if elapsed < hold / 2:
+                await asyncio.sleep(job.lease_s / 3 - elapsed)
 
 
 def _tls_context(verify: bool | str) -> ssl.SSLContext:

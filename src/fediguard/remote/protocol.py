@@ -5,7 +5,10 @@ Authentication: ``Authorization: Bearer <key>`` against the gateway's ``worker_k
 - ``GET /api/v1/worker/lease?wait=25`` with ``X-Fediguard-Detectors: <fingerprint>`` long-polls:
   200 with the media as the body and the job in the ``X-Fediguard-*`` headers below the moment a
   job arrives, 204 when ``wait`` passes, 409 when the worker's detectors differ from the gateway's.
-- ``POST …/lease/{id}/extend`` renews the lease while a long scan runs.
+- ``POST …/lease/{id}/extend`` renews the lease while a long scan runs. With ``?hold=SECONDS`` (at
+  most half a lease) the gateway answers only then, or when the lease ends: a worker keeps one such
+  request open while it scans, so if it dies its connection closes and the job goes back to the
+  queue at once, not when the lease runs out.
 - ``POST …/lease/{id}/banks`` with ``{"pdq": [frame hash, …]}``: the gateway's bank verdict on the
   frames' hashes (``{"result": detector result or null}``), asked before any model runs when the
   job's ``X-Fediguard-Banks: pdq`` header says the banks hold PDQ hashes.

@@ -4,6 +4,7 @@ fedi-safety routes share with it: worker authentication and handing a leased job
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Coroutine
@@ -69,6 +70,13 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+async def _held(lease: Lease, seconds: float) -> bool:
+    """True once the lease ends or ``seconds`` pass, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(lease.ended.wait(), seconds)
+    return True
+
+
 def job_response(backend: ScanBackend, lease: Lease, extra: dict[str, str] | None = None) -> Response:
     """The job's bytes, typed as the gateway sniffed them (the caller's declared type is not passed on)."""
     job = lease.job
@@ -120,13 +128,26 @@ class WorkerRoutes(RouteSet):
         return job_response(self.backend, lease)
 
     async def extend(self, request: Request) -> Response:
+        """Renew the lease; with ``?hold=SECONDS`` (at most half a lease) the answer comes only then,
+        or when the lease ends, and a connection that closes before (the worker died mid-scan)
+        gives the job back at once instead of when the lease runs out."""
         worker = self._worker(request)
         if worker is None:
             return error(401, "unknown worker key")
-        if not self.backend.queue.extend(
-            request.path_params["lease"], worker.name, protocol=LeaseProtocol.NATIVE
-        ):
+        queue = self.backend.queue
+        lease_id = request.path_params["lease"]
+        if not queue.extend(lease_id, worker.name, protocol=LeaseProtocol.NATIVE):
             return error(404, "lease unknown, expired or not yours")
+        try:
+            hold = min(max(float(request.query_params.get("hold", "0")), 0.0), queue.lease_s / 2)
+        except ValueError:
+            return error(400, "hold must be a number of seconds")
+        lease = queue.held(lease_id)
+        if hold > 0 and lease is not None:
+            answered = await unless(_held(lease, hold), _disconnected(request))
+            if answered is None and queue.held(lease_id, worker.name) is not None:
+                log.warning("worker %s hung up while scanning: its job goes back to the queue", worker.name)
+                queue.abandon(lease_id)
         return JSONResponse({"ok": True})
 
     async def leave(self, request: Request) -> Response:

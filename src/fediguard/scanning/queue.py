@@ -51,6 +51,8 @@ class Lease:
     expires: float
     started: float = 0.0
     protocol: LeaseProtocol = LeaseProtocol.LOCAL
+    ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    """Set when the lease ends, however (a result, expiry, withdrawal, abandonment, shutdown)."""
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -214,6 +216,22 @@ class JobQueue:
             return None
         return lease
 
+    def abandon(self, lease_id: str) -> None:
+        """The lease's holder is gone (the connection it renewed the lease over closed: the process
+        died): its job goes back to the queue now rather than when the lease expires, and a worker
+        left holding and awaiting nothing no longer counts as alive, so what no other scanner can
+        take gets the fail policy now."""
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return
+        state = self._state(lease.scanner)
+        state.busy -= 1
+        state.failed += 1
+        if state.waiting == 0 and state.busy == 0:
+            state.left = True
+        self._requeue(lease)
+        self._fail_orphans()
+
     def leave(self, scanner: str) -> None:
         """A remote worker says it is leaving (it stops polling; the leases it holds it still
         completes): it no longer counts as alive for queued jobs, and those no scanner left can take
@@ -297,6 +315,7 @@ class JobQueue:
 
     def _drop_lease(self, lease: Lease) -> None:
         self._leases.pop(lease.id, None)
+        lease.ended.set()
         if lease._timer is not None:
             lease._timer.cancel()
 
