@@ -48,48 +48,51 @@ def legacy(gw: RunningGateway, name: str = "w1") -> httpx.Client:
     return httpx.Client(base_url=gw.url, headers={"apikey": KEYS[name]}, timeout=30)
 
 
-def _waiting(gw: RunningGateway, name: str) -> bool:
-    return remote(gw).get(name, {}).get("waiting") == 1
+def handed_out(
+    gw: RunningGateway,
+    pool: ThreadPoolExecutor,
+    poll: Callable[[], httpx.Response],
+    polling: Callable[[], bool],
+    data: bytes,
+    content_type: str = "image/png",
+) -> tuple[httpx.Response, Future[httpx.Response]]:
+    """Start ``poll`` (a worker asking for a job), and once the gateway sees it ``polling`` upload
+    ``data``: the job handed out, and the upload's answer to come."""
+    job = pool.submit(poll)
+    wait_for(polling, what="the worker to poll")
+    upload = pool.submit(gw.post, data, content_type)
+    answer = job.result(30)
+    assert answer.status_code == 200, answer.text
+    return answer, upload
 
 
 def native_lease(
-    gw: RunningGateway,
-    pool: ThreadPoolExecutor,
-    data: bytes,
-    content_type: str = "image/png",
-    name: str = "w1",
+    gw: RunningGateway, pool: ThreadPoolExecutor, data: bytes, content_type: str = "image/png"
 ) -> tuple[httpx.Response, Future[httpx.Response]]:
-    """Long-poll as ``name``, upload ``data``: the job handed out, and the upload's answer to come."""
-    with native(gw, name) as http:
-        job = pool.submit(http.get, LEASE, params={"wait": "20"})
-        wait_for(lambda: _waiting(gw, name), what=f"{name} to poll")
-        upload = pool.submit(gw.post, data, content_type)
-        leased = job.result(30)
-    assert leased.status_code == 200, leased.text
-    return leased, upload
+    """Long-poll as w1, upload ``data``: the job handed out, and the upload's answer to come."""
+
+    def poll() -> httpx.Response:
+        with native(gw) as http:
+            return http.get(LEASE, params={"wait": "20"})
+
+    return handed_out(
+        gw, pool, poll, lambda: remote(gw).get("w1", {}).get("waiting") == 1, data, content_type
+    )
 
 
 def legacy_pop(
-    gw: RunningGateway,
-    pool: ThreadPoolExecutor,
-    data: bytes,
-    content_type: str = "image/png",
-    name: str = "w1",
+    gw: RunningGateway, pool: ThreadPoolExecutor, data: bytes
 ) -> tuple[str, Future[httpx.Response]]:
-    """Poll as a fedi-safety worker until the upload of ``data`` is handed out: the image name it
-    answers with, and the upload's answer to come."""
+    """Poll as w1 speaking fedi-safety's protocol until the upload of ``data`` is handed out: the
+    image name it answers with, and the upload's answer to come."""
 
-    def pop() -> httpx.Response:
-        with legacy(gw, name) as http:
+    def poll() -> httpx.Response:
+        with legacy(gw) as http:
             while (answer := http.get(POP)).status_code == 204:
                 pass
         return answer
 
-    job = pool.submit(pop)
-    wait_for(lambda: name in remote(gw), what=f"{name} to poll")
-    upload = pool.submit(gw.post, data, content_type)
-    popped = job.result(30)
-    assert popped.status_code == 200, popped.text
+    popped, upload = handed_out(gw, pool, poll, lambda: "w1" in remote(gw), data)
     return popped.headers["content-disposition"].split("=", 1)[1], upload
 
 

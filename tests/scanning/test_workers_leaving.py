@@ -44,16 +44,25 @@ def one_scanning_one_queued(
     return held, queued
 
 
-def test_a_worker_stopped_by_sigterm_leaves_its_queued_uploads_to_the_fail_policy_at_once(
-    gateway_for: Start, workers: Workers
-) -> None:
+def signal_mid_scan(
+    gateway_for: Start, workers: Workers, sig: signal.Signals, sleep_s: float
+) -> tuple[subprocess.Popen[bytes], dict[str, httpx.Response], threading.Thread, threading.Thread, float]:
+    """A worker scanning an upload for ``sleep_s`` with another queued behind it, sent ``sig``: the
+    process, the answers to come, the threads awaiting them and when the signal went."""
     gw = gateway(gateway_for, deadline_s=20)
-    proc = workers(gw, "w1", sleep_s=8.0)
+    proc = workers(gw, "w1", sleep_s=sleep_s)
     wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
     answers: dict[str, httpx.Response] = {}
     held, queued = one_scanning_one_queued(gw, answers)
     signalled = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
+    return proc, answers, held, queued, signalled
+
+
+def test_a_worker_stopped_by_sigterm_leaves_its_queued_uploads_to_the_fail_policy_at_once(
+    gateway_for: Start, workers: Workers
+) -> None:
+    proc, answers, held, queued, signalled = signal_mid_scan(gateway_for, workers, signal.SIGTERM, 8.0)
     queued.join(30)
     queued_s = time.monotonic() - signalled
     assert answers["queued"].status_code == 503 and answers["queued"].json()["fail_reason"] == "no_scanner"
@@ -69,13 +78,7 @@ def test_a_worker_killed_mid_scan_leaves_its_uploads_to_the_fail_policy_at_once(
 ) -> None:
     """Killed, it cannot say so: the renewal request it keeps open while scanning closes with it,
     so neither the upload it held nor the one queued waits for its 5 s lease to run out."""
-    gw = gateway(gateway_for, deadline_s=20)
-    proc = workers(gw, "w1", sleep_s=30.0)
-    wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
-    answers: dict[str, httpx.Response] = {}
-    held, queued = one_scanning_one_queued(gw, answers)
-    killed = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
+    _, answers, held, queued, killed = signal_mid_scan(gateway_for, workers, signal.SIGKILL, 30.0)
     queued.join(30)
     held.join(30)
     answered_s = time.monotonic() - killed

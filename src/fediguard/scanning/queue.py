@@ -225,11 +225,9 @@ class JobQueue:
         if lease is None:
             return
         state = self._state(lease.scanner)
-        state.busy -= 1
-        state.failed += 1
-        if state.waiting == 0 and state.busy == 0:
+        if state.waiting == 0 and state.busy == 1:
             state.left = True
-        self._requeue(lease)
+        self._expire(lease_id)
         self._fail_orphans()
 
     def leave(self, scanner: str) -> None:
