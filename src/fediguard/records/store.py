@@ -113,6 +113,11 @@ def _add_missing_columns(engine: Engine) -> None:
                     raise
 
 
+_SCANNED_HERE = IN_PROCESS_SCANNERS - {"cache"}
+"""The gateway's own scanner names whose passes the verdict cache reuses: not ``cache``, a reuse
+itself (older versions recorded reuses as cache entries; the pass they reused is found instead)."""
+
+
 class RecordStore:
     """Reads and writes decision records. Thread-safe; calls block, so async code runs them in a thread."""
 
@@ -176,7 +181,7 @@ class RecordStore:
                 decisions.c.fingerprint == fingerprint,
                 decisions.c.review.is_(None) | (decisions.c.review != "confirmed"),
                 or_(
-                    scanner.in_(sorted({*IN_PROCESS_SCANNERS, *workers})),
+                    scanner.in_(sorted({*_SCANNED_HERE, *workers})),
                     scanner.startswith(LOCAL_SLOT_PREFIX),
                 ),
             )
