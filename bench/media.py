@@ -11,7 +11,10 @@ to the keyframe before a sample whenever that skips frames) against one sequenti
 converts only the sampled frames; for the 100-frame GIF, Pillow seeking straight to each sampled
 frame against stepping through every frame, and PyAV's GIF decoder.
 
-Run: ``python bench/media.py [--repeats 20] [--compare]``. All media is generated in memory from
+``--rehash`` times what the gateway adds to every remote worker's result: it decodes the upload
+again and PDQ-hashes its frames itself (``BankGate.rehash``), never keeping a worker's hashes.
+
+Run: ``python bench/media.py [--repeats 20] [--compare] [--rehash]``. All media is generated in memory from
 scikit-image's astronaut; nothing is written to disk.
 """
 
@@ -34,7 +37,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from fediguard.banks.pdq import frame_hashes
+from fediguard.config import load_settings
 from fediguard.media.decode import decode, spread_indices
+from fediguard.scanning.pipeline import media_limits
 
 RGB = npt.NDArray[np.uint8]
 
@@ -130,14 +136,30 @@ def report(name: str, times: list[float], extra: str = "") -> None:
     print(f"  {name:<34} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   {extra}")
 
 
-def bench_decode(repeats: int) -> None:
+def make_inputs() -> dict[str, bytes]:
     print("making inputs...", flush=True)
-    inputs = {
+    return {
         "JPEG 1024x768": jpeg(1024, 768),
         "JPEG 4000x3000": jpeg(4000, 3000),
         "MP4 720p 5 s (150 frames, H.264)": mp4(150, 1280, 720),
         "GIF 100 frames 480x360": gif(100, 480, 360),
     }
+
+
+def bench_rehash(inputs: dict[str, bytes], repeats: int) -> None:
+    """The gateway's own decode and PDQ hashes of an upload a remote worker scanned."""
+    limits = media_limits(load_settings(environ={}))
+    print(f"rehash (decode + frame_hashes, default limits) x{repeats}, load {os.getloadavg()[0]:.2f}:")
+    for name, data in inputs.items():
+        frames = len(decode(data, limits=limits).frames)
+        report(
+            name,
+            timed(lambda d=data: frame_hashes(decode(d, limits=limits).frames), repeats),
+            f"{frames} frames",
+        )
+
+
+def bench_decode(inputs: dict[str, bytes], repeats: int) -> None:
     print(f"decode() x{repeats}, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs:")
     for name, data in inputs.items():
         base = rss()
@@ -215,9 +237,15 @@ def main() -> None:
     parser.add_argument(
         "--compare", action="store_true", help="also compare seeking with sequential decoding"
     )
+    parser.add_argument(
+        "--rehash", action="store_true", help="also time the gateway's rehash of remote results"
+    )
     args = parser.parse_args()
     av.logging.set_level(av.logging.ERROR)
-    bench_decode(args.repeats)
+    inputs = make_inputs()
+    bench_decode(inputs, args.repeats)
+    if args.rehash:
+        bench_rehash(inputs, args.repeats)
     if args.compare:
         bench_compare(max(3, args.repeats // 4))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -23,6 +23,7 @@ from fediguard.config import Settings  # noqa: E402
 from fediguard.detectors.base import Detector  # noqa: E402
 from support.gateway import RunningGateway, make_settings, start_gateway  # noqa: E402
 from support.services import POSTGRES_URL, unavailable  # noqa: E402
+from support.workers import Workers  # noqa: E402
 
 
 def leftover_temp_files() -> list[str]:
@@ -57,6 +58,14 @@ def gateway_for(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     yield _start
     for gw in running:
         gw.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[Workers]:
+    """Start real `fediguard worker` processes against a test gateway; killed after the test."""
+    started = Workers()
+    yield started
+    started.close()
 
 
 @pytest.fixture

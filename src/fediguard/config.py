@@ -26,6 +26,18 @@ ENV_PREFIX = "FEDIGUARD_"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+IN_PROCESS_SCANNERS = frozenset({"local", "gateway", "cache", "probe", "-"})
+"""Scanner names the gateway gives its own work (records' ``scanner`` column), besides the slots."""
+LOCAL_SLOT_PREFIX = "scanner-"
+"""In-process scanner slots are named ``scanner-0``, ``scanner-1``, …"""
+
+
+def is_in_process_scanner(name: str) -> bool:
+    """Whether a recorded scanner name is the gateway's own work, never a remote worker's (worker key
+    names may not look like one: :class:`Settings` refuses them)."""
+    return name in IN_PROCESS_SCANNERS or name.startswith(LOCAL_SLOT_PREFIX)
+
+
 MEGABYTE = 1024 * 1024
 """pict-rs's megabyte (``max_file_size = 40`` is 41,943,040 bytes); ``max_body_mb`` uses the same."""
 
@@ -121,6 +133,8 @@ class Settings(BaseModel):
     fail_policy: FailPolicy = FailPolicy.CLOSED
     deadline_s: float = Field(8.0, gt=0, le=300)
     max_body_mb: float = Field(40.0, gt=0, le=1024)
+    body_idle_timeout_s: float = Field(10.0, gt=0, le=300)
+    body_timeout_s: float = Field(20.0, gt=0, le=3600)
     log_level: str = "INFO"
 
     # --- scanning --------------------------------------------------------------------------------
@@ -181,7 +195,14 @@ class Settings(BaseModel):
     @field_validator("worker_keys", mode="before")
     @classmethod
     def _worker_keys(cls, value: Any) -> list[Credential]:
-        return _parse_credentials(value, "worker key", name_required=True)
+        keys = _parse_credentials(value, "worker key", name_required=True)
+        for key in keys:
+            if is_in_process_scanner(key.name):
+                raise ValueError(
+                    f"worker key name {key.name!r} is reserved for the gateway's own scanners "
+                    f"({', '.join(sorted(IN_PROCESS_SCANNERS))}, {LOCAL_SLOT_PREFIX}N)"
+                )
+        return keys
 
     @field_validator("allowed_cidrs", mode="before")
     @classmethod

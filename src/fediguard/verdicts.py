@@ -25,6 +25,11 @@ class FailReason(StrEnum):
     SCANNER_ERROR = "scanner_error"
     UNDECODABLE = "undecodable"
     TOO_LARGE = "too_large"
+    BODY_TIMEOUT = "body_timeout"
+    """The body did not arrive in time: no bytes for ``body_idle_timeout_s``, or not all of it
+    within ``body_timeout_s``."""
+    CLIENT_DISCONNECT = "client_disconnect"
+    """The client hung up before its whole body arrived: recorded, though nobody hears the answer."""
 
 
 class FailPolicy(StrEnum):

@@ -95,3 +95,24 @@ def test_overlong_caller_text_is_cut_to_fit_on_postgresql(postgres_url: str) -> 
         assert record is not None and len(record.media_type or "") == 200 and len(record.client) == 200
     finally:
         store.close()
+
+
+def test_the_verdict_cache_reuses_only_passes_of_scanners_still_trusted(store: RecordStore) -> None:
+    def scanned(scanner: str) -> int:
+        return store.add(
+            NewDecision(
+                source="gateway", client="c", media_type=None, size=1, sha256=scanner.ljust(64, "0")[:64],
+                verdict="pass", scanner=scanner, fingerprint="fp",
+            )
+        )  # fmt: skip
+
+    ids = {name: scanned(name) for name in ("scanner-1", "gateway", "home-gpu", "cache")}
+
+    def found(name: str, workers: tuple[str, ...] = ()) -> int | None:
+        hit = store.find_pass(name.ljust(64, "0")[:64], "fp", workers)
+        return hit[0] if hit else None
+
+    assert found("scanner-1") == ids["scanner-1"] and found("gateway") == ids["gateway"]
+    assert found("home-gpu", ("home-gpu",)) == ids["home-gpu"]
+    assert found("home-gpu") is None, "a worker whose key was removed"
+    assert found("cache") is None, "a reuse (as older versions recorded them) is no cache entry"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fediguard.detectors.base import DetectorResult, Explicit, ListMatch
-from fediguard.remote.checks import problem_with
+from fediguard.remote.checks import problem_with, sane_timings
 from fediguard.scanning.job import ScanOutcome
 from fediguard.verdicts import FailReason
 
@@ -43,3 +43,20 @@ def test_results_from_other_detectors_or_missing_ones_are_refused() -> None:
 def test_a_workers_own_failure_needs_no_results() -> None:
     failed = ScanOutcome(error=FailReason.UNDECODABLE, error_detail="truncated", scanner="w")
     assert problem_with(failed, FINGERPRINT) is None
+
+
+def test_a_workers_timings_are_kept_only_for_its_stages_and_within_the_deadline() -> None:
+    sent = ScanOutcome(
+        results=[DetectorResult("nudity", "3", seconds=1e9), DetectorResult("hashlist", "1+abc", seconds=-1)],
+        timings={
+            "remote:decode": 1e9,
+            "remote:pdq": 0.01,
+            "remote:detector:nudity": -3.0,
+            "remote:detector:age": 0.5,  # a detector this gateway does not run
+            "remote:made-up": 0.1,
+            "remote:banks": float("nan"),
+        },
+    )
+    kept = sane_timings(sent, FINGERPRINT, limit_s=8.0)
+    assert kept.timings == {"remote:decode": 8.0, "remote:pdq": 0.01, "remote:detector:nudity": 0.0}
+    assert [r.seconds for r in kept.results] == [8.0, 0.0]

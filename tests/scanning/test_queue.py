@@ -7,13 +7,14 @@ import asyncio
 import pytest
 
 from fediguard.scanning.job import ScanJob, ScanOutcome
-from fediguard.scanning.queue import ESTIMATE_AFTER, JobQueue, QueueFull
+from fediguard.scanning.queue import ESTIMATE_AFTER, JobQueue, LeaseProtocol, QueueFull
 from fediguard.verdicts import FailReason
 
 
 def job(deadline_in: float = 10.0, media_type: str = "image/png") -> ScanJob:
     loop = asyncio.get_running_loop()
-    return ScanJob(b"x", "ab" * 32, media_type, loop.time() + deadline_in, loop.create_future())
+    deadline = loop.time() + deadline_in
+    return ScanJob(b"x", "ab" * 32, media_type, deadline, loop.create_future(), detected_type=media_type)
 
 
 async def test_waiting_scanner_gets_a_job_the_moment_it_arrives() -> None:
@@ -220,3 +221,46 @@ async def test_wait_estimate_counts_rounds_of_queued_work_per_live_scanner() -> 
     assert q.wait_estimate() == pytest.approx(4 * per_job), "3 queued ahead, 1 scanner: 4 rounds"
     q.scanners.register("local-1", remote=False)
     assert q.wait_estimate() == pytest.approx(2 * per_job), "2 scanners: 3 // 2 + 1 rounds"
+
+
+async def test_a_lease_is_renewed_and_completed_only_through_its_own_protocol() -> None:
+    q = JobQueue(10, lease_s=5)
+    q.put(job())
+    lease = await q.lease("w", timeout=1, protocol=LeaseProtocol.LEGACY)
+    assert lease is not None and lease.protocol is LeaseProtocol.LEGACY
+    assert not q.extend(lease.id, "w", protocol=LeaseProtocol.NATIVE)
+    assert not q.complete(lease.id, ScanOutcome(), scanner="w", protocol=LeaseProtocol.NATIVE)
+    assert q.complete(lease.id, ScanOutcome(), scanner="w", protocol=LeaseProtocol.LEGACY)
+
+
+async def test_a_leaving_worker_hands_back_queued_jobs_at_once_and_finishes_its_own() -> None:
+    q = JobQueue(10, lease_s=5, remote_stale_s=60)  # never found stale: only leaving counts
+    q.scanners.register("w", remote=True)
+    held, queued = job(), job()
+    q.put(held)
+    lease = await q.lease("w", timeout=1)
+    assert lease is not None and lease.job is held
+    q.put(queued)
+    q.leave("w")
+    outcome = queued.future.result()  # settled at once, no waiting
+    assert outcome.error is FailReason.NO_SCANNER
+    assert q.complete(lease.id, ScanOutcome(scanner="w")), "the lease in hand is still completed"
+    poll = asyncio.create_task(q.lease("w", timeout=0.01))
+    await poll
+    assert not q.scanners["w"].left, "polling again, it is back"
+
+
+async def test_an_abandoned_lease_goes_back_to_the_queue_at_once() -> None:
+    q = JobQueue(10, lease_s=60, remote_stale_s=60)
+    q.scanners.register("gone", remote=True)
+    q.scanners.register("other", remote=True)
+    j = job()
+    q.put(j)
+    lease = await q.lease("gone", timeout=1)
+    assert lease is not None
+    other = asyncio.create_task(q.lease("other", timeout=5))
+    await asyncio.sleep(0)
+    q.abandon(lease.id)
+    again = await other
+    assert again is not None and again.job is j and q.requeued == 1
+    assert lease.ended.is_set() and q.scanners["gone"].left

@@ -10,78 +10,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import httpx
 import pytest
 
-from support.gateway import RunningGateway
 from support.images import drawn_png
 from support.tls import make_ca
-
-KEYS = {"w1": "worker-one-key-0123456789", "w2": "worker-two-key-0123456789", "w3": "worker-three-key-012345"}
-WORKER_KEYS = ",".join(f"{n}:{k}" for n, k in KEYS.items())
-TESTS_DIR = Path(__file__).resolve().parents[1]
-PLUGINS = "support.plugins:sleepy"
-
-Start = Callable[..., RunningGateway]
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        gw: RunningGateway,
-        name: str,
-        sleep_s: float = 0.05,
-        detectors: str = PLUGINS,
-        server: str | None = None,
-        args: tuple[str, ...] = (),
-    ) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(
-            PYTHONPATH=str(TESTS_DIR),
-            FEDIGUARD_DETECTORS=detectors,
-            FEDIGUARD_LOG_LEVEL="INFO",
-            FG_TEST_SLEEP_S=str(sleep_s),
-            FEDIGUARD_WORKER_KEY=KEYS[name],
-        )
-        cmd = [sys.executable, "-m", "fediguard", "worker", "--server", server or gw.url, *args]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "condition") -> None:
-    """Wait for the condition; the timeout only bounds a broken run (a worker starts in seconds
-    alone, but far slower on a loaded 2-core machine)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def remote(gw: RunningGateway) -> dict[str, dict[str, object]]:
-    rows = httpx.get(f"{gw.url}/api/v1/workers").json()["scanners"]
-    return {r["name"]: r for r in rows if r["kind"] == "remote"}
-
-
-def gateway(gateway_for: Start, **overrides: object) -> RunningGateway:
-    settings: dict[str, object] = {"local_scanner": False, "worker_keys": WORKER_KEYS, "detectors": [PLUGINS]}
-    settings.update(overrides)
-    return gateway_for(**settings)
+from support.workers import CHILD_PYTHONPATH, KEYS, PLUGINS, TESTS_DIR, Start, gateway, remote, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -122,22 +60,29 @@ def test_uploads_spread_across_two_workers(gateway_for: Start, workers: Callable
 def test_killed_worker_loses_no_job(
     gateway_for: Start, workers: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    gw = gateway(gateway_for, lease_s=1.0, deadline_s=15)
+    """A worker killed mid-scan loses no job: the request it renews its lease over closes with it, so
+    the job goes to another worker at once, not when the 5 s lease runs out."""
+    gw = gateway(gateway_for, deadline_s=15)
     stuck = workers(gw, "w1", 60)  # holds its lease, scanning "forever"
     wait_for(lambda: "w1" in remote(gw), what="w1 to poll")
     result: list[httpx.Response] = []
     poster = threading.Thread(target=lambda: result.append(gw.post(drawn_png())))
     poster.start()
     wait_for(lambda: remote(gw)["w1"]["busy"] == 1, what="w1 to hold the lease")
-    stuck.send_signal(signal.SIGKILL)
     workers(gw, "w2", 0.01)
+    wait_for(lambda: "w2" in remote(gw) and remote(gw)["w2"]["waiting"] == 1, what="w2 to poll")
+    killed = time.monotonic()
+    stuck.send_signal(signal.SIGKILL)
     poster.join(30)
+    answered_s = time.monotonic() - killed
     assert result and result[0].status_code == 200, result
     body = result[0].json()
     assert body["verdict"] == "pass"
     assert gw.store.get(body["id"]).scanner == "w2"  # type: ignore[union-attr]
     assert gw.service.queue.requeued == 1 and gw.service.queue.depth == 0
     assert remote(gw)["w1"]["expired_leases"] == 1
+    # Well under the 5 s lease; 3 s rather than 1 s only for a loaded 2-core machine.
+    assert answered_s < 3, answered_s
 
 
 def test_worker_with_other_detectors_is_refused(
@@ -178,7 +123,7 @@ def test_worker_refused_after_serving_keeps_retrying_until_the_gateway_takes_it_
 
 def test_worker_with_a_wrong_key_exits(gateway_for: Start) -> None:
     gw = gateway(gateway_for)
-    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DETECTORS=PLUGINS)
+    env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH, FEDIGUARD_DETECTORS=PLUGINS)
     run = subprocess.run(
         [sys.executable, "-m", "fediguard", "worker", "--server", gw.url, "--key", "not-a-key-0123456789"],
         env=env, capture_output=True, timeout=60,

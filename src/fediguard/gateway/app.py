@@ -16,7 +16,14 @@ from starlette.routing import Route
 
 from fediguard.config import Settings, match_credential
 from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client
-from fediguard.gateway.body import BodyError, read_upload
+from fediguard.gateway.body import (
+    BODY_TIMEOUT,
+    CLIENT_DISCONNECT,
+    TOO_LARGE,
+    BodyError,
+    BodyLimits,
+    read_upload,
+)
 from fediguard.metrics import Metrics
 from fediguard.records import RecordStore
 from fediguard.remote.legacy import LegacyRoutes
@@ -25,6 +32,13 @@ from fediguard.scanning.service import DecisionOutcome, ScanService
 from fediguard.verdicts import Decision, FailPolicy, FailReason, Verdict
 
 log = logging.getLogger(__name__)
+
+_FAIL_REASONS = {
+    TOO_LARGE: FailReason.TOO_LARGE,
+    BODY_TIMEOUT: FailReason.BODY_TIMEOUT,
+    CLIENT_DISCONNECT: FailReason.CLIENT_DISCONNECT,
+}
+"""Why a body could not be read → the fail reason recorded; any other (malformed) is ``undecodable``."""
 
 
 def status_for(decision: Decision) -> int:
@@ -59,6 +73,9 @@ class Gateway:
         # Without a given service, the records store is opened at start-up (lifespan), off the loop.
         self.service = service or ScanService(settings, None, Metrics())
         self.metrics = self.service.metrics
+        self.body_limits = BodyLimits(
+            settings.max_body_bytes, settings.body_idle_timeout_s, settings.body_timeout_s
+        )
         self.workers = WorkerRoutes(settings, self.service, self.metrics)
         self.legacy = LegacyRoutes(settings, self.service, self.metrics)
 
@@ -91,13 +108,14 @@ class Gateway:
             log.warning("refused scan request from %s: %s", peer, exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         try:
-            upload = await read_upload(request, self.settings.max_body_bytes)
+            upload = await read_upload(request, self.body_limits)
         except BodyError as exc:
-            # Too large, or a body that cannot be read as an upload (a malformed multipart form, no
-            # `file` field, a bad Content-Length): no verdict, so the admin's fail policy answers,
-            # and it is recorded and counted like any other.
+            # Too large, too slow, its client gone, or a body that cannot be read as an upload (a
+            # malformed multipart form, no `file` field, a bad Content-Length): no verdict, so the
+            # admin's fail policy answers, and it is recorded and counted like any other. The rest
+            # of the body is not read: the connection closes after the answer.
             self.metrics.bad_requests.labels(exc.reason).inc()
-            reason = FailReason.TOO_LARGE if exc.reason == "too_large" else FailReason.UNDECODABLE
+            reason = _FAIL_REASONS.get(exc.reason, FailReason.UNDECODABLE)
             outcome = await self.service.record_failure(
                 reason,
                 str(exc),
@@ -106,7 +124,8 @@ class Gateway:
                 client=client,
                 source="gateway",
             )
-            return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
+            status = status_for(outcome.decision)
+            return JSONResponse(decision_body(outcome), status_code=status, headers={"Connection": "close"})
         outcome = await self.service.screen(upload.data, upload.media_type, client=client, source="gateway")
         return JSONResponse(decision_body(outcome), status_code=status_for(outcome.decision))
 

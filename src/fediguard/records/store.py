@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, create_engine, event, func, select
+from sqlalchemy import Engine, String, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 
+from fediguard.config import IN_PROCESS_SCANNERS, LOCAL_SLOT_PREFIX
 from fediguard.records import migrate
 from fediguard.records.schema import decisions
 
@@ -82,6 +83,11 @@ _STRING_LENGTHS = {
 """Decision columns of bounded length: values are cut to fit, so PostgreSQL never refuses a record."""
 
 
+_SCANNED_HERE = IN_PROCESS_SCANNERS - {"cache"}
+"""The gateway's own scanner names whose passes the verdict cache reuses: not ``cache``, a reuse
+itself (older versions recorded reuses as cache entries; the pass they reused is found instead)."""
+
+
 class RecordStore:
     """Reads and writes decision records. Thread-safe; calls block, so async code runs them in a thread."""
 
@@ -129,9 +135,14 @@ class RecordStore:
         with self.engine.connect() as conn:
             return [_to_record(r) for r in conn.execute(query).mappings()]
 
-    def find_pass(self, sha256: str, fingerprint: str) -> tuple[int, list[dict[str, Any]] | None] | None:
+    def find_pass(
+        self, sha256: str, fingerprint: str, workers: Collection[str] = ()
+    ) -> tuple[int, list[dict[str, Any]] | None] | None:
         """The newest scanned pass for these bytes under this fingerprint (the verdict cache): its id
-        and its PDQ hashes, which the decision that reuses it records too."""
+        and its PDQ hashes, which the decision that reuses it records too. Only passes made by the
+        gateway's own scanners or by one of ``workers`` (the remote workers whose keys it still
+        accepts) count: a revoked worker's passes are never reused."""
+        scanner = decisions.c.scanner
         query = (
             select(decisions.c.id, decisions.c.pdq)
             .where(
@@ -139,6 +150,10 @@ class RecordStore:
                 decisions.c.verdict == "pass",
                 decisions.c.fingerprint == fingerprint,
                 decisions.c.review.is_(None) | (decisions.c.review != "confirmed"),
+                or_(
+                    scanner.in_(sorted({*_SCANNED_HERE, *workers})),
+                    scanner.startswith(LOCAL_SLOT_PREFIX),
+                ),
             )
             .order_by(decisions.c.id.desc())
             .limit(1)

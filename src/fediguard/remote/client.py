@@ -6,7 +6,9 @@ stays in the gateway. It reconnects with capped exponential backoff forever and 
 disconnect and reconnect. A gateway that refuses its key or its detectors at the very first
 connection is a configuration error and stops it (exit status 2); once it has served, a refusal
 (a gateway upgraded to other detectors, a proxy answering 403) is logged and retried like any
-disconnect, so the worker comes back by itself when the gateway does.
+disconnect, so the worker comes back by itself when the gateway does. Told to stop (SIGINT,
+SIGTERM), it tells the gateway it is leaving, so uploads only it could take get the fail policy at
+once, then finishes the jobs in hand.
 
 HTTP goes through aiohttp rather than the httpx used elsewhere in fediguard: a worker makes two
 requests per job, and on this project's 2-core machine httpx's async client cost ~1 ms of CPU per
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 REFUSED_RETRY_S = 5.0
 """Least wait before retrying after a refusal, which an admin must fix on one side or the other."""
+LEAVE_TIMEOUT_S = 5.0
+"""How long a stopping worker tries to tell the gateway it is leaving before it gives up."""
 
 
 class WorkerRefused(FediguardError):
@@ -143,6 +147,7 @@ class RemoteWorker:
         try:
             self.ready.set()
             tasks = [asyncio.create_task(self._serve(headers, tls, slot, stop)) for slot in slots]
+            tasks.append(asyncio.create_task(self._leave_when(stop, headers, tls)))
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -152,6 +157,27 @@ class RemoteWorker:
         finally:
             for slot in slots:
                 slot.stop()
+
+    async def _leave_when(self, stop: asyncio.Event, headers: dict[str, str], tls: ssl.SSLContext) -> None:
+        """Once told to stop, tell the gateway this worker is leaving (if it ever reached it)."""
+        await stop.wait()
+        if not self._served:
+            return
+        timeout = aiohttp.ClientTimeout(total=LEAVE_TIMEOUT_S)
+        connector = aiohttp.TCPConnector(limit=1, ssl=tls)
+        try:
+            async with (
+                aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as http,
+                http.post(self.server + protocol.LEAVE_PATH) as response,
+            ):
+                body = await response.read()
+        except _CONNECTION_ERRORS as exc:
+            log.warning("could not tell %s this worker is leaving: %s", self.server, _describe(exc))
+            return
+        if response.status == 200:
+            log.info("told %s this worker is leaving", self.server)
+        else:
+            log.warning("leaving: %s answered %d: %s", self.server, response.status, _error_text(body))
 
     def _session(self, headers: dict[str, str], tls: ssl.SSLContext) -> aiohttp.ClientSession:
         """One small session per slot: a slot needs at most two connections (its long-poll or
@@ -227,15 +253,23 @@ class RemoteWorker:
             raise _Unavailable(str(exc)) from None
 
     async def _process(self, http: aiohttp.ClientSession, slot: ScannerThread, job: Job) -> None:
+        # Renewing the lease holds a request open, which tells the gateway at once if this process
+        # dies; it is ended only after the result is posted, so its closing connection never makes
+        # the gateway give the job away while the result is on its way.
         heartbeat = asyncio.create_task(self._heartbeat(http, job))
+        try:
+            await self._scan_and_post(http, slot, job)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _scan_and_post(self, http: aiohttp.ClientSession, slot: ScannerThread, job: Job) -> None:
         try:
             banks = _GatewayBanks(self, http, job) if job.check_banks else None
             outcome: ScanOutcome = await slot.call(functools.partial(_scan, job, banks))
         except Exception as exc:
             log.exception("scan failed for %s", job.sha256[:12])
             outcome = ScanOutcome(error=FailReason.SCANNER_ERROR, error_detail=f"{type(exc).__name__}: {exc}")
-        finally:
-            heartbeat.cancel()
         url = self.server + protocol.RESULT_PATH.format(lease=job.lease)
         for attempt in range(3):
             try:
@@ -257,18 +291,27 @@ class RemoteWorker:
             return
 
     async def _heartbeat(self, http: aiohttp.ClientSession, job: Job) -> None:
+        """Renew the lease with held requests (``?hold``), one after another, until cancelled."""
         url = self.server + protocol.EXTEND_PATH.format(lease=job.lease)
+        loop = asyncio.get_running_loop()
+        hold = job.lease_s / 2
         while True:
-            await asyncio.sleep(job.lease_s / 3)
+            started = loop.time()
             try:
-                async with http.post(url) as response:
+                async with http.post(url, params={"hold": f"{hold:g}"}) as response:
                     body = await response.read()
             except _CONNECTION_ERRORS as exc:
                 log.warning("lease renewal failed: %s", _describe(exc))
+                await asyncio.sleep(job.lease_s / 6)
                 continue
             if response.status != 200:
                 log.warning("lease %s lost: %s", job.lease[:8], _error_text(body))
                 return
+            # A gateway that does not hold (an older one) answers at once: renew at a third of the
+            # lease then, as before, rather than in a busy loop.
+            elapsed = loop.time() - started
+            if elapsed < hold / 2:
+                await asyncio.sleep(job.lease_s / 3 - elapsed)
 
 
 def _tls_context(verify: bool | str) -> ssl.SSLContext:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from fediguard.detectors.base import DetectorResult, Finding, Report
 from fediguard.remote.routes import RouteSet, error, job_response, lease_unless_disconnected
 from fediguard.scanning.job import ScanOutcome
+from fediguard.scanning.queue import LeaseProtocol
 
 POP_PATH = "/api/v1/pop"
 LEGACY_DETECTOR = "fedi-safety"
@@ -27,12 +28,14 @@ never handed to a poll its worker has already given up on."""
 LEGACY_STILL_TYPES = frozenset(
     {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/x-icon"}
 )
-"""What fedi-safety workers are given: they open files with Pillow, which reads no video, and they
-answer nothing for a file they cannot open, so any other type would wait out their lease."""
+"""What fedi-safety workers are given, by the type sniffed from the bytes (a declared type is never
+trusted: an MP4 declared ``image/png`` must not reach them): they open files with Pillow, which reads
+no video, and they answer nothing for a file they cannot open, so any other type would wait out their
+lease."""
 
 
-def _still_image(media_type: str | None) -> bool:
-    return (media_type or "").split(";", 1)[0].strip().lower() in LEGACY_STILL_TYPES
+def _still_image(sniffed_type: str | None) -> bool:
+    return sniffed_type in LEGACY_STILL_TYPES
 
 
 class LegacyRoutes(RouteSet):
@@ -51,11 +54,12 @@ class LegacyRoutes(RouteSet):
         # No renewal in that protocol: one lease of legacy_lease_s, then the job goes elsewhere.
         lease_s = min(self.settings.legacy_lease_s, self.settings.deadline_s)
         lease = await lease_unless_disconnected(
-            request, queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=lease_s)
+            request,
+            queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=lease_s, protocol=LeaseProtocol.LEGACY),
         )
         if lease is None:
             return Response(status_code=204)
-        ext = mimetypes.guess_extension(lease.job.media_type or "") or ".bin"
+        ext = mimetypes.guess_extension(lease.job.detected_type or "") or ".bin"
         # Unquoted, as pictrs-safety sent it: fedi-safety takes everything after the first '='.
         return job_response(
             self.backend, lease, {"Content-Disposition": f"attachment; filename={lease.id}{ext}"}
@@ -82,8 +86,10 @@ class LegacyRoutes(RouteSet):
             findings.append(Report("nsfw", note))
         scores = {"csam": float(is_csam), "nsfw": float(is_nsfw)}
         result = DetectorResult(LEGACY_DETECTOR, "legacy", scores=scores, notes=[note], findings=findings)
-        outcome = ScanOutcome(results=[result], scanner=worker.name, cacheable=False)
-        if not self.backend.queue.complete(lease_id, outcome, scanner=worker.name):
+        outcome = ScanOutcome(results=[result], scanner=worker.name, cacheable=False, remote=True)
+        if not self.backend.queue.complete(
+            lease_id, outcome, scanner=worker.name, protocol=LeaseProtocol.LEGACY
+        ):
             return error(404, "image unknown, expired or not yours")
         return JSONResponse({"message": "Changed"})
 

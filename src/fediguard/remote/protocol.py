@@ -5,13 +5,19 @@ Authentication: ``Authorization: Bearer <key>`` against the gateway's ``worker_k
 - ``GET /api/v1/worker/lease?wait=25`` with ``X-Fediguard-Detectors: <fingerprint>`` long-polls:
   200 with the media as the body and the job in the ``X-Fediguard-*`` headers below the moment a
   job arrives, 204 when ``wait`` passes, 409 when the worker's detectors differ from the gateway's.
-- ``POST …/lease/{id}/extend`` renews the lease while a long scan runs.
+- ``POST …/lease/{id}/extend`` renews the lease while a long scan runs. With ``?hold=SECONDS`` (at
+  most half a lease) the gateway answers only then, or when the lease ends: a worker keeps one such
+  request open while it scans, so if it dies its connection closes and the job goes back to the
+  queue at once, not when the lease runs out.
 - ``POST …/lease/{id}/banks`` with ``{"pdq": [frame hash, …]}``: the gateway's bank verdict on the
   frames' hashes (``{"result": detector result or null}``), asked before any model runs when the
   job's ``X-Fediguard-Banks: pdq`` header says the banks hold PDQ hashes.
 - ``POST …/lease/{id}/result`` with the outcome (:func:`encode_outcome`): 404 when the lease is
-  unknown or expired (the job went to another worker), 422 when malformed or not from the
-  gateway's detectors.
+  unknown or expired (the job went to another worker) or was not handed out by this protocol, 422
+  when malformed or not from the gateway's detectors. The gateway keeps the results; the frame
+  hashes, the detected type and the timings it makes or bounds itself.
+- ``POST /api/v1/worker/leave``: the worker is stopping (it finishes the leases it holds, then polls
+  no more), so uploads only it could take get the fail policy at once.
 
 A frame hash is ``{"frame": int, "hash": 64 hex digits, "quality": 0..100}``
 (:class:`~fediguard.banks.pdq.FrameHash`). A detector result is
@@ -33,6 +39,7 @@ LEASE_PATH = "/api/v1/worker/lease"
 EXTEND_PATH = LEASE_PATH + "/{lease}/extend"
 RESULT_PATH = LEASE_PATH + "/{lease}/result"
 BANKS_PATH = LEASE_PATH + "/{lease}/banks"
+LEAVE_PATH = "/api/v1/worker/leave"
 
 DETECTORS_HEADER = "X-Fediguard-Detectors"
 LEASE_HEADER = "X-Fediguard-Lease"
@@ -57,6 +64,7 @@ class Job:
     lease_s: float
     sha256: str
     media_type: str | None
+    """As the gateway sniffed it from the bytes."""
     data: bytes = field(repr=False)
     check_banks: bool = False
     """The gateway holds PDQ bank entries: ask it about the frames' hashes before any model."""

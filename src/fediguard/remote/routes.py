@@ -4,9 +4,11 @@ fedi-safety routes share with it: worker authentication and handing a leased job
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -16,10 +18,10 @@ from starlette.routing import Route
 from fediguard.config import Credential, Settings, match_credential
 from fediguard.metrics import Metrics
 from fediguard.remote import protocol
-from fediguard.remote.checks import problem_with
+from fediguard.remote.checks import problem_with, sane_timings
 from fediguard.remote.tasks import unless
 from fediguard.scanning.bankgate import BankGate
-from fediguard.scanning.queue import JobQueue, Lease
+from fediguard.scanning.queue import JobQueue, Lease, LeaseProtocol
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,20 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+async def _held(lease: Lease, seconds: float) -> bool:
+    """True once the lease ends or ``seconds`` pass, whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(lease.ended.wait(), seconds)
+    return True
+
+
 def job_response(backend: ScanBackend, lease: Lease, extra: dict[str, str] | None = None) -> Response:
+    """The job's bytes, typed as the gateway sniffed them (the caller's declared type is not passed on)."""
     job = lease.job
     banks = backend.banks is not None and backend.banks.has_pdq()
-    headers = protocol.job_headers(lease.id, backend.queue.lease_s, job.sha256, job.media_type, banks)
+    headers = protocol.job_headers(lease.id, backend.queue.lease_s, job.sha256, job.detected_type, banks)
     headers.update(extra or {})
-    return Response(job.data, media_type=job.media_type or "application/octet-stream", headers=headers)
+    return Response(job.data, media_type=job.detected_type or "application/octet-stream", headers=headers)
 
 
 class RouteSet:
@@ -111,17 +121,43 @@ class WorkerRoutes(RouteSet):
         if queue.remote_closed or queue.closed:
             return error(503, "the gateway is shutting down")
         queue.scanners.register(worker.name, remote=True, detectors=detectors)
-        lease = await lease_unless_disconnected(request, queue.lease(worker.name, timeout=wait))
+        leasing = queue.lease(worker.name, timeout=wait, protocol=LeaseProtocol.NATIVE)
+        lease = await lease_unless_disconnected(request, leasing)
         if lease is None:
             return Response(status_code=204)
         return job_response(self.backend, lease)
 
     async def extend(self, request: Request) -> Response:
+        """Renew the lease; with ``?hold=SECONDS`` (at most half a lease) the answer comes only then,
+        or when the lease ends, and a connection that closes before (the worker died mid-scan)
+        gives the job back at once instead of when the lease runs out."""
         worker = self._worker(request)
         if worker is None:
             return error(401, "unknown worker key")
-        if not self.backend.queue.extend(request.path_params["lease"], worker.name):
+        queue = self.backend.queue
+        lease_id = request.path_params["lease"]
+        if not queue.extend(lease_id, worker.name, protocol=LeaseProtocol.NATIVE):
             return error(404, "lease unknown, expired or not yours")
+        try:
+            hold = min(max(float(request.query_params.get("hold", "0")), 0.0), queue.lease_s / 2)
+        except ValueError:
+            return error(400, "hold must be a number of seconds")
+        lease = queue.held(lease_id)
+        if hold > 0 and lease is not None:
+            answered = await unless(_held(lease, hold), _disconnected(request))
+            if answered is None and queue.held(lease_id, worker.name) is not None:
+                log.warning("worker %s hung up while scanning: its job goes back to the queue", worker.name)
+                queue.abandon(lease_id)
+        return JSONResponse({"ok": True})
+
+    async def leave(self, request: Request) -> Response:
+        """A worker stopping (SIGTERM) says so: the uploads queued for it that no other scanner can
+        take get the fail policy now, not when it is found gone. The leases it holds it completes."""
+        worker = self._worker(request)
+        if worker is None:
+            return error(401, "unknown worker key")
+        log.info("worker %s is leaving", worker.name)
+        self.backend.queue.leave(worker.name)
         return JSONResponse({"ok": True})
 
     async def banks(self, request: Request) -> Response:
@@ -130,8 +166,7 @@ class WorkerRoutes(RouteSet):
         worker = self._worker(request)
         if worker is None:
             return error(401, "unknown worker key")
-        lease = self.backend.queue.get_lease(request.path_params["lease"])
-        if lease is None or lease.scanner != worker.name:
+        if self.backend.queue.held(request.path_params["lease"], worker.name, LeaseProtocol.NATIVE) is None:
             return error(404, "lease unknown, expired or not yours")
         body = await request.body()
         if len(body) > protocol.MAX_BODY_BYTES:
@@ -155,11 +190,17 @@ class WorkerRoutes(RouteSet):
             outcome = protocol.decode_outcome(json.loads(body), scanner=worker.name)
         except ValueError as exc:
             return error(422, str(exc))
-        problem = problem_with(outcome, self.backend.detector_fingerprint)
+        fingerprint = self.backend.detector_fingerprint
+        problem = problem_with(outcome, fingerprint)
         if problem is not None:
             log.warning("refused a result from worker %s: %s", worker.name, problem)
             return error(422, problem)
-        if not self.backend.queue.complete(request.path_params["lease"], outcome, scanner=worker.name):
+        # Its scan counts; its hashes, type and timings do not as sent (the gateway makes its own).
+        outcome = replace(sane_timings(outcome, fingerprint, self.settings.deadline_s), remote=True)
+        lease_id = request.path_params["lease"]
+        if not self.backend.queue.complete(
+            lease_id, outcome, scanner=worker.name, protocol=LeaseProtocol.NATIVE
+        ):
             return error(404, "lease unknown, expired or not yours; the job went to another scanner")
         return JSONResponse({"ok": True})
 
@@ -169,4 +210,5 @@ class WorkerRoutes(RouteSet):
             Route(protocol.EXTEND_PATH, self.extend, methods=["POST"]),
             Route(protocol.RESULT_PATH, self.result, methods=["POST"]),
             Route(protocol.BANKS_PATH, self.banks, methods=["POST"]),
+            Route(protocol.LEAVE_PATH, self.leave, methods=["POST"]),
         ]

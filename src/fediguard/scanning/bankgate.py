@@ -1,6 +1,7 @@
 """The hash banks as a scan meets them, in one place: loaded and kept current, checked on the exact
 SHA-256 before anything else, on every frame's PDQ hash by the pipeline (in-process) or by a remote
-worker asking before its models, and once more on a remote worker's hashes when its result arrives.
+worker asking before its models, and once more when a remote worker's result arrives, on hashes the
+gateway makes itself from the bytes (:meth:`BankGate.rehash`): a worker's own hashes are never kept.
 
 Every bank verdict is a ``banks`` :class:`~fediguard.detectors.base.DetectorResult` of
 :class:`~fediguard.detectors.base.ListMatch` findings, built by the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -114,6 +116,24 @@ class BankGate:
             detail = f"worker {outcome.scanner} stopped on a bank match the banks no longer hold"
             return replace(outcome, results=others, error=FailReason.SCANNER_ERROR, error_detail=detail)
         return replace(outcome, results=[result, *others] if result else others)
+
+    def rehash(self, outcome: ScanOutcome, data: bytes) -> ScanOutcome:
+        """A remote worker's outcome with the frames' PDQ hashes made here from the bytes in place of
+        whatever it sent (which are dropped): the bank recheck and the record use only these. Bytes
+        the worker scanned that the gateway cannot decode get no verdict (``undecodable``). Blocking:
+        call in a thread. Costs a decode and a hash per frame (docs/benchmarks.md)."""
+        if outcome.error is not None:
+            return replace(outcome, pdq=None)
+        started = time.perf_counter()
+        try:
+            hashes = frame_hashes(decode(data, limits=self.limits).frames)
+        except MediaError as exc:
+            detail = (
+                f"worker {outcome.scanner} scanned it, but the gateway cannot decode it to hash it: {exc}"
+            )
+            return replace(outcome, pdq=None, error=FailReason.UNDECODABLE, error_detail=detail)
+        timings = {**outcome.timings, "rehash": time.perf_counter() - started}
+        return replace(outcome, pdq=hashes, timings=timings)
 
     def needs_recheck(self, outcome: ScanOutcome) -> bool:
         return outcome.error is None and (

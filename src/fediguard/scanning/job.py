@@ -25,7 +25,10 @@ class ScanOutcome:
     scanner: str = "local"
     cacheable: bool = True
     """Whether its verdict may be reused for the same bytes: only if the gateway's own detectors
-    reached it (not a fedi-safety worker's yes/no)."""
+    reached it (not a fedi-safety worker's yes/no), and not a reuse itself."""
+    remote: bool = False
+    """Sent by a remote worker (set by the gateway's routes, never by the worker): the gateway keeps
+    none of its hashes, type or timings as sent."""
 
 
 @dataclass(eq=False)
@@ -38,8 +41,11 @@ class ScanJob:
     data: bytes = field(repr=False)
     sha256: str
     media_type: str | None
+    """As the caller declared it (a Content-Type): quoted, never trusted."""
     deadline: float
     future: asyncio.Future[ScanOutcome]
+    detected_type: str | None = None
+    """As sniffed from the bytes by the gateway: what decides which scanners may take the job."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     attempts: int = 0
     enqueued_at: float = 0.0

@@ -6,12 +6,12 @@ expires; a lease that expires without a result puts the job back at the head of 
 another scanner, so a scanner that dies loses no job. Results for an unknown or expired lease are
 refused. Everything runs on one event loop, so no locks are needed.
 
-A scanner may take only some media types (fedi-safety workers open stills only): jobs go to the
-first waiting scanner that takes them (who is alive and what each takes is the
-:class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an upload no live scanner
-takes gets the fail policy at once. The queue also estimates how long a new job would wait (jobs
-ahead, scanners alive, the recent time per job), so an upload that cannot be scanned before its
-deadline is answered at once.
+A scanner may take only some media types (fedi-safety workers open stills only), as sniffed from
+the bytes, never as declared: jobs go to the first waiting scanner that takes them (who is alive
+and what each takes is the :class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an
+upload no live scanner takes gets the fail policy at once. The queue also estimates how long a new
+job would wait (jobs ahead, scanners alive, the recent time per job), so an upload that cannot be
+scanned before its deadline is answered at once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.scanners import REMOTE_STALE_S, ScannerRegistry, ScannerState
@@ -33,6 +34,15 @@ class QueueFull(Exception):
     """The queue holds its maximum number of jobs."""
 
 
+class LeaseProtocol(StrEnum):
+    """How a lease was handed out: only the same protocol may renew or complete it, so a worker key
+    cannot settle through one protocol a job leased through another (whose checks differ)."""
+
+    LOCAL = "local"
+    NATIVE = "native"
+    LEGACY = "legacy"
+
+
 @dataclass
 class Lease:
     id: str
@@ -40,6 +50,9 @@ class Lease:
     scanner: str
     expires: float
     started: float = 0.0
+    protocol: LeaseProtocol = LeaseProtocol.LOCAL
+    ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    """Set when the lease ends, however (a result, expiry, withdrawal, abandonment, shutdown)."""
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -50,7 +63,7 @@ class JobQueue:
         self.scanners = ScannerRegistry(remote_stale_s)
         self._pending: deque[ScanJob] = deque()
         # A waiter's result is its lease, or None when the queue closes under it.
-        self._waiters: deque[tuple[asyncio.Future[Lease | None], str, float]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[Lease | None], str, float, LeaseProtocol]] = deque()
         self._leases: dict[str, Lease] = {}
         self.requeued = 0
         self.orphaned = 0
@@ -100,18 +113,24 @@ class JobQueue:
 
     # --- scanners ---------------------------------------------------------------------------
     async def lease(
-        self, scanner: str, timeout: float | None = None, lease_s: float | None = None
+        self,
+        scanner: str,
+        timeout: float | None = None,
+        lease_s: float | None = None,
+        protocol: LeaseProtocol = LeaseProtocol.LOCAL,
     ) -> Lease | None:
         """Wait up to ``timeout`` seconds for a job; None when none came (or the queue closed).
 
-        The job is leased for ``lease_s`` seconds (default: the queue's), renewable with :meth:`extend`."""
+        The job is leased for ``lease_s`` seconds (default: the queue's), renewable with :meth:`extend`
+        through the same ``protocol``."""
         state = self._state(scanner)
         state.seen()
+        state.left = False  # polling again: back (a restarted worker keeps its name)
         loop = asyncio.get_running_loop()
         if self.closed or (self.remote_closed and state.remote):
             return None
         waiter: asyncio.Future[Lease | None] = loop.create_future()
-        entry = (waiter, scanner, lease_s or self.lease_s)
+        entry = (waiter, scanner, lease_s or self.lease_s, protocol)
         self._waiters.append(entry)
         state.waiting += 1
         self._dispatch()
@@ -139,10 +158,13 @@ class JobQueue:
             if state.remote and state.waiting == 0 and state.busy == 0:
                 self._check_orphans_later()
 
-    def extend(self, lease_id: str, scanner: str, lease_s: float | None = None) -> bool:
-        """Renew a lease its holder is still working on. False when unknown, expired or not its own."""
-        lease = self._leases.get(lease_id)
-        if lease is None or lease.scanner != scanner:
+    def extend(
+        self, lease_id: str, scanner: str, lease_s: float | None = None, protocol: LeaseProtocol | None = None
+    ) -> bool:
+        """Renew a lease its holder is still working on. False when unknown, expired, not its own, or
+        handed out through another ``protocol`` (when given)."""
+        lease = self.held(lease_id, scanner, protocol)
+        if lease is None:
             return False
         loop = asyncio.get_running_loop()
         if lease._timer is not None:
@@ -152,11 +174,17 @@ class JobQueue:
         self._state(scanner).seen()
         return True
 
-    def complete(self, lease_id: str, outcome: ScanOutcome, scanner: str | None = None) -> bool:
-        """Deliver a result. False (and nothing changes) when the lease is unknown, expired, or
-        held by another scanner than ``scanner`` (when given)."""
-        lease = self._leases.get(lease_id)
-        if lease is None or (scanner is not None and lease.scanner != scanner):
+    def complete(
+        self,
+        lease_id: str,
+        outcome: ScanOutcome,
+        scanner: str | None = None,
+        protocol: LeaseProtocol | None = None,
+    ) -> bool:
+        """Deliver a result. False (and nothing changes) when the lease is unknown, expired, held by
+        another scanner than ``scanner`` or handed out through another ``protocol`` (each when given)."""
+        lease = self.held(lease_id, scanner, protocol)
+        if lease is None:
             return False
         self._drop_lease(lease)
         took = asyncio.get_running_loop().time() - lease.started
@@ -167,10 +195,50 @@ class JobQueue:
         state.completed_one()
         if not lease.job.future.done():
             lease.job.future.set_result(outcome)
+        if state.remote and state.waiting == 0 and state.busy == 0:
+            # A worker polls again right after its result; one that does not has left (SIGKILLed
+            # between the two): its queued jobs must not wait for it until their deadline.
+            self._check_orphans_later()
         return True
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._leases.get(lease_id)
+
+    def held(
+        self, lease_id: str, scanner: str | None = None, protocol: LeaseProtocol | None = None
+    ) -> Lease | None:
+        """The lease, if it is live, held by ``scanner`` and handed out through ``protocol`` (each
+        when given)."""
+        lease = self._leases.get(lease_id)
+        if lease is None or (scanner is not None and lease.scanner != scanner):
+            return None
+        if protocol is not None and lease.protocol is not protocol:
+            return None
+        return lease
+
+    def abandon(self, lease_id: str) -> None:
+        """The lease's holder is gone (the connection it renewed the lease over closed: the process
+        died): its job goes back to the queue now rather than when the lease expires, and a worker
+        left holding and awaiting nothing no longer counts as alive, so what no other scanner can
+        take gets the fail policy now."""
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            return
+        state = self._state(lease.scanner)
+        if state.waiting == 0 and state.busy == 1:
+            state.left = True
+        self._expire(lease_id)
+        self._fail_orphans()
+
+    def leave(self, scanner: str) -> None:
+        """A remote worker says it is leaving (it stops polling; the leases it holds it still
+        completes): it no longer counts as alive for queued jobs, and those no scanner left can take
+        get the fail policy now rather than at their deadline."""
+        state = self.scanners.get(scanner)
+        if state is None:
+            return
+        state.left = True
+        self._fail_orphans()
 
     def close_remote(self, why: str) -> None:
         """The gateway is shutting down: remote workers can no longer reach it with results. Their
@@ -178,7 +246,7 @@ class JobQueue:
         take fail at once with ``why`` (in-process slots keep scanning what they can)."""
         self.scanners.remote_closed = True
         for entry in list(self._waiters):
-            waiter, scanner, _ = entry
+            waiter, scanner, _, _ = entry
             state = self.scanners.get(scanner)
             if state is not None and state.remote:
                 self._waiters.remove(entry)
@@ -188,7 +256,7 @@ class JobQueue:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
             self._fail(lease.job, why)
-        for job in [job for job in self._pending if not self.scanners.able_to_take(job.media_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take(job.detected_type)]:
             self._pending.remove(job)
             self._fail(job, why)
 
@@ -196,7 +264,7 @@ class JobQueue:
         """Stop handing out jobs; wake every waiting scanner with None."""
         self.closed = True
         while self._waiters:
-            waiter, _, _ = self._waiters.popleft()
+            waiter, _, _, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -210,7 +278,7 @@ class JobQueue:
         for entry in list(self._waiters):
             if not self._pending:
                 return
-            waiter, scanner, lease_s = entry
+            waiter, scanner, lease_s, protocol = entry
             if waiter.done():
                 self._waiters.remove(entry)
                 continue
@@ -219,7 +287,7 @@ class JobQueue:
                 continue
             self._waiters.remove(entry)
             now = loop.time()
-            lease = Lease(uuid.uuid4().hex, job, scanner, now + lease_s, started=now)
+            lease = Lease(uuid.uuid4().hex, job, scanner, now + lease_s, started=now, protocol=protocol)
             lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
             self._leases[lease.id] = lease
             job.attempts += 1
@@ -234,7 +302,7 @@ class JobQueue:
         for job in self._pending:
             if job.settled or job.deadline <= now:
                 gone.append(job)
-            elif state.scans(job.media_type):
+            elif state.scans(job.detected_type):
                 chosen = job
                 break
         for job in gone:
@@ -245,6 +313,7 @@ class JobQueue:
 
     def _drop_lease(self, lease: Lease) -> None:
         self._leases.pop(lease.id, None)
+        lease.ended.set()
         if lease._timer is not None:
             lease._timer.cancel()
 
@@ -267,16 +336,18 @@ class JobQueue:
                 self._check_orphans_later()
 
     def _check_orphans_later(self) -> None:
-        """A remote scanner left (its poll ended without a job, or its lease expired): once it has
-        had time to poll again, fail the queued jobs if no scanner is left, so their uploads get
-        the fail policy now rather than at their deadline."""
+        """A remote scanner may have left (its poll ended without a job, it posted a result and holds
+        nothing, or its lease expired): once it has had time to poll again, fail the queued jobs no
+        scanner left can take, so their uploads get the fail policy now rather than at their deadline."""
         if self._orphan_check is None:
             loop = asyncio.get_running_loop()
             self._orphan_check = loop.call_later(self.scanners.remote_stale_s + 0.05, self._fail_orphans)
 
     def _fail_orphans(self) -> None:
-        self._orphan_check = None
-        for job in [job for job in self._pending if not self.scanners.able_to_take(job.media_type)]:
+        if self._orphan_check is not None:
+            self._orphan_check.cancel()
+            self._orphan_check = None
+        for job in [job for job in self._pending if not self.scanners.able_to_take(job.detected_type)]:
             self._pending.remove(job)
             self._fail(job, "no scanner is left to take it (the last worker that could went away)")
 

@@ -2,7 +2,8 @@
 takes, whether it is alive, and the figures `fediguard workers` and `/metrics` show of it.
 
 A remote worker polls again the moment it posts a result, so one that has neither waited nor held a
-lease for :data:`REMOTE_STALE_S` is gone; in-process slots are alive while registered.
+lease for :data:`REMOTE_STALE_S` is gone, and one that said it is leaving is gone at once (the leases
+it holds it still completes); in-process slots are alive while registered.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class ScannerState:
     completed: int = 0
     failed: int = 0
     detectors: str = ""
+    left: bool = False
+    """It said it is leaving (a worker stopped by SIGTERM): not alive for new jobs until it polls again."""
     takes: MediaFilter | None = field(default=None, repr=False)
     """Which media types it scans (None: all)."""
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
@@ -103,15 +106,17 @@ class ScannerRegistry:
         return list(self._states.values())
 
     def alive(self) -> list[ScannerState]:
-        """In-process slots, and remote workers that are waiting, busy, or were seen recently enough
-        to come back for a job."""
+        """In-process slots, and remote workers that are waiting, or busy or seen recently enough to
+        come back for a job unless they said they are leaving."""
         if self.remote_closed:
             return [s for s in self._states.values() if not s.remote]
         now = time.time()
         return [
             s
             for s in self._states.values()
-            if not s.remote or s.waiting > 0 or s.busy > 0 or now - s.last_seen < self.remote_stale_s
+            if not s.remote
+            or s.waiting > 0
+            or (not s.left and (s.busy > 0 or now - s.last_seen < self.remote_stale_s))
         ]
 
     def able_to_scan(self) -> bool:

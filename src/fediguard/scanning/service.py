@@ -10,12 +10,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fediguard.banks.pdq import FrameHash
 from fediguard.config import Settings
 from fediguard.media.decode import decode
 from fediguard.media.sandbox import Decoder, DecoderPool
+from fediguard.media.sniff import sniff
 from fediguard.metrics import Metrics
 from fediguard.policy import decide
 from fediguard.records import NewDecision, RecordStore
@@ -148,13 +149,15 @@ class ScanService:
         policy = policy or self.settings.policy_for(client)
         cache_key = self._cache_key(policy)
         outcome: ScanOutcome | None = None
+        # What the bytes are, never what the caller declared, decides which scanners may take them.
+        sniffed = sniff(data)
         triage = await self._triage(data, media_type, sha256, cache_key, policy, timings) if data else None
         if not data:
             decision = self._fail(FailReason.UNDECODABLE, "empty body")
         elif triage is not None:
             outcome, decision = triage
-        elif not self.queue.scanners.able_to_take(media_type):
-            why = _no_scanner_for(media_type, self.queue.scanners.able_to_scan())
+        elif not self.queue.scanners.able_to_take(sniffed):
+            why = _no_scanner_for(sniffed, self.queue.scanners.able_to_scan())
             decision = self._fail(FailReason.NO_SCANNER, why)
         elif (ahead := self.queue.wait_estimate()) > deadline - loop.time():
             decision = self._fail(
@@ -163,9 +166,8 @@ class ScanService:
                 "queued ahead for the scanners alive",
             )
         else:
-            outcome, decision = await self._scan(
-                data, sha256, media_type, deadline, timings, policy, budget_s=budget_s
-            )
+            job = ScanJob(data, sha256, media_type, deadline, loop.create_future(), detected_type=sniffed)
+            outcome, decision = await self._scan(job, timings, policy, budget_s=budget_s)
 
         timings["total"] = loop.time() - started
         # A verdict only the configured detectors reached may be reused for the same bytes later.
@@ -195,7 +197,8 @@ class ScanService:
     async def record_failure(
         self, reason: FailReason, detail: str, *, size: int, media_type: str | None, client: str, source: str
     ) -> DecisionOutcome:
-        """Record and count an upload that could not be read whole (too large): the fail policy decides."""
+        """Record and count an upload that could not be read whole (too large, too slow, its client
+        gone): the fail policy decides. Logs one line (at INFO for a client that hung up)."""
         decision = self._fail(reason, detail)
         timings: dict[str, float] = {}
         record_id = await self._record(
@@ -240,29 +243,24 @@ class ScanService:
                 if matched is not None:
                     return matched, decide(matched.results, policy)
             if self.settings.verdict_cache and self.store is not None:
-                cached = await asyncio.to_thread(self.store.find_pass, sha256, cache_key)
+                workers = [key.name for key in self.settings.worker_keys]
+                cached = await asyncio.to_thread(self.store.find_pass, sha256, cache_key, workers)
                 if cached is not None:
                     reason = f"cached: identical bytes passed in decision {cached[0]}"
                     pdq = [FrameHash.from_json(item) for item in cached[1]] if cached[1] is not None else None
-                    outcome = ScanOutcome(scanner="cache", pdq=pdq)
+                    # Not a cache entry itself: a reuse always leads back to the scan (and scanner)
+                    # that made the pass, so a revoked worker's pass stops counting everywhere.
+                    outcome = ScanOutcome(scanner="cache", pdq=pdq, cacheable=False)
                     return outcome, Decision(Verdict.PASS, (), (reason,))
             return None
         finally:
             timings["triage"] = time.perf_counter() - t
 
     async def _scan(
-        self,
-        data: bytes,
-        sha256: str,
-        media_type: str | None,
-        deadline: float,
-        timings: dict[str, float],
-        policy: PolicyConfig | None,
-        *,
-        budget_s: float,
+        self, job: ScanJob, timings: dict[str, float], policy: PolicyConfig | None, *, budget_s: float
     ) -> tuple[ScanOutcome | None, Decision]:
         loop = asyncio.get_running_loop()
-        job = ScanJob(data, sha256, media_type, deadline, loop.create_future())
+        deadline = job.deadline
         try:
             self.queue.put(job)
         except QueueFull as exc:
@@ -281,6 +279,8 @@ class ScanService:
             self.queue.withdraw(job)
             raise
         timings["scan"] = loop.time() - t
+        if outcome.remote:
+            outcome = await self._own_view(outcome, job)
         timings.update(outcome.timings)
         if self.banks is not None and self.banks.needs_recheck(outcome):
             outcome = await asyncio.to_thread(self.banks.recheck, outcome)
@@ -288,10 +288,21 @@ class ScanService:
             return outcome, self._fail(outcome.error, outcome.error_detail)
         return outcome, decide(outcome.results, policy or self.settings.policy)
 
+    async def _own_view(self, outcome: ScanOutcome, job: ScanJob) -> ScanOutcome:
+        """A remote worker's outcome as the gateway keeps it: its scan (results, checked by the
+        routes), with the type the gateway sniffed and the frame hashes the gateway makes itself."""
+        outcome = replace(outcome, detected_type=job.detected_type, pdq=None)
+        if self.banks is None:
+            return outcome
+        return await asyncio.to_thread(self.banks.rehash, outcome, job.data)
+
     def _fail(self, reason: FailReason, detail: str) -> Decision:
         decision = fail_decision(reason, self.settings.fail_policy, detail)
         self.metrics.fail_policy.labels(reason.value, self.settings.fail_policy.value).inc()
-        log.warning("fail policy %s applied: %s: %s", self.settings.fail_policy.value, reason.value, detail)
+        if reason is not FailReason.CLIENT_DISCONNECT:  # nobody hears it: the decision line says it all
+            log.warning(
+                "fail policy %s applied: %s: %s", self.settings.fail_policy.value, reason.value, detail
+            )
         return decision
 
     async def _record(
