@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fediguard.errors import ConfigError, FediguardError
+from fediguard.logs import shown
 from fediguard.storage import (
     LAYOUTS,
     ObjectGone,
@@ -220,3 +221,21 @@ async def test_iter_media_walks_the_layout_prefixes_only() -> None:
     found = [o.key async for o in iter_media(source, get_layout("mastodon"))]  # type: ignore[arg-type]
     assert sorted(found) == sorted(MASTODON_MEDIA)
     assert "" not in source.prefixes
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("files/01/ünïcode 漢字.png", "files/01/ünïcode 漢字.png"),
+    ("back\\slash.jpg", "back\\\\slash.jpg"),
+    ("new\nline\r\t.jpg", "new\\nline\\r\\t.jpg"),
+    ("esc\x1b[31mred\x1b[0m", "esc\\x1b[31mred\\x1b[0m"),
+    ("del\x7f\x00nul", "del\\x7f\\x00nul"),
+    ("line\u2028sep\u202eoverride\x85", "line\\u2028sep\\u202eoverride\\x85"),
+    (os.fsdecode(b"bad\xff\xfe.png"), "bad\\xff\\xfe.png"),
+])  # fmt: skip
+def test_names_are_shown_escaped(name: str, expected: str) -> None:
+    assert shown(name) == expected and expected.isprintable()
+
+
+def test_storage_errors_show_names_escaped() -> None:
+    message = str(ObjectGone("'new\nline\x1b[31m.jpg' is gone"))
+    assert message == "'new\\nline\\x1b[31m.jpg' is gone"
