@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from fediguard.sweeper.run import Sweeper, SweepOptions
 from fediguard.sweeper.state import SweepState
 
 from .images import picture
+from .test_sweep_remote import deny
+from .test_sweep_remote import run as run_cli
 
 FORGED = "\r\n2026-01-01 00:00:00,000 WARNING fediguard.sweep: all clear.jpg"
 """A name that would print a forged log line if it reached the log raw."""
@@ -250,3 +254,42 @@ async def test_an_object_rewritten_after_listing_is_recorded_as_read(
     assert (third.scanned, third.skipped) == (1, 0)
     assert state.known(state.source_id(store.source.url, {}), [key])[key].size == len(first)
     assert_logged_escaped(caplog)
+
+
+def stored_id(data: Path, stored_key: str) -> str:
+    with sqlite3.connect(data / "fediguard.sqlite3") as conn:
+        (found,) = conn.execute("select id from sweep_objects where key = ?", (stored_key,)).fetchone()
+    return str(found)
+
+
+def test_hostile_names_are_swept_and_never_reach_the_log_raw(tmp_path: Path) -> None:
+    store, quarantine, data = tmp_path / "store", tmp_path / "quarantine", tmp_path / "data"
+    store.mkdir()
+    names = {"back\\slash.png": 11, "new\nline\x1b[31mred.png": 12, "-rf \r\n2026-01-01 forged.png": 13}
+    for name, i in names.items():
+        (store / name).write_bytes(picture(i))
+    (store / "fine.png").write_bytes(picture(14))
+    deny(data, *(picture(i) for i in names.values()))
+    args = (f"file://{store}", "--action", "quarantine", "--quarantine", str(quarantine))
+    run = run_cli(data, "sweep", *args)
+    assert run.returncode == 1, run.stderr
+    assert "4 listed, 4 scanned" in run.stderr and "3 flagged, 3 actions, 0 errors" in run.stderr, run.stderr
+    assert "\x1b" not in run.stderr and "\r" not in run.stderr, "no raw ESC or CR reaches the log"
+    for line in run.stderr.splitlines():  # every line is a log line or the summary: none forged
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ |sweep of |ModuleNotFound", line), line
+    for escaped in ("back\\\\slash.png", "new\\nline\\x1b[31mred.png", "-rf \\r\\n2026-01-01 forged.png"):
+        assert f"flagged {escaped}: object" in run.stderr, run.stderr
+    assert sorted(os.listdir(store)) == ["fine.png"]
+    assert sorted(os.listdir(quarantine)) == sorted(names)
+    again = run_cli(data, "sweep", *args)
+    assert again.returncode == 0 and "1 listed, 0 scanned, 1 skipped" in again.stderr, again.stderr
+    restored = run_cli(data, "restore", stored_id(data, "new\nline\x1b[31mred.png"), "--no-allow")
+    assert restored.returncode == 0, restored.stderr
+    assert (
+        restored.stdout
+        == "restored new\\nline\\x1b[31mred.png from quarantine (new\\nline\\x1b[31mred.png)\n"
+    )
+    assert (store / "new\nline\x1b[31mred.png").read_bytes() == picture(12)
+    restored = run_cli(data, "restore", stored_id(data, "back\\\\slash.png"), "--no-allow")  # stored escaped
+    assert restored.returncode == 0 and "restored back\\\\slash.png" in restored.stdout, restored.stderr
+    assert (store / "back\\slash.png").read_bytes() == picture(11)
