@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from fediguard.errors import ConfigError, FediguardError
+from fediguard.logs import shown
 from fediguard.storage import (
     LAYOUTS,
     ObjectGone,
@@ -15,6 +17,7 @@ from fediguard.storage import (
     StoredObject,
     UnsafeKey,
     check_key,
+    check_object_key,
     get_layout,
     iter_media,
     open_source,
@@ -34,8 +37,9 @@ HOSTILE_KEYS = [
     "a//b",
     "a/",
     "a\x00b",
-    "a\\..\\b",
 ]
+"""Keys no folder listing gives, each of which could reach a file outside the root (or another
+name): refused for folders (local, SFTP). In a bucket only "" and NUL are refused (check_object_key)."""
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS)
@@ -44,9 +48,40 @@ def test_hostile_keys_are_refused(key: str) -> None:
         check_key(key)
 
 
-@pytest.mark.parametrize("key", ["a", "files/01/8f/x.webp", "sp ace", "ünïcode/ké", "..a/b..", ".hidden"])
+ODD_NAMES = [
+    "back\\slash.jpg",
+    "a\\..\\b",
+    "dir\\/x.png",
+    "new\nline.jpg",
+    "esc\x1b[31mred.jpg",
+    "-rf.png",
+    "--help",
+    "tab\t\r.png",
+    "\u202egnp.exe",
+    os.fsdecode(b"bad\xff\xfe.png"),
+    "x" * 255,
+]
+"""Names a folder may hold, each an ordinary name to open, scan, quarantine and restore."""
+
+
+@pytest.mark.parametrize(
+    "key", ["a", "files/01/8f/x.webp", "sp ace", "ünïcode/ké", "..a/b..", ".hidden", *ODD_NAMES]
+)
 def test_ordinary_keys_pass(key: str) -> None:
     assert check_key(key) == key
+    assert check_object_key(key) == key
+
+
+@pytest.mark.parametrize("key", ["a/../b", "../up", "/lead", "a//b", "..", ".", "trail/", "a\\..\\b"])
+def test_object_keys_are_opaque_names(key: str) -> None:
+    """In a bucket, path-like keys name objects of their own (S3 resolves no '..')."""
+    assert check_object_key(key) == key
+
+
+@pytest.mark.parametrize("key", ["", "a\x00b"])
+def test_no_object_has_an_empty_key_or_nul(key: str) -> None:
+    with pytest.raises(UnsafeKey):
+        check_object_key(key)
 
 
 def test_errors_share_the_project_base() -> None:
@@ -186,3 +221,21 @@ async def test_iter_media_walks_the_layout_prefixes_only() -> None:
     found = [o.key async for o in iter_media(source, get_layout("mastodon"))]  # type: ignore[arg-type]
     assert sorted(found) == sorted(MASTODON_MEDIA)
     assert "" not in source.prefixes
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("files/01/ünïcode 漢字.png", "files/01/ünïcode 漢字.png"),
+    ("back\\slash.jpg", "back\\\\slash.jpg"),
+    ("new\nline\r\t.jpg", "new\\nline\\r\\t.jpg"),
+    ("esc\x1b[31mred\x1b[0m", "esc\\x1b[31mred\\x1b[0m"),
+    ("del\x7f\x00nul", "del\\x7f\\x00nul"),
+    ("line\u2028sep\u202eoverride\x85", "line\\u2028sep\\u202eoverride\\x85"),
+    (os.fsdecode(b"bad\xff\xfe.png"), "bad\\xff\\xfe.png"),
+])  # fmt: skip
+def test_names_are_shown_escaped(name: str, expected: str) -> None:
+    assert shown(name) == expected and expected.isprintable()
+
+
+def test_storage_errors_show_names_escaped() -> None:
+    message = str(ObjectGone("'new\nline\x1b[31m.jpg' is gone"))
+    assert message == "'new\\nline\\x1b[31m.jpg' is gone"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fediguard.storage import (
+    ObjectChanged,
     ObjectGone,
     ObjectTooLarge,
     QuarantineConflict,
@@ -26,6 +27,7 @@ from fediguard.storage import (
     iter_media,
     open_source,
 )
+from fediguard.storage import local as local_module
 from fediguard.storage.local import LocalSource
 
 from .test_base import HOSTILE_KEYS
@@ -322,3 +324,41 @@ async def test_concurrent_reads(tmp_path: Path) -> None:
     source = LocalSource(tmp_path)
     results = await asyncio.gather(*(source.read(k, 1 << 20) for k in media))
     assert results == list(media.values())
+
+
+def appending_reads(monkeypatch: pytest.MonkeyPatch, path: Path, times: int) -> list[int]:
+    """The first ``times`` whole-file reads each see the file grow right after they end, as a
+    writer still appending to it would make them. Gives the list of reads made so far."""
+    real = local_module._read_up_to
+    reads: list[int] = []
+
+    def read_then_grow(fd: int, limit: int) -> bytes:
+        data = real(fd, limit)
+        reads.append(len(data))
+        if len(reads) <= times:
+            with path.open("ab") as f:
+                f.write(b"+more")
+        return data
+
+    monkeypatch.setattr(local_module, "_read_up_to", read_then_grow)
+    return reads
+
+
+async def test_a_file_that_changes_while_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"start")
+    reads = appending_reads(monkeypatch, tmp_path / "f", times=1)
+    fetched = await LocalSource(tmp_path).fetch("f", 100)
+    assert fetched.data == b"start+more" and reads == [5, 10]
+    st = os.stat(tmp_path / "f")
+    assert fetched.object.size == 10 and fetched.object.modified.timestamp() == pytest.approx(st.st_mtime)
+
+
+async def test_a_file_that_never_holds_still_is_not_described(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"start")
+    appending_reads(monkeypatch, tmp_path / "f", times=1000)
+    with pytest.raises(ObjectChanged, match="kept changing while it was read"):
+        await LocalSource(tmp_path).fetch("f", 1000)

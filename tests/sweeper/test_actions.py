@@ -4,12 +4,13 @@ Real folders, real SQLite."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
 from fediguard.storage.local import LocalSource
-from fediguard.sweeper.actions import ActionTaker, in_quarantine, restore
+from fediguard.sweeper.actions import ActionTaker, conflict_key, in_quarantine, restore
 from fediguard.sweeper.state import SweepState
 
 
@@ -71,6 +72,36 @@ async def test_a_quarantine_key_already_taken_keeps_both(
     record = state.get(object_id)
     assert record is not None and record.quarantine_key == f"bad.png.{object_id}"
     assert record.action_state == "done"
+
+
+async def test_a_longest_name_already_taken_is_held_under_a_name_that_fits(
+    source: LocalSource, state: SweepState, store: Path, tmp_path: Path
+) -> None:
+    name = os.fsdecode(b"\xff" + "é".encode() * 127)  # 255 bytes: not UTF-8, then 2-byte characters
+    (tmp_path / "quarantine").mkdir()
+    (tmp_path / "quarantine" / name).write_bytes(b"held before")
+    (store / name).write_bytes(b"newcomer")
+    _, object_id = await flagged(source, state, name, "quarantine")
+
+    await ActionTaker(source, state).perform(object_id, "quarantine", name, name)
+    record = state.get(object_id)
+    assert record is not None and record.action_state == "done", record
+    suffix = f".{object_id}"
+    keep = 1 + (255 - 1 - len(suffix)) // 2  # the byte that is not UTF-8, then whole 2-byte characters
+    assert record.quarantine_key == name[:keep] + suffix
+    assert (tmp_path / "quarantine" / record.quarantine_key).read_bytes() == b"newcomer"
+    done = await restore(source, state, object_id)
+    assert done.action_state == "done" and (store / name).read_bytes() == b"newcomer"
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("a/bad.png", "a/bad.png.7"),
+    ("d/" + "x" * 255, "d/" + "x" * 253 + ".7"),
+    ("é" * 127, "é" * 126 + ".7"),  # whole characters only: still UTF-8
+])  # fmt: skip
+def test_conflict_keys_keep_within_a_file_name(key: str, expected: str) -> None:
+    assert conflict_key(key, 7) == expected
+    assert len(expected.rsplit("/", 1)[-1].encode()) <= 255
 
 
 async def test_deleting_what_is_already_gone_counts_as_done(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fediguard.storage import StoredObject, get_layout
+from fediguard.storage import Fetched, StoredObject, get_layout
 from fediguard.storage.local import LocalSource
 from fediguard.sweeper.judges import Judgement
 from fediguard.sweeper.run import Sweeper, SweepOptions
@@ -77,9 +77,9 @@ class CountingSource(LocalSource):
     reads: list[str]
     heads: list[str]
 
-    async def read(self, key: str, max_bytes: int) -> bytes:
+    async def fetch(self, key: str, max_bytes: int) -> Fetched:
         self.reads.append(key)
-        return await super().read(key, max_bytes)
+        return await super().fetch(key, max_bytes)
 
     async def read_head(self, key: str, n: int) -> bytes:
         self.heads.append(key)

@@ -16,13 +16,14 @@ import httpx
 from fediguard.cli.common import add_config_option, settings_from
 from fediguard.config import Settings
 from fediguard.errors import ConfigError, FediguardError
+from fediguard.logs import shown
 from fediguard.records import RecordStore
 from fediguard.storage import LAYOUTS, Source, get_layout, open_source
 from fediguard.sweeper.actions import ACTIONS, restore
 from fediguard.sweeper.daemon import Schedule, run_passes
 from fediguard.sweeper.judges import GatewayJudge, Judge, LocalJudge
 from fediguard.sweeper.run import SweepOptions
-from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState, escape_key
+from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState
 
 HELP = """\
 Scan media already stored, with the same pipeline and policy as uploads, and act on what is rejected.
@@ -230,10 +231,10 @@ async def _restore(settings: Settings, args: argparse.Namespace) -> int:
             raise FediguardError(str(exc)) from exc
         if done.action != "restore" or done.action_state != "done":
             raise FediguardError(
-                f"restoring {escape_key(done.key)} failed: {done.error}; it stays in quarantine as "
-                f"{escape_key(done.quarantine_key or '')!r} and can be restored again"
+                f"restoring {shown(done.key)} failed: {done.error}; it stays in quarantine "
+                f"as '{shown(done.quarantine_key or '')}' and can be restored again"
             )
-        print(f"restored {escape_key(done.key)} from quarantine ({escape_key(done.quarantine_key or '')})")
+        print(f"restored {shown(done.key)} from quarantine ({shown(done.quarantine_key or '')})")
         if args.no_allow or done.decision_id is None:
             return 0
         return await _overturn(records, done.decision_id, done.id, args.bank)

@@ -1,7 +1,8 @@
 """Storage sources the sweeper reads: a local folder, S3-compatible buckets, SFTP servers."""
 
-from fediguard.storage.base import Source, StoredObject, check_key, quiet_listing
+from fediguard.storage.base import Fetched, Source, StoredObject, check_key, check_object_key, quiet_listing
 from fediguard.storage.errors import (
+    ObjectChanged,
     ObjectGone,
     ObjectTooLarge,
     QuarantineConflict,
@@ -16,7 +17,9 @@ from fediguard.storage.open import open_source
 
 __all__ = [
     "LAYOUTS",
+    "Fetched",
     "Layout",
+    "ObjectChanged",
     "ObjectGone",
     "ObjectTooLarge",
     "QuarantineConflict",
@@ -28,6 +31,7 @@ __all__ = [
     "StoredObject",
     "UnsafeKey",
     "check_key",
+    "check_object_key",
     "get_layout",
     "iter_media",
     "open_source",

@@ -27,6 +27,15 @@ class StoredObject:
     """The backend's content tag where it has one (S3 ETag, quotes stripped); None otherwise."""
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """An object's bytes and what they are: ``object.size`` is ``len(data)``, and its modification
+    time and ETag are those of the very bytes read (not of the listing, which may be older)."""
+
+    data: bytes
+    object: StoredObject
+
+
 @runtime_checkable
 class Source(Protocol):
     """A place media is stored. Every method is safe to call concurrently from one event loop."""
@@ -51,7 +60,13 @@ class Source(Protocol):
         ...
 
     async def read(self, key: str, max_bytes: int) -> bytes:
-        """The object's bytes. Raises ObjectGone, ObjectTooLarge (before reading it whole),
+        """The object's bytes: ``(await fetch(key, max_bytes)).data``."""
+        ...
+
+    async def fetch(self, key: str, max_bytes: int) -> Fetched:
+        """The object's bytes with the size, modification time and ETag of those bytes, taken so
+        that an object rewritten since it was listed is described as read. Raises ObjectGone,
+        ObjectTooLarge (before reading it whole), ObjectChanged (it kept changing while read),
         UnsafeKey, or SourceError."""
         ...
 
@@ -77,24 +92,36 @@ class Source(Protocol):
         ...
 
 
-def check_key(key: str) -> str:
-    """Return ``key`` if it is a safe relative '/'-separated key, else raise UnsafeKey.
+def check_object_key(key: str) -> str:
+    """Return ``key`` if it can name an object in a bucket (S3), else raise UnsafeKey.
 
-    Refused: empty, absolute, NUL, '.' or '..' segments, empty segments ('a//b', trailing '/'),
-    backslashes. The last two alias other keys on some backends, so one object could be scanned
-    under one key and served under another.
+    An object key is an opaque name, not a path: 'a/../b', '/x', 'a//b', '..' or 'back\\slash' each
+    name one object of their own, which S3 stores, lists, reads and copies as it is. Only an empty
+    key (the bucket itself) and NUL (which S3 refuses) are refused.
     """
     if not key:
         raise UnsafeKey("empty key")
     if "\x00" in key:
-        raise UnsafeKey(f"key contains NUL: {key!r}")
+        raise UnsafeKey(f"key contains NUL: '{key}'")
+    return key
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it names a file under a folder's root (local, or over SFTP), else raise
+    UnsafeKey.
+
+    Refused: empty, absolute, NUL, and '.', '..' or empty segments ('a//b', a trailing '/'): no
+    listing of a folder gives such a key, and each could reach a file outside the root or under
+    another name. Every other byte is an ordinary part of a POSIX name and is accepted: backslash,
+    newline and other control characters, a leading '-', bytes that are not UTF-8 (surrogates, as
+    os.fsdecode gives them). Refusing any of them would leave such a file unscanned forever.
+    """
+    check_object_key(key)
     if key.startswith("/"):
-        raise UnsafeKey(f"absolute key: {key!r}")
-    if "\\" in key:
-        raise UnsafeKey(f"key contains a backslash: {key!r}")
+        raise UnsafeKey(f"absolute key: '{key}'")
     for part in key.split("/"):
         if part in ("", ".", ".."):
-            raise UnsafeKey(f"key has an empty, '.' or '..' segment: {key!r}")
+            raise UnsafeKey(f"key has an empty, '.' or '..' segment: '{key}'")
     return key
 
 

@@ -19,9 +19,11 @@ from datetime import datetime
 from pathlib import Path
 
 from fediguard.errors import ConfigError
+from fediguard.logs import shown
 from fediguard.storage._util import as_utc, from_timestamp, wanted
-from fediguard.storage.base import StoredObject, check_key, check_prefix, quiet_listing
+from fediguard.storage.base import Fetched, StoredObject, check_key, check_prefix, quiet_listing
 from fediguard.storage.errors import (
+    ObjectChanged,
     ObjectGone,
     ObjectTooLarge,
     QuarantineConflict,
@@ -33,6 +35,7 @@ from fediguard.storage.errors import (
 log = logging.getLogger(__name__)
 
 _BATCH = 1000  # objects handed from the walking thread to the event loop per hop
+_READ_ATTEMPTS = 3  # reads of a file that changes while it is read, before giving up on it
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted where a file should be must not hang the sweeper.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -88,7 +91,7 @@ class LocalSource:
                 raise SourceError(f"the storage root {self._root} is gone: {exc.strerror}") from exc
             return  # nothing under this prefix
         except OSError as exc:
-            raise SourceError(f"cannot open {start or '.'!r} under {self._root}: {exc}") from exc
+            raise SourceError(f"cannot open '{start or '.'}' under {self._root}: {exc}") from exc
         st = os.fstat(fd)
         os.close(fd)
         # Pending directories are kept as (key, identity), not open descriptors: a wide tree
@@ -155,7 +158,7 @@ class LocalSource:
         if quiet_listing.get():
             return
         self.listing_errors += 1
-        log.warning("skipping unreadable directory %r under %s: %s", rel or ".", self._root, exc)
+        log.warning("skipping unreadable directory '%s' under %s: %s", shown(rel or "."), self._root, exc)
 
     def _quarantine_identity(self) -> tuple[int, int] | None:
         if self._quarantine is None:
@@ -167,7 +170,10 @@ class LocalSource:
         return (st.st_dev, st.st_ino)
 
     async def read(self, key: str, max_bytes: int) -> bytes:
-        return await asyncio.to_thread(self._read, check_key(key), max_bytes)
+        return (await self.fetch(key, max_bytes)).data
+
+    async def fetch(self, key: str, max_bytes: int) -> Fetched:
+        return await asyncio.to_thread(self._fetch, check_key(key), max_bytes)
 
     async def read_head(self, key: str, n: int) -> bytes:
         return await asyncio.to_thread(self._read_head, check_key(key), n)
@@ -190,21 +196,30 @@ class LocalSource:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise SourceError(f"{key!r} is not a regular file")
+            raise SourceError(f"'{key}' is not a regular file")
         return fd, st
 
-    def _read(self, key: str, max_bytes: int) -> bytes:
+    def _fetch(self, key: str, max_bytes: int) -> Fetched:
+        """Read the open file whole, then fstat it again: the bytes are recorded with the size and
+        mtime of the file as read, whatever the listing saw. A file whose size or times moved
+        while it was read is read again, and given up on (ObjectChanged) if it never holds still."""
         with _errors(key):
             fd, st = self._open_file(key)
             try:
-                if st.st_size > max_bytes:
-                    raise ObjectTooLarge(key, st.st_size, max_bytes)
-                data = _read_up_to(fd, max_bytes + 1)
+                for _ in range(_READ_ATTEMPTS):
+                    if st.st_size > max_bytes:
+                        raise ObjectTooLarge(key, st.st_size, max_bytes)
+                    data = _read_up_to(fd, max_bytes + 1)
+                    if len(data) > max_bytes:  # grew since fstat
+                        raise ObjectTooLarge(key, None, max_bytes)
+                    after = os.fstat(fd)
+                    if _same_version(st, after) and len(data) == after.st_size:
+                        modified = from_timestamp(after.st_mtime)
+                        return Fetched(data, StoredObject(key, len(data), modified, None))
+                    st = after
             finally:
                 os.close(fd)
-        if len(data) > max_bytes:  # grew since fstat
-            raise ObjectTooLarge(key, None, max_bytes)
-        return data
+        raise ObjectChanged(f"'{key}' kept changing while it was read")
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._delete, check_key(key))
@@ -258,7 +273,7 @@ def _place(src_dir: int, src: str, dst_dir: int, dst: str, dst_key: str, src_st:
         os.link(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
         return
     except FileExistsError as exc:
-        raise QuarantineConflict(f"destination {dst_key!r} already exists") from exc
+        raise QuarantineConflict(f"destination '{dst_key}' already exists") from exc
     except OSError as exc:
         if exc.errno not in _CROSS_DEVICE:
             raise
@@ -271,7 +286,7 @@ def _place(src_dir: int, src: str, dst_dir: int, dst: str, dst_key: str, src_st:
             dir_fd=dst_dir,
         )
     except FileExistsError as exc:
-        raise QuarantineConflict(f"destination {dst_key!r} already exists") from exc
+        raise QuarantineConflict(f"destination '{dst_key}' already exists") from exc
     try:
         inp = os.open(src, _FILE_FLAGS, dir_fd=src_dir)
         try:
@@ -306,7 +321,7 @@ def _open_dir(base: str, rel: str, create_mode: int | None = None) -> int:
             except OSError as exc:
                 # O_NOFOLLOW|O_DIRECTORY on a symlink fails with ELOOP or ENOTDIR: name it.
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(fd, part):
-                    raise UnsafeKey(f"{rel!r} passes through a symbolic link under {base}") from exc
+                    raise UnsafeKey(f"'{rel}' passes through a symbolic link under {base}") from exc
                 raise
             os.close(fd)
             fd = child
@@ -326,20 +341,28 @@ def _is_symlink(dir_fd: int, name: str) -> bool:
 def _require_regular(dir_fd: int, key: str) -> os.stat_result:
     st = os.stat(entry_name(key), dir_fd=dir_fd, follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode):
-        raise SourceError(f"{key!r} is not a regular file")
+        raise SourceError(f"'{key}' is not a regular file")
     return st
 
 
 def _read_up_to(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from the start of the file (whatever was read from ``fd`` before)."""
     chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        chunk = os.read(fd, min(remaining, 1 << 20))
+    done = 0
+    while done < limit:
+        chunk = os.pread(fd, min(limit - done, 1 << 20), done)
         if not chunk:
             break
         chunks.append(chunk)
-        remaining -= len(chunk)
+        done += len(chunk)
     return b"".join(chunks)
+
+
+def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
+    """Nothing was written to the file in between (as far as its size and times tell)."""
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+        after.st_size, after.st_mtime_ns, after.st_ctime_ns
+    )  # fmt: skip
 
 
 def _dirname(key: str) -> str:
@@ -367,8 +390,8 @@ def _errors(key: str) -> Iterator[None]:
     except SourceError:
         raise
     except (FileNotFoundError, NotADirectoryError) as exc:
-        raise ObjectGone(f"{key!r} is gone: {exc.strerror}") from exc
+        raise ObjectGone(f"'{key}' is gone: {exc.strerror}") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UnsafeKey(f"{key!r} is a symbolic link") from exc
-        raise SourceError(f"{key!r}: {exc.strerror or exc}") from exc
+            raise UnsafeKey(f"'{key}' is a symbolic link") from exc
+        raise SourceError(f"'{key}': {exc.strerror or exc}") from exc

@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from fediguard.errors import ConfigError
 from fediguard.storage._util import as_utc, wanted
-from fediguard.storage.base import StoredObject, check_key, check_prefix
+from fediguard.storage.base import Fetched, StoredObject, check_key, check_object_key, check_prefix
 from fediguard.storage.errors import (
     ObjectGone,
     ObjectTooLarge,
@@ -164,15 +164,10 @@ class S3Source:
 
     def _to_object(self, item: dict[str, Any]) -> StoredObject | None:
         key = str(item["Key"])[len(self._root) :]
-        if not key or key.endswith("/"):
-            return None  # "folder" marker objects some tools create: never media
-        etag = item.get("ETag")
-        return StoredObject(
-            key=key,
-            size=int(item["Size"]),
-            modified=item["LastModified"].astimezone(UTC),
-            etag=etag.strip('"') if etag else None,
-        )
+        size = int(item["Size"])
+        if not key or (key.endswith("/") and size == 0):
+            return None  # "folder" marker objects some tools create (empty): never media
+        return StoredObject(key, size, item["LastModified"].astimezone(UTC), _etag(item.get("ETag")))
 
     def _quarantine_inside_root(self) -> str | None:
         if self._quarantine is None or self._quarantine[0] != self._bucket:
@@ -181,10 +176,15 @@ class S3Source:
         return qprefix[len(self._root) :] if qprefix.startswith(self._root) else None
 
     async def read(self, key: str, max_bytes: int) -> bytes:
-        full = self._root + check_key(key)
-        return await self._run(key, self._read, full=full, key=key, max_bytes=max_bytes)
+        return (await self.fetch(key, max_bytes)).data
 
-    def _read(self, full: str, key: str, max_bytes: int) -> bytes:
+    async def fetch(self, key: str, max_bytes: int) -> Fetched:
+        full = self._root + check_object_key(key)
+        return await self._run(key, self._fetch, full=full, key=key, max_bytes=max_bytes)
+
+    def _fetch(self, full: str, key: str, max_bytes: int) -> Fetched:
+        """One GET: S3 answers it from one version of the object, and its ETag and Last-Modified
+        describe that version, so the bytes are recorded with them, whatever the listing saw."""
         try:
             # Ask for one byte more than allowed: a complete answer proves the object fits, and
             # nothing past the limit ever crosses the network.
@@ -193,9 +193,9 @@ class S3Source:
             if _code(exc) != "InvalidRange":
                 raise
             # A range is unsatisfiable only on an empty object (S3 answers 416 for those).
-            size = self._client.head_object(Bucket=self._bucket, Key=full)["ContentLength"]
-            if size == 0:
-                return b""
+            head = self._client.head_object(Bucket=self._bucket, Key=full)
+            if head["ContentLength"] == 0:
+                return Fetched(b"", _version(key, 0, head))
             raise
         body = resp["Body"]
         try:
@@ -207,10 +207,10 @@ class S3Source:
             body.close()
         if len(data) > max_bytes:
             raise ObjectTooLarge(key, None, max_bytes)
-        return data
+        return Fetched(data, _version(key, len(data), resp))
 
     async def read_head(self, key: str, n: int) -> bytes:
-        full = self._root + check_key(key)
+        full = self._root + check_object_key(key)
         return await self._run(key, self._read_head, full=full, n=n)
 
     def _read_head(self, full: str, n: int) -> bytes:
@@ -228,22 +228,20 @@ class S3Source:
         return data
 
     async def delete(self, key: str) -> None:
-        full = self._root + check_key(key)
+        full = self._root + check_object_key(key)
         # S3 deletes of missing keys succeed silently; HEAD first so a vanished object is reported.
         await self._run(key, self._client.head_object, Bucket=self._bucket, Key=full)
         await self._run(key, self._client.delete_object, Bucket=self._bucket, Key=full)
 
     async def quarantine(self, key: str, dest_key: str) -> None:
         qbucket, qprefix = self._require_quarantine()
-        await self._move(
-            key, (self._bucket, self._root + check_key(key)), (qbucket, qprefix + check_key(dest_key))
-        )
+        src, dst = self._root + check_object_key(key), qprefix + check_object_key(dest_key)
+        await self._move(key, (self._bucket, src), (qbucket, dst))
 
     async def restore(self, dest_key: str, key: str) -> None:
         qbucket, qprefix = self._require_quarantine()
-        await self._move(
-            dest_key, (qbucket, qprefix + check_key(dest_key)), (self._bucket, self._root + check_key(key))
-        )
+        src, dst = qprefix + check_object_key(dest_key), self._root + check_object_key(key)
+        await self._move(dest_key, (qbucket, src), (self._bucket, dst))
 
     def _require_quarantine(self) -> tuple[str, str]:
         if self._quarantine is None:
@@ -277,6 +275,15 @@ class S3Source:
         self._client.close()
 
 
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
+
+
+def _version(key: str, size: int, resp: dict[str, Any]) -> StoredObject:
+    """The object as a GET or HEAD answer describes it."""
+    return StoredObject(key, size, resp["LastModified"].astimezone(UTC), _etag(resp.get("ETag")))
+
+
 def _total_size(resp: dict[str, Any]) -> int | None:
     content_range = resp.get("ContentRange")  # "bytes 0-99/12345"
     if content_range and "/" in content_range:
@@ -298,13 +305,13 @@ def _translated(key: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
         code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in _GONE or (status == 404 and code != "NoSuchBucket"):
-            raise ObjectGone(f"{key!r} is gone ({code or status})") from exc
+            raise ObjectGone(f"'{key}' is gone ({code or status})") from exc
         if code in _AUTH or status == 403:
-            raise SourceAuthError(f"S3 refused our credentials for {key!r}: {code or status}") from exc
-        raise SourceError(f"S3 {code or status} on {key!r}: {exc}") from exc
+            raise SourceAuthError(f"S3 refused our credentials for '{key}': {code or status}") from exc
+        raise SourceError(f"S3 {code or status} on '{key}': {exc}") from exc
     except _NO_CREDENTIALS as exc:
         raise SourceAuthError(f"no usable S3 credentials: {exc}") from exc
     except _UNREACHABLE as exc:
         raise SourceUnavailable(f"S3 endpoint unreachable: {exc}") from exc
     except botocore.exceptions.BotoCoreError as exc:
-        raise SourceError(f"S3 client error on {key!r}: {exc}") from exc
+        raise SourceError(f"S3 client error on '{key}': {exc}") from exc

@@ -25,9 +25,11 @@ from typing import Any
 import asyncssh
 
 from fediguard.errors import ConfigError
+from fediguard.logs import shown
 from fediguard.storage._util import as_utc, from_timestamp, wanted
-from fediguard.storage.base import StoredObject, check_key, check_prefix, quiet_listing
+from fediguard.storage.base import Fetched, StoredObject, check_key, check_prefix, quiet_listing
 from fediguard.storage.errors import (
+    ObjectChanged,
     ObjectGone,
     ObjectTooLarge,
     QuarantineConflict,
@@ -41,6 +43,7 @@ from fediguard.storage.errors import (
 log = logging.getLogger(__name__)
 
 _DONE = object()  # end-of-listing marker on the output queue
+_READ_ATTEMPTS = 3  # reads of a file that changes while it is read, before giving up on it
 _GONE = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)
 _LOST = (
     asyncssh.SFTPConnectionLost,
@@ -168,15 +171,15 @@ class SSHSource:
     def _translate(self, key: str, exc: BaseException) -> SourceError:
         """Map an asyncssh error; forget a dead connection so the next call reconnects."""
         if isinstance(exc, _GONE):
-            return ObjectGone(f"{key!r} is gone: {exc.reason}")
+            return ObjectGone(f"'{key}' is gone: {exc.reason}")
         if isinstance(exc, asyncssh.SFTPPermissionDenied):
-            return SourceError(f"{key!r}: permission denied on {self._url}")
+            return SourceError(f"'{key}': permission denied on {self._url}")
         if isinstance(exc, _LOST):
             self._drop_connection()
             return SourceUnavailable(f"{self._url}: connection lost: {exc}")
         if isinstance(exc, asyncssh.SFTPError):
-            return SourceError(f"{key!r} on {self._url}: {exc.reason}")
-        return SourceError(f"{key!r} on {self._url}: {exc}")
+            return SourceError(f"'{key}' on {self._url}: {exc.reason}")
+        return SourceError(f"'{key}' on {self._url}: {exc}")
 
     def _path(self, base: str, key: str) -> str:
         return f"{base}/{check_key(key)}"
@@ -187,12 +190,12 @@ class SSHSource:
         self._real[base] = real_base
         parent = await sftp.realpath(posixpath.dirname(path))
         if parent != real_base and not parent.startswith(real_base.rstrip("/") + "/"):
-            raise UnsafeKey(f"{path!r} resolves outside {base}")
+            raise UnsafeKey(f"'{path}' resolves outside {base}")
 
     async def _regular(self, sftp: asyncssh.SFTPClient, base: str, path: str, key: str) -> asyncssh.SFTPAttrs:
         attrs, _ = await asyncio.gather(sftp.lstat(path), self._check_inside(sftp, base, path))
         if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
-            raise SourceError(f"{key!r} is not a regular file")
+            raise SourceError(f"'{key}' is not a regular file")
         return attrs
 
     async def list(self, prefix: str = "", since: datetime | None = None) -> AsyncIterator[StoredObject]:
@@ -256,8 +259,9 @@ class SSHSource:
                 if not quiet_listing.get():  # a counting pass: the main listing reports it
                     self.listing_errors += 1
                     log.warning(
-                        "skipping unreadable directory %r on %s: %s", rel or ".", self._url, exc.reason
-                    )
+                        "skipping unreadable directory '%s' on %s: %s", shown(rel or "."), self._url,
+                        shown(exc.reason),
+                    )  # fmt: skip
             except Exception as exc:  # handed to the consumer, who raises it: never lost in a task
                 known = isinstance(exc, (asyncssh.Error, *_LOST))
                 await out.put(self._translate(rel or ".", exc) if known else exc)
@@ -266,18 +270,19 @@ class SSHSource:
                 dirs.task_done()
 
     async def read(self, key: str, max_bytes: int) -> bytes:
+        return (await self.fetch(key, max_bytes)).data
+
+    async def fetch(self, key: str, max_bytes: int) -> Fetched:
+        """Read the open file whole, then fstat the same handle again: the bytes are recorded with
+        the size and mtime of the file as read, whatever the listing saw. A file whose size or
+        mtime moved while it was read is read again, and given up on if it never holds still."""
         path = self._path(self._root, key)
         with self._errors(key):
             sftp = await self._client()
             await self._regular(sftp, self._root, path, key)
             async with sftp.open(path, "rb") as f:
-                size = (await f.stat()).size
-                if size is not None and size > max_bytes:
-                    raise ObjectTooLarge(key, size, max_bytes)
-                data: bytes = await f.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise ObjectTooLarge(key, None, max_bytes)
-        return data
+                data, attrs = await _read_whole(f, key, max_bytes)
+        return Fetched(data, StoredObject(key, len(data), from_timestamp(attrs.mtime or 0), None))
 
     async def read_head(self, key: str, n: int) -> bytes:
         path = self._path(self._root, key)
@@ -314,7 +319,7 @@ class SSHSource:
             await sftp.makedirs(posixpath.dirname(dst), exist_ok=True)
             await self._check_inside(sftp, dst_base, dst)
             if await sftp.exists(dst) or await _is_link(sftp, dst):
-                raise QuarantineConflict(f"destination {dst!r} already exists")
+                raise QuarantineConflict(f"destination '{dst}' already exists")
             try:
                 # Plain SFTP rename: OpenSSH implements it with link()+unlink(), so unlike
                 # posix-rename it never replaces an existing destination.
@@ -329,6 +334,25 @@ class SSHSource:
         if conn is not None:
             conn.close()
             await conn.wait_closed()
+
+
+async def _read_whole(
+    f: asyncssh.SFTPClientFile, key: str, max_bytes: int
+) -> tuple[bytes, asyncssh.SFTPAttrs]:
+    """The whole file and its attributes (fstat on the open handle) once a read began and ended
+    with the same size and mtime, so they describe the bytes read."""
+    before = await f.stat()
+    for _ in range(_READ_ATTEMPTS):
+        if before.size is not None and before.size > max_bytes:
+            raise ObjectTooLarge(key, before.size, max_bytes)
+        data: bytes = await f.read(max_bytes + 1, 0)
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(key, None, max_bytes)
+        after = await f.stat()
+        if (before.size, before.mtime) == (after.size, after.mtime) and len(data) == after.size:
+            return data, after
+        before = after
+    raise ObjectChanged(f"'{key}' kept changing while it was read")
 
 
 async def _finish(dirs: asyncio.Queue[str], out: asyncio.Queue[Any]) -> None:
@@ -350,7 +374,7 @@ async def _copy_exclusive(sftp: asyncssh.SFTPClient, src: str, dst: str) -> None
         out = await sftp.open(dst, "xb")  # O_EXCL: fails rather than overwrite
     except asyncssh.SFTPFailure as exc:
         if await _is_link(sftp, dst):
-            raise QuarantineConflict(f"destination {dst!r} already exists") from exc
+            raise QuarantineConflict(f"destination '{dst}' already exists") from exc
         raise
     try:
         async with sftp.open(src, "rb") as inp:

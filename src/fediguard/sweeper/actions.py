@@ -11,14 +11,28 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from fediguard.logs import shown
 from fediguard.storage import ObjectGone, QuarantineConflict, Source, SourceError
 from fediguard.sweeper.progress import SweepStats
-from fediguard.sweeper.state import ObjectRecord, SweepState, escape_key
+from fediguard.sweeper.state import ObjectRecord, SweepState
 
 log = logging.getLogger("fediguard.sweep")
 
 ACTIONS = ("report", "quarantine", "delete")
 """What a sweep may do with rejected objects (``report`` changes nothing in storage)."""
+NAME_MAX = 255
+"""The longest file name (in bytes) of the filesystems a folder or SFTP source is on."""
+
+
+def conflict_key(key: str, object_id: int) -> str:
+    """Where object ``object_id`` is quarantined when ``key`` is taken there already: ``key.ID``,
+    its last segment cut short to keep within NAME_MAX bytes (a name as long as the filesystem
+    allows must stay quarantinable). It is recorded, so a restore never has to work it out."""
+    folder, slash, name = key.rpartition("/")
+    suffix = f".{object_id}"
+    while name and len((name + suffix).encode("utf-8", "surrogateescape")) > NAME_MAX:
+        name = name[:-1]  # whole characters: the key stays valid UTF-8 wherever it was
+    return f"{folder}{slash}{name}{suffix}"
 
 
 class ActionTaker:
@@ -42,7 +56,7 @@ class ActionTaker:
                     await self.source.quarantine(key, quarantine_key)
                 except QuarantineConflict:
                     # Another object was quarantined under that key before: keep both.
-                    quarantine_key = f"{quarantine_key}.{object_id}"
+                    quarantine_key = conflict_key(quarantine_key, object_id)
                     await asyncio.to_thread(self.state.set_quarantine_key, object_id, quarantine_key)
                     await self.source.quarantine(key, quarantine_key)
             elif action == "restore":
@@ -53,7 +67,7 @@ class ActionTaker:
             log.info("%s of object %d: the object is already gone; counted as done", action, object_id)
         except SourceError as exc:
             self.stats.errors += 1
-            log.error("%s of %s failed: %s", action, escape_key(key), exc)
+            log.error("%s of %s failed: %s", action, shown(key), exc)
             await asyncio.to_thread(self.state.action_done, object_id, "failed", str(exc))
             return
         self.stats.actions += 1
@@ -67,7 +81,8 @@ class ActionTaker:
         except ObjectGone:
             # Back in place already (a restore interrupted before it was recorded), or held elsewhere.
             if not await self._exists(key):
-                error = f"{quarantine_key!r} is not in the quarantine location (moved? pass --quarantine)"
+                held = shown(quarantine_key)
+                error = f"'{held}' is not in the quarantine location (moved? pass --quarantine)"
         except SourceError as exc:
             error = str(exc)
         if error is None:
@@ -75,7 +90,7 @@ class ActionTaker:
             await asyncio.to_thread(self.state.action_done, object_id)
             return
         self.stats.errors += 1
-        log.error("restore of %s failed: %s; it stays in quarantine", escape_key(key), error)
+        log.error("restore of %s failed: %s; it stays in quarantine", shown(key), error)
         await asyncio.to_thread(self.state.restore_failed, object_id, error)
 
     async def _exists(self, key: str) -> bool:
@@ -93,7 +108,7 @@ class ActionTaker:
         pending: list[ObjectRecord] = await asyncio.to_thread(self.state.pending, source_id)
         for record in pending:
             assert record.action is not None
-            key = escape_key(record.key)
+            key = shown(record.key)
             if dry_run:
                 log.warning(
                     "dry run: %s of %s (object %d) is pending from an earlier run; left as it is",
@@ -119,7 +134,7 @@ async def restore(source: Source, state: SweepState, object_id: int) -> ObjectRe
     if record is None:
         raise ValueError(f"no swept object {object_id}")
     if not in_quarantine(record):
-        raise ValueError(f"object {object_id} ({escape_key(record.key)}) is not in quarantine")
+        raise ValueError(f"object {object_id} ({shown(record.key)}) is not in quarantine")
     await asyncio.to_thread(state.begin_restore, object_id)
     await ActionTaker(source, state).perform(object_id, "restore", record.key, record.quarantine_key)
     done = await asyncio.to_thread(state.get, object_id)

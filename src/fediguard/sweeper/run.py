@@ -26,9 +26,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from fediguard.logs import shown
 from fediguard.media.sniff import sniff
 from fediguard.storage import (
+    Fetched,
     Layout,
+    ObjectChanged,
     ObjectGone,
     ObjectTooLarge,
     Source,
@@ -40,7 +43,7 @@ from fediguard.storage import (
 from fediguard.sweeper.actions import ACTIONS, ActionTaker
 from fediguard.sweeper.judges import Judge, Judgement
 from fediguard.sweeper.progress import Progress, SweepStats
-from fediguard.sweeper.state import ObjectRecord, SweepState, escape_key, unchanged
+from fediguard.sweeper.state import ObjectRecord, SweepState, unchanged
 
 log = logging.getLogger("fediguard.sweep")
 
@@ -142,7 +145,7 @@ class Sweeper:
             if not _utf8(obj.key):
                 log.warning(
                     "the name %s is not valid UTF-8 (shown and recorded with \\xNN escapes); it is "
-                    "scanned all the same, read by its raw name", escape_key(obj.key),
+                    "scanned all the same, read by its raw name", shown(obj.key),
                 )  # fmt: skip
             if todo.full() and self._counter is None:
                 # The listing must now wait for the readers: count what is ahead meanwhile.
@@ -186,34 +189,30 @@ class Sweeper:
             try:
                 await self._process(obj, record)
             except Exception as exc:  # one object never stops the sweep
-                log.exception("sweeping %s failed", escape_key(obj.key))
+                log.exception("sweeping %s failed", shown(obj.key))
                 self.stats.errors += 1
                 try:
                     await asyncio.to_thread(
                         self.state.save, self.source_id, obj, status="error", error=repr(exc)
                     )
                 except Exception:
-                    log.exception("could not record the error for %s", escape_key(obj.key))
+                    log.exception("could not record the error for %s", shown(obj.key))
             self.progress.tick()
 
-    async def _process(self, obj: StoredObject, record: ObjectRecord | None) -> None:
-        try:
-            data = await self._fetch(obj)
-        except ObjectGone:
-            self.stats.gone += 1
-            log.info("%s vanished before it could be read", escape_key(obj.key))
+    async def _process(self, listed: StoredObject, record: ObjectRecord | None) -> None:
+        fetched = await self._read(listed)
+        if fetched is None:
             return
-        except ObjectTooLarge as exc:
-            self.stats.too_large += 1
-            log.warning("not scanned: %s", exc)
-            await asyncio.to_thread(self.state.save, self.source_id, obj, status="too_large", error=str(exc))
-            return
-        except SourceError as exc:
-            self.stats.errors += 1
-            log.warning("cannot read %s: %s", escape_key(obj.key), exc)
-            await asyncio.to_thread(self.state.save, self.source_id, obj, status="error", error=str(exc))
-            return
-        if data is None:
+        # From here on the object is recorded as read (size, mtime, ETag of the bytes judged), not as
+        # listed: one rewritten in between is then skipped next run only while it stays as read.
+        data, obj = fetched.data, fetched.object
+        if obj != listed:
+            log.debug(
+                "%s changed since it was listed (%d bytes, %s); recorded as read (%d bytes, %s)",
+                shown(obj.key), listed.size, listed.etag or listed.modified,
+                obj.size, obj.etag or obj.modified,
+            )  # fmt: skip
+        if self.options.layout.name == "plain" and sniff(data) is None:
             self.stats.not_media += 1
             await asyncio.to_thread(self.state.save, self.source_id, obj, status="not_media")
             return
@@ -237,6 +236,37 @@ class Sweeper:
         self.stats.flagged += 1
         await self._act(obj, verdict)
 
+    async def _read(self, listed: StoredObject) -> Fetched | None:
+        """The object's bytes and what they are; or None, once why it was not read (vanished, too
+        large, changing, unreadable, not media by its first bytes) is counted and recorded."""
+        error: str | None = None
+        try:
+            fetched = await self._fetch(listed)
+        except ObjectGone:
+            self.stats.gone += 1
+            log.info("%s vanished before it could be read", shown(listed.key))
+            return None
+        except ObjectTooLarge as exc:
+            self.stats.too_large += 1
+            log.warning("not scanned: %s", exc)
+            status, error = "too_large", str(exc)
+        except ObjectChanged as exc:
+            self.stats.unscanned += 1
+            log.warning("no verdict for %s: %s; it is tried again next run", shown(listed.key), exc)
+            status, error = "unscanned", str(exc)
+        except SourceError as exc:
+            self.stats.errors += 1
+            log.warning("cannot read %s: %s", shown(listed.key), exc)
+            status, error = "error", str(exc)
+        else:
+            if fetched is not None:
+                return fetched
+            self.stats.not_media += 1  # as its first bytes tell
+            status = "not_media"
+        # Not read: the listed version is recorded (a later change makes it differ, and be tried again).
+        await asyncio.to_thread(self.state.save, self.source_id, listed, status=status, error=error)
+        return None
+
     async def _decided_before(
         self, obj: StoredObject, record: ObjectRecord | None, sha256: str
     ) -> Judgement | None:
@@ -252,13 +282,13 @@ class Sweeper:
         decision_id, verdict, reasons = found
         log.info(
             "%s: taking up decision %d (%s), reached for it by an interrupted run",
-            escape_key(obj.key), decision_id, verdict,
+            shown(obj.key), decision_id, verdict,
         )  # fmt: skip
         return Judgement(verdict, decision_id, sha256, reasons)
 
-    async def _fetch(self, obj: StoredObject) -> bytes | None:
-        """The object's bytes, or None when it is not media (plain layout). Its listed size and, for
-        a large object in the plain layout, its first bytes are checked before it is read whole."""
+    async def _fetch(self, obj: StoredObject) -> Fetched | None:
+        """The object's bytes and what they are, or None when its first bytes show it is not media
+        (a large object, plain layout). Its listed size is checked before it is read whole."""
         plain = self.options.layout.name == "plain"
         if plain and obj.size > min(SNIFF_FIRST_ABOVE, self.options.max_bytes):
             head = await self.source.read_head(obj.key, HEAD_BYTES)
@@ -266,8 +296,7 @@ class Sweeper:
                 return None
         if obj.size > self.options.max_bytes:
             raise ObjectTooLarge(obj.key, obj.size, self.options.max_bytes)
-        data = await self.source.read(obj.key, self.options.max_bytes)
-        return None if plain and sniff(data) is None else data
+        return await self.source.fetch(obj.key, self.options.max_bytes)
 
     async def _no_verdict(self, obj: StoredObject, verdict: Judgement) -> None:
         """Undecodable media is recorded once; anything else with no verdict is retried next run."""
@@ -277,7 +306,7 @@ class Sweeper:
         else:
             self.stats.unscanned += 1
             log.warning(
-                "no verdict for %s (%s); it is tried again next run", escape_key(obj.key), verdict.fail_reason
+                "no verdict for %s (%s); it is tried again next run", shown(obj.key), verdict.fail_reason
             )
         await asyncio.to_thread(
             self.state.save, self.source_id, obj, status=status, sha256=verdict.sha256, verdict="unscanned",
@@ -286,7 +315,7 @@ class Sweeper:
 
     async def _act(self, obj: StoredObject, verdict: Judgement) -> None:
         action = None if self.options.action == "report" or self.options.dry_run else self.options.action
-        why = "; ".join(verdict.reasons) or "rejected"
+        why = shown("; ".join(verdict.reasons)) or "rejected"
         quarantine_key = obj.key if action == "quarantine" else None
         object_id = await asyncio.to_thread(
             self.state.save, self.source_id, obj, status="scanned", sha256=verdict.sha256, verdict="reject",
@@ -296,7 +325,7 @@ class Sweeper:
             would = "" if self.options.action == "report" else f" (dry run: would {self.options.action})"
             log.warning(
                 "flagged %s: object %d, decision %s: %s%s",
-                escape_key(obj.key),
+                shown(obj.key),
                 object_id,
                 verdict.decision_id,
                 why,
@@ -305,7 +334,7 @@ class Sweeper:
             return
         log.warning(
             "flagged %s: object %d, decision %s: %s; %s",
-            escape_key(obj.key), object_id, verdict.decision_id, why, action,
+            shown(obj.key), object_id, verdict.decision_id, why, action,
         )  # fmt: skip
         await self.actions.perform(object_id, action, obj.key, quarantine_key)
 

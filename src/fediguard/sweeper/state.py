@@ -44,7 +44,8 @@ _ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
 
 
 def escape_key(key: str) -> str:
-    """How a key is stored in the records and shown in logs and messages.
+    """How a key is stored in the records (logs and messages show keys with
+    :func:`fediguard.logs.shown`, which escapes control characters too).
 
     A key is kept as it is unless it holds a backslash, a NUL or a byte that is not UTF-8 (a file
     name from the filesystem decodes such bytes to surrogates, which no database can store). Then
