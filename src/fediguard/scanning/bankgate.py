@@ -126,7 +126,7 @@ class BankGate:
             return replace(outcome, pdq=None)
         started = time.perf_counter()
         try:
-            hashes = frame_hashes(decode(data, limits=self.limits).frames)
+            hashes = frame_hashes(self.decoder(data, limits=self.limits).frames)
         except MediaError as exc:
             detail = (
                 f"worker {outcome.scanner} scanned it, but the gateway cannot decode it to hash it: {exc}"
