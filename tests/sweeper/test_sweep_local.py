@@ -23,8 +23,8 @@ from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore
 from support.daemon import wait_for
 from support.images import encode
+from support.workers import CHILD_PYTHONPATH
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 UUIDS = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(1, 40)]
 
 
@@ -49,7 +49,7 @@ def pictrs_tree(root: Path, count: int) -> dict[str, bytes]:
 
 def env_for(data_dir: Path, detectors: str = "support.plugins:benign", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIGUARD_")}
-    env.update(PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DATA_DIR=str(data_dir), FEDIGUARD_DETECTORS=detectors,
+    env.update(PYTHONPATH=CHILD_PYTHONPATH, FEDIGUARD_DATA_DIR=str(data_dir), FEDIGUARD_DETECTORS=detectors,
                FEDIGUARD_LOG_LEVEL="INFO", **extra)  # fmt: skip
     return env
 

@@ -155,7 +155,8 @@ class Gateway:
                 "name": s.name,
                 "kind": "remote" if s.remote else "local",
                 "detectors": s.detectors,
-                "last_seen_s_ago": round(now - s.last_seen, 1),
+                # One waiting for a job (an idle slot, a long-polling worker) is in touch right now.
+                "last_seen_s_ago": 0.0 if s.waiting > 0 else round(now - s.last_seen, 1),
                 "waiting": s.waiting,
                 "busy": s.busy,
                 "completed": s.completed,
