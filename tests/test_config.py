@@ -99,7 +99,7 @@ def test_serve_starts_with_an_unknown_variable(tmp_path: Path) -> None:
 
 def test_errors_in_the_file_name_the_file_and_key(tmp_path: Path) -> None:
     toml = tmp_path / "fediguard.toml"
-    toml.write_text('deadline_s = -1\nnot_a_setting = 2\n[client_policies.lemmy]\nminor_age = 900\n')
+    toml.write_text("deadline_s = -1\nnot_a_setting = 2\n[client_policies.lemmy]\nminor_age = 900\n")
     with pytest.raises(ConfigError) as info:
         load_settings(toml, environ={})
     message = str(info.value)
@@ -117,9 +117,10 @@ def test_the_file_is_found_on_the_search_path_and_its_paths_are_its_own(tmp_path
     elsewhere.mkdir()
     found = home / ".config" / "fediguard" / "fediguard.toml"
     found.write_text('data_dir = "data"\ndeadline_s = 3\n')
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "HOME": str(home)}
     run = subprocess.run(
-        [sys.executable, "-m", "fediguard", "config"], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "HOME": str(home)},
-        capture_output=True, text=True, cwd=elsewhere, check=True,
+        [sys.executable, "-m", "fediguard", "config"], env=env, capture_output=True, text=True, cwd=elsewhere,
+        check=True,
     )  # fmt: skip
     shown = json.loads(run.stdout)
     assert shown["config_file"] == str(found) and shown["deadline_s"] == 3

@@ -351,7 +351,7 @@ def test_restore_after_a_later_sweep_without_quarantine(tmp_path: Path) -> None:
 
 
 def test_a_later_quarantine_sweep_uses_the_remembered_location(tmp_path: Path) -> None:
-    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    store, quarantine, data, _, _ = quarantine_one(tmp_path)
     newcomer = f"files/01/8f/3a/dd/0e/7b/{UUIDS[33]}.png"
     (store / newcomer).parent.mkdir(parents=True)
     (store / newcomer).write_bytes(picture(33))
@@ -410,7 +410,7 @@ def test_restore_of_an_object_a_deny_entry_still_matches_moves_nothing(tmp_path:
 
 
 def test_restore_names_the_database_it_read(tmp_path: Path) -> None:
-    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    _, _, data, key, _ = quarantine_one(tmp_path)
     missing = restore(data, 999)
     assert missing.returncode == 2, missing.stderr
     assert f"no swept object 999 in the SQLite database {data / 'fediguard.sqlite3'}" in missing.stderr

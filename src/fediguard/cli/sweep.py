@@ -111,7 +111,10 @@ def add_parser(sub: Any) -> None:
     r: argparse.ArgumentParser = sub.add_parser(
         "restore", help="put a quarantined object back",
         description="Move a quarantined object back to where it was swept from, and overturn its "
-        "decision (its hashes join the allow bank, so it is not flagged again).",
+        "decision (its hashes join the allow bank, so it is not flagged again). When the overturn "
+        "would be refused (a deny entry holds the object's own hash), nothing moves and the message "
+        "says what to run; run again after a restore, it finishes an allow-listing that failed. "
+        "Exit status: 0 done, 1 refused (nothing moved) or restored but not allow-listed, 2 an error.",
     )  # fmt: skip
     r.add_argument("object_id", type=int, metavar="ID", help="the object ID the sweep logged")
     r.add_argument("--no-allow", action="store_true", help="only move it back; do not allow-list it")

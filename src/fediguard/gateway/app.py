@@ -85,10 +85,11 @@ class Gateway:
             self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
         await self.service.start()
         log.info(
-            "gateway ready: fail policy %s, deadline %g s, max body %g MB",
+            "gateway ready: fail policy %s, deadline %g s, max body %g MB, records in %s",
             self.settings.fail_policy.value,
             self.settings.deadline_s,
             self.settings.max_body_mb,
+            self.service.store.label,
         )
         try:
             yield
