@@ -111,7 +111,9 @@ def test_errors_in_the_file_name_the_file_and_key(tmp_path: Path) -> None:
         load_settings(toml, environ={"FEDIGUARD_DEADLINE_S": "-2"})
 
 
-def test_the_file_is_found_on_the_search_path_and_its_paths_are_its_own(tmp_path: Path) -> None:
+def test_the_file_is_found_on_the_search_path_and_its_paths_are_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
     (home / ".config" / "fediguard").mkdir(parents=True)
     elsewhere.mkdir()
@@ -127,8 +129,9 @@ def test_the_file_is_found_on_the_search_path_and_its_paths_are_its_own(tmp_path
     assert shown["data_dir"] == str(found.parent / "data"), "relative to the file, not to the current folder"
     # ./fediguard.toml comes first; FEDIGUARD_CONFIG before both.
     (elsewhere / "fediguard.toml").write_text("deadline_s = 4\n")
+    monkeypatch.chdir(elsewhere)
     s = load_settings(environ={"HOME": str(home)})
-    assert s.deadline_s == 3, "the current folder is not the test's: found under HOME"
+    assert s.deadline_s == 4 and s.config_file == elsewhere / "fediguard.toml"
     given = tmp_path / "given.toml"
     given.write_text("deadline_s = 5\n")
     assert load_settings(environ={"HOME": str(home), "FEDIGUARD_CONFIG": str(given)}).deadline_s == 5

@@ -394,7 +394,7 @@ def find_config_file(config_file: Path | None, environ: Mapping[str, str]) -> Pa
         return config_file
     if environ.get("FEDIGUARD_CONFIG"):
         return Path(environ["FEDIGUARD_CONFIG"])
-    return next((path for path in config_search_path(environ) if path.is_file()), None)
+    return next((path.absolute() for path in config_search_path(environ) if path.is_file()), None)
 
 
 def _from_env(environ: Mapping[str, str], warnings: list[str]) -> dict[str, str]:
