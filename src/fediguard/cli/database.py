@@ -19,8 +19,8 @@ def records_origin(settings: Settings) -> str:
     if settings.config_file is not None:
         return f"settings from {settings.config_file}"
     return (
-        "data_dir in the current folder: no settings file given (--config, FEDIGUARD_CONFIG) "
-        f"or found ({CONFIG_SEARCH_PATH})"
+        "data_dir relative to the current folder; no settings file given with --config or "
+        f"FEDIGUARD_CONFIG, none found in {CONFIG_SEARCH_PATH}"
     )
 
 
@@ -32,9 +32,9 @@ def open_records(settings: Settings, *, create: bool) -> RecordStore:
     if path is not None and not path.exists():
         if not create:
             raise ConfigError(
-                f"no records database at {path.resolve()} ({records_origin(settings)}): run this "
-                "with the settings `fediguard serve` uses (--config FILE, FEDIGUARD_CONFIG or "
-                "FEDIGUARD_DATA_DIR)"
+                f"no records database at {path.resolve()} ({records_origin(settings)}). Run this "
+                "with the settings `fediguard serve` uses: --config FILE, FEDIGUARD_CONFIG or "
+                "FEDIGUARD_DATA_DIR"
             )
         print(
             f"fediguard: creating a new records database at {path.resolve()} ({records_origin(settings)})",
