@@ -65,6 +65,9 @@ def test_not_found_names_the_database(data: Path, capsys: pytest.CaptureFixture[
     )
     assert main(["banks", "show", "nope"]) == 2
     assert f"no bank named 'nope' in the SQLite database {data}" in capsys.readouterr().err
+    assert main(["banks", "create", "b", "--kind", "deny"]) == 0
+    assert main(["banks", "remove", "b", "--id", "999"]) == 1
+    assert f"not in bank 'b': entry 999 (in the SQLite database {data}" in capsys.readouterr().err
 
 
 def test_allow_refuses_an_unscanned_record_unless_forced(

@@ -224,7 +224,7 @@ def _remove(args: argparse.Namespace) -> int:
     missing = [f"entry {i}" for i in args.ids or () if i not in gone_ids]
     missing += [f"hash {h}" for h in args.hashes or () if h.strip().lower() not in gone_values]
     if missing:
-        print(f"not in bank {args.name!r}: {', '.join(missing)}", file=sys.stderr)
+        print(f"not in bank {args.name!r}: {', '.join(missing)} (in {records.label})", file=sys.stderr)
         return 1
     return 0
 
