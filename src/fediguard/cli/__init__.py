@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "banks": "banks",
     "allow": "banks",
     "confirm": "banks",
+    "decisions": "decisions",
     "db": "db",
     "config": "config_cmd",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,15 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     settings = load_settings(getattr(args, "config", None), **overrides)
     setup_logging(settings.log_level)
     return settings
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '20m', '2h', '1d' or plain seconds → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 20m, 2h, 1d)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, create_engine, event, func, or_, select
+from sqlalchemy import ColumnElement, Engine, String, cast, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 
 from fediguard.config import IN_PROCESS_SCANNERS, LOCAL_SLOT_PREFIX
@@ -125,11 +125,23 @@ class RecordStore:
         return _to_record(row) if row else None
 
     def recent(
-        self, limit: int = 50, verdict: str | None = None, before_id: int | None = None
+        self,
+        limit: int = 50,
+        verdict: str | None = None,
+        before_id: int | None = None,
+        *,
+        label: str | None = None,
+        since: datetime | None = None,
     ) -> list[DecisionRecord]:
+        """The newest decisions first: of this ``verdict``, carrying ``label`` (``unscanned``: the
+        verdict), made at or after ``since``, older than record ``before_id`` (the next page)."""
         query = select(decisions).order_by(decisions.c.id.desc()).limit(limit)
         if verdict:
             query = query.where(decisions.c.verdict == verdict)
+        if label:
+            query = query.where(label_filter(label))
+        if since is not None:
+            query = query.where(decisions.c.created_at >= since)
         if before_id:
             query = query.where(decisions.c.id < before_id)
         with self.engine.connect() as conn:
@@ -188,6 +200,14 @@ class RecordStore:
             query = query.where(decisions.c.verdict == verdict)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+def label_filter(label: str) -> ColumnElement[bool]:
+    """Decisions carrying ``label``; ``unscanned`` is a verdict, not a label, and selects that verdict.
+    Labels are a JSON list; its text holds each label quoted (the same on SQLite and PostgreSQL)."""
+    if label == "unscanned":
+        return decisions.c.verdict == "unscanned"
+    return cast(decisions.c.labels, String).like(f'%"{label}"%')
 
 
 def _to_record(row: Any) -> DecisionRecord:
