@@ -35,7 +35,9 @@ def _json_lines(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_newest_first_filtered_by_label_and_time(store: RecordStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_newest_first_filtered_by_label_and_time(
+    store: RecordStore, capsys: pytest.CaptureFixture[str]
+) -> None:
     old = store.add(_decision("reject", ("csam_suspect",)))
     ids = [store.add(_decision(v, labels)) for v, labels in [
         ("pass", ()), ("reject", ("denylisted",)), ("reject", ("csam_suspect",)), ("unscanned", ()),

@@ -26,7 +26,9 @@ labels, review and the start of the SHA-256; the reasons on the next line. The i
 def add_parser(sub: Any) -> None:
     p = add_command(sub, "decisions", "list recent decisions", HELP)
     p.add_argument("--label", metavar="L", help="only decisions carrying this label (or verdict unscanned)")
-    p.add_argument("--verdict", choices=("pass", "reject", "unscanned"), help="only decisions of this verdict")
+    p.add_argument(
+        "--verdict", choices=("pass", "reject", "unscanned"), help="only decisions of this verdict"
+    )
     p.add_argument("--since", type=parse_duration, metavar="AGE", help="only the last AGE (30m, 2h, 1d)")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N decisions (default 50)")
     p.add_argument("--before", type=int, metavar="ID", help="only decisions older than record ID (next page)")

@@ -52,7 +52,6 @@ than --interval, for as long as the daemon runs; without --daemon, the sweep sto
 """
 
 
-
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "sweep", help="scan stored media (folder, S3, SSH)", description=HELP,
