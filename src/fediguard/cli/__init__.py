@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "allow": "banks",
     "confirm": "banks",
     "decisions": "decisions",
+    "admin": "admin",
     "db": "db",
     "config": "config_cmd",
 }
