@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "confirm": "banks",
     "decisions": "decisions",
     "admin": "admin",
+    "evidence": "evidence",
     "db": "db",
     "config": "config_cmd",
 }
