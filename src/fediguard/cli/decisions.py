@@ -9,7 +9,7 @@ from typing import Any
 
 from fediguard.cli.common import add_command, parse_duration, settings_from
 from fediguard.errors import FediguardError
-from fediguard.records import DecisionRecord, RecordStore
+from fediguard.records import RecordStore
 
 HELP = """\
 The newest decisions first, from the records database: id, time (UTC), source, client, verdict,
@@ -36,30 +36,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def as_json(record: DecisionRecord) -> dict[str, Any]:
-    """A decision as plain data: what `decisions --json` prints and an evidence manifest holds."""
-    return {
-        "id": record.id,
-        "created_at": record.created_at.isoformat(),
-        "source": record.source,
-        "client": record.client,
-        "verdict": record.verdict,
-        "labels": list(record.labels),
-        "reasons": list(record.reasons),
-        "media_type": record.media_type,
-        "detected_type": record.detected_type,
-        "size": record.size,
-        "sha256": record.sha256,
-        "pdq": record.pdq,
-        "scanner": record.scanner,
-        "fail_reason": record.fail_reason,
-        "review": record.review,
-        "review_note": record.review_note,
-        "reviewed_by": record.reviewed_by,
-        "reviewed_at": record.reviewed_at.isoformat() if record.reviewed_at else None,
-    }
-
-
 def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise FediguardError("--limit must be 1 or more")
@@ -72,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     for record in found:
         if args.json:
-            print(json.dumps(as_json(record), sort_keys=True))
+            print(json.dumps(record.to_json(), sort_keys=True))
             continue
         when = record.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         review = f" [{record.review} by {record.reviewed_by}]" if record.review else ""

@@ -49,6 +49,18 @@ class DecisionRecord(NewDecision):
     reviewed_at: datetime | None = None
     reviewed_by: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """As plain data (`fediguard decisions --json`, evidence manifests)."""
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["labels"], data["reasons"], data["results"] = (
+            list(self.labels),
+            list(self.reasons),
+            list(self.results),
+        )
+        data["created_at"] = self.created_at.isoformat()
+        data["reviewed_at"] = self.reviewed_at.isoformat() if self.reviewed_at else None
+        return data
+
 
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url``; a SQLite file gets its folder created, WAL and a busy timeout."""
