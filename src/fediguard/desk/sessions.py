@@ -77,7 +77,7 @@ class Sessions:
         if not cookie:
             return None
         try:
-            sid = self._signer.loads(cookie, max_age=self.lifetime_s)
+            sid = self._signer.loads(cookie, max_age=int(self.lifetime_s) + 1)
         except BadSignature:
             return None
         with self._lock:
