@@ -17,7 +17,7 @@ ADMIN = "admin"
 REVIEWER = "reviewer"
 ROLES = (ADMIN, REVIEWER)
 MIN_PASSWORD = 10
-DEFAULT_BLUR = 12
+DEFAULT_BLUR = 16
 MAX_BLUR = 40
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from fediguard.banks.review import DenyConflict
 from fediguard.config import Settings
-from fediguard.desk.accounts import ROLES, AccountError, Accounts
+from fediguard.desk.accounts import DEFAULT_BLUR, ROLES, AccountError, Accounts
 from fediguard.desk.actions import DeskActions
 from fediguard.desk.audit import AuditLog
 from fediguard.desk.queue import QUEUE_LABELS, SOURCES, STATES, DeskQueue, QueueFilter
@@ -266,7 +266,7 @@ class Desk:
 
     async def prefs(self, request: Request, who: Who) -> Response:
         blur = _number(_text(await request.form(), "blur"))
-        await asyncio.to_thread(self.accounts.set_blur, who.name, int(blur if blur is not None else 12))
+        await asyncio.to_thread(self.accounts.set_blur, who.name, int(blur if blur is not None else DEFAULT_BLUR))
         return RedirectResponse(request.headers.get("referer") or "/", 303)
 
     # --- admins ----------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ desk_accounts = Table(
     Column("name", String(100), nullable=False, unique=True),
     Column("role", String(16), nullable=False),  # admin | reviewer
     Column("password_hash", String(200), nullable=False),  # Argon2id, PHC string
-    Column("blur", Integer, nullable=False, default=12),  # the thumbnails' blur radius, per reviewer
+    Column("blur", Integer, nullable=False, default=16),  # the thumbnails' blur radius, per reviewer
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
