@@ -246,8 +246,8 @@ class Desk:
     # --- the evidence key, preferences -----------------------------------------------------------
 
     async def unlock_key(self, request: Request, who: Who) -> Response:
-        secret = _text(await request.form(), "passphrase")
-        back = request.headers.get("referer") or "/"
+        form = await request.form()
+        secret = _text(form, "passphrase")
         try:
             who.session.identity = await asyncio.to_thread(unlock, self.vault.folder, secret)
         except EvidenceKeyError as exc:
@@ -256,7 +256,7 @@ class Desk:
         await asyncio.to_thread(
             self.audit.record, who.name, "unlock", "evidence key unlocked for this session"
         )
-        return RedirectResponse(back if back.startswith(("/", str(request.base_url))) else "/", 303)
+        return RedirectResponse(_local(_text(form, "back")), 303)
 
     async def lock_key(self, request: Request, who: Who) -> Response:
         who.session.identity = None
@@ -265,9 +265,11 @@ class Desk:
         return RedirectResponse("/", 303)
 
     async def prefs(self, request: Request, who: Who) -> Response:
-        blur = _number(_text(await request.form(), "blur"))
-        await asyncio.to_thread(self.accounts.set_blur, who.name, int(blur if blur is not None else DEFAULT_BLUR))
-        return RedirectResponse(request.headers.get("referer") or "/", 303)
+        form = await request.form()
+        blur = _number(_text(form, "blur"))
+        strength = int(blur if blur is not None else DEFAULT_BLUR)
+        await asyncio.to_thread(self.accounts.set_blur, who.name, strength)
+        return RedirectResponse(_local(_text(form, "back")), 303)
 
     # --- admins ----------------------------------------------------------------------------------
 
@@ -350,6 +352,11 @@ def create_desk_app(settings: Settings, records: RecordStore | None = None) -> S
 def _text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
+
+
+def _local(path: str) -> str:
+    """A path on this desk to go back to (the page a form was on), never another site."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
 
 
 def _number(text: str | None) -> float | None:

@@ -4,6 +4,10 @@
   var page = document.body.dataset.page;
   var typing = function (el) { return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT"); };
   var help = document.getElementById("help");
+  // Forms that change a setting come back to the page they were sent from.
+  Array.prototype.forEach.call(document.querySelectorAll('input[name="back"]'), function (el) {
+    el.value = window.location.pathname + window.location.search;
+  });
 
   function queueKeys(ev) {
     var rows = Array.prototype.slice.call(document.querySelectorAll("tr.item"));
