@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from fediguard.desk.actions import DeskActions
 from fediguard.desk.audit import AuditLog
 from fediguard.desk.queue import QUEUE_LABELS, SOURCES, STATES, DeskQueue, QueueFilter
 from fediguard.desk.sessions import COOKIE, LoginLimiter, Sessions, load_secret
-from fediguard.desk.thumbs import placeholder, revealed, thumbnail
+from fediguard.desk.thumbs import THUMB_DECODE_SIDE, placeholder, revealed, thumbnail
 from fediguard.desk.web import HERE, Guard, Who, render, secured
 from fediguard.errors import FediguardError, MediaError
 from fediguard.evidence import EvidenceKeyError, EvidenceVault, unlock
@@ -213,11 +214,13 @@ class Desk:
         data: bytes | None = await asyncio.to_thread(self.vault.open, record.sha256, who.session.identity)
         return data
 
-    async def _decoded(self, who: Who, decision_id: int) -> DecodedMedia | None:
+    async def _decoded(self, who: Who, decision_id: int, *, small: bool = False) -> DecodedMedia | None:
         data = await self._bytes(who, decision_id)
         if data is None:
             return None
         limits = media_limits(self.settings)
+        if small:
+            limits = replace(limits, max_frame_side=min(limits.max_frame_side, THUMB_DECODE_SIDE))
         try:
             if self.sandbox is not None:
                 sandbox = self.sandbox
@@ -229,7 +232,7 @@ class Desk:
 
     async def thumb(self, request: Request, who: Who) -> Response:
         try:
-            media = await self._decoded(who, int(request.path_params["id"]))
+            media = await self._decoded(who, int(request.path_params["id"]), small=True)
         except EvidenceKeyError:
             media = None
         image = await asyncio.to_thread(thumbnail, media, who.account.blur) if media else placeholder()

@@ -13,6 +13,8 @@ from fediguard.media.frames import DecodedMedia
 
 THUMB_SIDE = 320
 """The longer side of one frame of a thumbnail."""
+THUMB_DECODE_SIDE = THUMB_SIDE
+"""Frames for a thumbnail are decoded no larger than this (JPEG decodes at a reduced scale: fast)."""
 REVEAL_SIDE = 1024
 STRIP_FRAMES = 6
 """At most this many frames, evenly spread, make the strip of an animation or video."""
@@ -29,9 +31,8 @@ def _picked(media: DecodedMedia, limit: int) -> list[Image.Image]:
 def _strip(images: list[Image.Image], side: int, mode: str) -> Image.Image:
     resized = []
     for im in images:
-        im = im.convert(mode)
         im.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        resized.append(im)
+        resized.append(im.convert(mode))
     if len(resized) == 1:
         return resized[0]
     width = sum(im.width for im in resized) + 4 * (len(resized) - 1)
