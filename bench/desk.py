@@ -85,6 +85,7 @@ def bench_queue(total: int, requests: int) -> None:
                 "client=client7, last 24 h": lambda: "/?client=client7&hours=24",
                 "state=all": lambda: "/?state=all",
             }
+            worst = {"client matching nothing (full scan)": lambda: "/?client=nobody"}
             everything: list[float] = []
             for name, url in cases.items():
                 for _ in range(5):
@@ -99,6 +100,13 @@ def bench_queue(total: int, requests: int) -> None:
                 print(f"queue {name:<28} p50 {_ms(samples, 50):6.1f} ms  p95 {_ms(samples, 95):6.1f} ms")
             p50, p95 = _ms(everything, 50), _ms(everything, 95)
             print(f"queue all cases               p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")
+            for name, url in worst.items():
+                samples = []
+                for _ in range(max(5, requests // 5)):
+                    start = time.perf_counter()
+                    assert http.get(url()).status_code == 200
+                    samples.append(time.perf_counter() - start)
+                print(f"worst case: {name} p50 {_ms(samples, 50):6.1f} ms  p95 {_ms(samples, 95):6.1f} ms")
         finally:
             desk.stop()
             store.close()
