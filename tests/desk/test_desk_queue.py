@@ -106,3 +106,24 @@ def test_remove_deletes_the_swept_object_with_these_bytes(store: RecordStore, tm
     unknown = _add(store, "reject", ("csam_suspect",), sha256="cd" * 32)
     with pytest.raises(ActionError, match="no stored object"):
         asyncio.run(actions.remove(unknown, "why", "alice"))
+
+
+def test_upgrading_an_older_database_indexes_its_flagged_decisions(tmp_path: Path) -> None:
+    from alembic import command
+
+    from fediguard.records import migrate
+    from fediguard.records.store import create_db_engine
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0001")
+        rows = [("reject", ["csam_suspect"]), ("pass", []), ("unscanned", []), ("pass", ["allowlisted"]),
+                ("pass", ["nsfw"])]  # fmt: skip
+        base = {"created_at": datetime.now(UTC), "source": "gateway", "client": "c", "size": 1}
+        base.update(sha256="ab" * 32, reasons=[], results=[], timings={})
+        conn.execute(decisions.insert(), [{**base, "verdict": v, "labels": labels} for v, labels in rows])
+    engine.dispose()
+    store = RecordStore(f"sqlite:///{tmp_path / 'old.sqlite3'}")  # upgrades to the newest revision
+    items, _ = DeskQueue(store.engine).page(QueueFilter())
+    assert [(i.id, i.verdict) for i in items] == [(5, "pass"), (3, "unscanned"), (1, "reject")]
+    assert [i.id for i in DeskQueue(store.engine).page(QueueFilter(label="unscanned"))[0]] == [3]

@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fediguard.records.schema import decisions, desk_items
-from fediguard.records.store import label_filter
+from fediguard.records.schema import decision_flags, decisions, desk_items
+from fediguard.records.store import ANY_FLAG
 from fediguard.verdicts import CSAM_SUSPECT, DENYLISTED, NSFW, REVIEW
 
 QUEUE_LABELS = (CSAM_SUSPECT, REVIEW, NSFW, DENYLISTED, "unscanned")
-"""What the queue shows: decisions carrying one of these labels (``unscanned``: that verdict)."""
+"""The labels the queue filters by (``unscanned``: that verdict). Without a filter it shows every
+flagged decision (records/store.py ``flags_of``: any label but ``allowlisted``, or unscanned)."""
 SOURCES = ("gateway", "sweep", "scan")
 STATES = ("open", "reviewed", "all")
 
@@ -73,16 +74,17 @@ class DeskQueue:
     def page(self, f: QueueFilter, limit: int = 50) -> tuple[list[QueueItem], int | None]:
         """One page of the queue and the ``before`` of the next page (None: the last page). Keyset
         paging on the primary key: each page costs the same however deep it is."""
+        # Driven by decision_flags' key (flag, decision_id): newest flagged first, however rare.
+        joined = decision_flags.join(decisions, decisions.c.id == decision_flags.c.decision_id).outerjoin(
+            desk_items, desk_items.c.decision_id == decisions.c.id
+        )
         query = (
             select(*_COLUMNS)
-            .select_from(decisions.outerjoin(desk_items, desk_items.c.decision_id == decisions.c.id))
-            .order_by(decisions.c.id.desc())
+            .select_from(joined)
+            .where(decision_flags.c.flag == (f.label or ANY_FLAG))
+            .order_by(decision_flags.c.decision_id.desc())
             .limit(limit + 1)
         )
-        if f.label:
-            query = query.where(label_filter(f.label))
-        else:
-            query = query.where(or_(*(label_filter(label) for label in QUEUE_LABELS)))
         if f.source:
             query = query.where(decisions.c.source == f.source)
         if f.client:
@@ -96,7 +98,7 @@ class DeskQueue:
         elif f.state == "reviewed":
             query = query.where(decisions.c.review.is_not(None))
         if f.before is not None:
-            query = query.where(decisions.c.id < f.before)
+            query = query.where(decision_flags.c.decision_id < f.before)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         items = [_item(r) for r in rows[:limit]]

@@ -125,6 +125,16 @@ sweep_objects = Table(
 
 # --- the moderators' review desk (fediguard.desk) -----------------------------------------------
 
+decision_flags = Table(
+    "decision_flags",
+    metadata,
+    # The review queue's index: one row per label of a decision (but ``allowlisted``) and for the
+    # verdict ``unscanned``, plus one row ``*`` for any of them; written with the decision. Its key
+    # (flag, decision_id) gives the queue its newest flagged decisions without reading the passes.
+    Column("flag", String(32), primary_key=True),
+    Column("decision_id", BigInteger, primary_key=True, autoincrement=False),
+)
+
 desk_accounts = Table(
     "desk_accounts",
     metadata,

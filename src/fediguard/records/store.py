@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from fediguard.config import IN_PROCESS_SCANNERS, LOCAL_SLOT_PREFIX
 from fediguard.records import migrate
-from fediguard.records.schema import decisions
+from fediguard.records.schema import decision_flags, decisions
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,15 @@ class RecordStore:
             rows.append(row)
         statement = decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True)
         with self.engine.begin() as conn:
-            return [int(i) for i in conn.execute(statement, rows).scalars()]
+            ids = [int(i) for i in conn.execute(statement, rows).scalars()]
+            marks = [
+                {"flag": flag, "decision_id": record_id}
+                for record_id, decision in zip(ids, batch, strict=True)
+                for flag in flags_of(decision.verdict, decision.labels)
+            ]
+            if marks:
+                conn.execute(decision_flags.insert(), marks)
+            return ids
 
     def get(self, record_id: int) -> DecisionRecord | None:
         with self.engine.connect() as conn:
@@ -212,6 +220,19 @@ class RecordStore:
             query = query.where(decisions.c.verdict == verdict)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+ANY_FLAG = "*"
+"""The flag row every flagged decision has (decision_flags): the review queue's "any flag"."""
+
+
+def flags_of(verdict: str, labels: Sequence[str]) -> list[str]:
+    """The ``decision_flags`` rows of a decision: its labels but ``allowlisted``, ``unscanned`` for
+    that verdict, and :data:`ANY_FLAG` when there is any."""
+    flags = [label[:32] for label in dict.fromkeys(labels) if label != "allowlisted"]
+    if verdict == "unscanned":
+        flags.append("unscanned")
+    return [*flags, ANY_FLAG] if flags else []
 
 
 def label_filter(label: str) -> ColumnElement[bool]:

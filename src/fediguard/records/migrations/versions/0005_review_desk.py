@@ -1,4 +1,5 @@
-"""The moderators' review desk: accounts, the audit log, claims and reports (fediguard.desk).
+"""The moderators' review desk: accounts, the audit log, claims and reports (fediguard.desk), and
+``decision_flags``, the review queue's index of flagged decisions, filled in for existing decisions.
 
 Revision ID: 0005
 Revises: 0001
@@ -16,8 +17,63 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+_BATCH = 5000
 
+
+def _flags(verdict: str, labels: list[str] | None) -> list[str]:
+    # Frozen here (records/store.py flags_of is the live rule): a revision never changes meaning.
+    flags = [str(label)[:32] for label in dict.fromkeys(labels or []) if label != "allowlisted"]
+    if verdict == "unscanned":
+        flags.append("unscanned")
+    return [*flags, "*"] if flags else []
+
+
+def _fill_flags(flags_table: sa.Table) -> None:
+    decisions = sa.table(
+        "decisions",
+        sa.column("id", sa.BigInteger),
+        sa.column("verdict", sa.String),
+        sa.column("labels", sa.JSON),
+    )
+    conn = op.get_bind()
+    last = 0
+    while True:
+        rows = conn.execute(
+            sa.select(decisions.c.id, decisions.c.verdict, decisions.c.labels)
+            .where(decisions.c.id > last)
+            .order_by(decisions.c.id)
+            .limit(_BATCH)
+        ).all()
+        if not rows:
+            return
+        marks = [
+            {"flag": flag, "decision_id": row.id} for row in rows for flag in _flags(row.verdict, row.labels)
+        ]
+        if marks:
+            conn.execute(flags_table.insert(), marks)
+        last = rows[-1].id
+
+
+def upgrade() -> None:
+    # Only what is missing: a database whose alembic_version was lost may hold these tables already.
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "decision_flags" not in existing:
+        flags_table = op.create_table(
+            "decision_flags",
+            sa.Column("flag", sa.String(length=32), nullable=False),
+            sa.Column("decision_id", sa.BigInteger(), autoincrement=False, nullable=False),
+            sa.PrimaryKeyConstraint("flag", "decision_id"),
+        )
+        _fill_flags(flags_table)
+    if "desk_accounts" not in existing:
+        _desk_accounts()
+    if "desk_audit" not in existing:
+        _desk_audit()
+    if "desk_items" not in existing:
+        _desk_items()
+
+
+def _desk_accounts() -> None:
     op.create_table(
         "desk_accounts",
         sa.Column(
@@ -32,6 +88,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
+
+
+def _desk_audit() -> None:
     op.create_table(
         "desk_audit",
         sa.Column(
@@ -47,6 +106,8 @@ def upgrade() -> None:
     with op.batch_alter_table("desk_audit", schema=None) as batch_op:
         batch_op.create_index("ix_desk_audit_at", ["at"], unique=False)
 
+
+def _desk_items() -> None:
     op.create_table(
         "desk_items",
         sa.Column("decision_id", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -60,6 +121,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("decision_flags")
 
     op.drop_table("desk_items")
     with op.batch_alter_table("desk_audit", schema=None) as batch_op:
