@@ -24,9 +24,12 @@ def _add(store: RecordStore, verdict: str, labels: tuple[str, ...], source: str 
     return store.add(NewDecision(source, client, "image/png", 10, sha256, verdict, labels, ("r",)))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> RecordStore:
-    return RecordStore(f"sqlite:///{tmp_path / 'records.sqlite3'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> RecordStore:
+    url = f"sqlite:///{tmp_path / 'records.sqlite3'}"
+    s = RecordStore(url if request.param == "sqlite" else request.getfixturevalue("postgres_url"))
+    request.addfinalizer(s.close)
+    return s
 
 
 def test_filters_and_keyset_pages(store: RecordStore) -> None:
