@@ -201,3 +201,25 @@ def test_a_decision_without_kept_bytes_shows_its_facts_and_says_so(stack: Stack)
     alice = stack.desk.sign_in("alice")
     page = alice.get(f"/item/{answer.json()['id']}").text
     assert 'id="no-bytes"' in page and answer.json()["sha256"] in page and "explicit 0.9" in page
+
+
+def test_the_blur_strength_is_each_reviewers_own(stack: Stack) -> None:
+    record_id = stack.flag(astronaut_jpeg())
+    alice, bob = stack.desk.sign_in("alice"), stack.desk.sign_in("bob")
+    for http in (alice, bob):
+        csrf = csrf_of(http.get("/").text)
+        assert http.post("/unlock", data={"passphrase": PASSPHRASE, "csrf": csrf}).status_code == 303
+    csrf = csrf_of(alice.get("/").text)
+    answer = alice.post("/prefs", data={"blur": "2", "back": f"/item/{record_id}", "csrf": csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == f"/item/{record_id}"
+    assert (
+        alice.post("/prefs", data={"blur": "3", "back": "//evil.example/", "csrf": csrf}).headers["location"]
+        == "/"
+    )
+
+    def energy(http: httpx.Client) -> float:
+        image = Image.open(io.BytesIO(http.get(f"/media/{record_id}/thumb.jpg").content))
+        assert image.mode == "L"
+        return _laplacian_energy(np.asarray(image))
+
+    assert energy(alice) > 2 * energy(bob), "alice chose a light blur; bob keeps the default"
