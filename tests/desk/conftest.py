@@ -34,12 +34,12 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """Settings may be overridden by indirect parametrization: ``{"decode_sandbox": True}``."""
     keygen(tmp_path / "data" / "evidence", PASSPHRASE)
-    settings = make_settings(
-        tmp_path, evidence_labels="csam_suspect,denylisted", decode_sandbox=False, bank_refresh_s=0.1,
-        detectors=["nudity"],
-    )  # fmt: skip
+    values = {"evidence_labels": "csam_suspect,denylisted", "decode_sandbox": False, "bank_refresh_s": 0.1}
+    values.update(getattr(request, "param", {}))
+    settings = make_settings(tmp_path, detectors=["nudity"], **values)
     scores: dict[str, float] = dict(FLAGGING)
     gateway = start_gateway(settings, lambda: ScoreDetector("nudity", scores, notes=["porn"]))
     desk = start_desk(settings, gateway.store)

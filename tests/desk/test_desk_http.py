@@ -9,6 +9,7 @@ import zipfile
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import PASSPHRASE, Stack
@@ -223,3 +224,33 @@ def test_the_blur_strength_is_each_reviewers_own(stack: Stack) -> None:
         return _laplacian_energy(np.asarray(image))
 
     assert energy(alice) > 2 * energy(bob), "alice chose a light blur; bob keeps the default"
+
+
+def _animation(frames: int = 10) -> bytes:
+    from PIL import ImageDraw
+
+    images = []
+    for i in range(frames):
+        im = Image.new("RGB", (160, 120), (30, 60 + 15 * i, 200))
+        ImageDraw.Draw(im).ellipse((10 * i, 20, 10 * i + 50, 90), fill=(250, 210, 40))
+        images.append(im)
+    buf = io.BytesIO()
+    images[0].save(buf, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("stack", [{"decode_sandbox": True}], indirect=True)
+def test_an_animation_is_shown_as_still_frames_decoded_in_the_sandbox(stack: Stack) -> None:
+    record_id = stack.flag(_animation(), "image/gif")
+    alice = stack.desk.sign_in("alice")
+    csrf = csrf_of(alice.get("/").text)
+    assert alice.post("/unlock", data={"passphrase": PASSPHRASE, "csrf": csrf}).status_code == 303
+    assert stack.desk.desk.sandbox is not None and stack.desk.desk.sandbox.pids
+    thumb = alice.get(f"/media/{record_id}/thumb.jpg")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    strip = Image.open(io.BytesIO(thumb.content))
+    assert strip.mode == "L" and getattr(strip, "n_frames", 1) == 1 and strip.width > 4 * strip.height
+    assert alice.post(f"/item/{record_id}/reveal", data={"reason": "", "csrf": csrf}).status_code == 303
+    shown = alice.get(f"/media/{record_id}/original.jpg")
+    assert shown.headers["content-type"] == "image/jpeg", "frames, never the playable GIF"
+    assert Image.open(io.BytesIO(shown.content)).mode == "RGB"
