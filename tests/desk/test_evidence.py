@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import time
 from pathlib import Path
@@ -84,14 +85,16 @@ async def test_gateway_refuses_to_start_without_a_public_key(tmp_path: Path) -> 
         await ScanService(settings, None).start()
 
 
-def test_evidence_expires_on_time(tmp_path: Path) -> None:
+def test_evidence_expires_on_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     identity = x25519.Identity.generate()
     vault = EvidenceVault(tmp_path, identity.to_public(), retention_s=3600)
     sha = hashlib.sha256(b"x").hexdigest()
     vault.seal(sha, b"x" * 100)
     made = vault.path(sha).stat().st_mtime
     assert vault.expire(now=made + 3599) == [] and vault.has(sha)
-    assert vault.expire(now=made + 3600) == [sha] and not vault.has(sha)
+    with caplog.at_level(logging.WARNING, "fediguard.evidence"):
+        assert vault.expire(now=made + 3600) == [sha] and not vault.has(sha)
+    assert f"evidence expired and deleted (retention 0.0416667 days): sha256={sha}" in caplog.text
     assert vault.open(sha, identity) is None
 
 
