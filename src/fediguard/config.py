@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from fediguard.errors import ConfigError
-from fediguard.verdicts import LABELS, FailPolicy, PolicyConfig
+from fediguard.verdicts import LABELS, REVIEW, FailPolicy, PolicyConfig
 
 ENV_PREFIX = "FEDIGUARD_"
 
@@ -57,6 +57,10 @@ def is_in_process_scanner(name: str) -> bool:
 
 MEGABYTE = 1024 * 1024
 """pict-rs's megabyte (``max_file_size = 40`` is 41,943,040 bytes); ``max_body_mb`` uses the same."""
+
+
+EVIDENCE_LABELS = (*LABELS, REVIEW, "unscanned")
+"""What ``evidence_labels`` may name: a decision's labels, and the verdict ``unscanned``."""
 
 
 class Credential(BaseModel):
@@ -202,6 +206,18 @@ class Settings(BaseModel):
         """The TOML file these settings were read from (None: defaults and environment only)."""
         return self._config_file
 
+    # --- the review desk and sealed evidence (fediguard.desk, fediguard.evidence) ----------------
+    desk: bool = True
+    desk_host: str = "127.0.0.1"
+    desk_port: int = Field(14052, ge=0, le=65535)
+    desk_secret: str | None = Field(None, min_length=32)
+    desk_session_s: float = Field(8 * 3600.0, gt=0, le=7 * 86400)
+    desk_claim_s: float = Field(900.0, gt=0, le=86400)
+    evidence_labels: list[str] = Field(default_factory=list)
+    evidence_dir: Path | None = None
+    evidence_recipient: str | None = None
+    evidence_retention_days: float = Field(90.0, gt=0, le=36500)
+
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
@@ -233,6 +249,20 @@ class Settings(BaseModel):
     @classmethod
     def _cidrs(cls, value: Any) -> list[IPNetwork]:
         return [ipaddress.ip_network(str(v), strict=False) for v in _split_list(value)]
+
+    @field_validator("evidence_labels", mode="before")
+    @classmethod
+    def _evidence_labels(cls, value: Any) -> list[str]:
+        labels = [str(v) for v in _split_list(value)]
+        unknown = sorted(set(labels) - set(EVIDENCE_LABELS))
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown}; known: {sorted(EVIDENCE_LABELS)}")
+        return labels
+
+    @property
+    def effective_evidence_dir(self) -> Path:
+        """Where sealed evidence and the evidence key files live (``evidence_dir``, or data_dir/evidence)."""
+        return self.evidence_dir if self.evidence_dir is not None else self.data_dir / "evidence"
 
     @field_validator("detectors", "reject_labels", mode="before")
     @classmethod
@@ -315,6 +345,7 @@ class Settings(BaseModel):
         data["worker_key"] = "***" if self.worker_key else None
         data["database_url"] = _mask_url(self.effective_database_url)
         data["config_file"] = str(self._config_file) if self._config_file else None
+        data["desk_secret"] = "***" if self.desk_secret else None
         return data
 
 

@@ -25,6 +25,9 @@ SUBCOMMANDS: dict[str, str] = {
     "banks": "banks",
     "allow": "banks",
     "confirm": "banks",
+    "decisions": "decisions",
+    "admin": "admin",
+    "evidence": "evidence",
     "db": "db",
     "config": "config_cmd",
 }

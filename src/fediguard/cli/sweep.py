@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import signal
 import sys
 import time
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fediguard.cli.common import add_config_option, settings_from
+from fediguard.cli.common import add_config_option, parse_duration, settings_from
 from fediguard.cli.database import open_records
 from fediguard.config import Settings
 from fediguard.errors import ConfigError, FediguardError
@@ -59,17 +58,6 @@ than --interval, for as long as the daemon runs; without --daemon, the sweep sto
 """
     + EXIT_STATUSES
 )
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """'30s', '20m', '2h', '1d' or plain seconds → seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 20m, 2h, 1d)")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
 def add_parser(sub: Any) -> None:

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, create_engine, event, func, or_, select
+from sqlalchemy import ColumnElement, Engine, String, cast, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 
 from fediguard.config import IN_PROCESS_SCANNERS, LOCAL_SLOT_PREFIX, mask_url
 from fediguard.records import migrate
-from fediguard.records.schema import decisions
+from fediguard.records.schema import decision_flags, decisions
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,18 @@ class DecisionRecord(NewDecision):
     review_note: str | None = None
     reviewed_at: datetime | None = None
     reviewed_by: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data (`fediguard decisions --json`, evidence manifests)."""
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["labels"], data["reasons"], data["results"] = (
+            list(self.labels),
+            list(self.reasons),
+            list(self.results),
+        )
+        data["created_at"] = self.created_at.isoformat()
+        data["reviewed_at"] = self.reviewed_at.isoformat() if self.reviewed_at else None
+        return data
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -136,7 +148,15 @@ class RecordStore:
             rows.append(row)
         statement = decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True)
         with self.engine.begin() as conn:
-            return [int(i) for i in conn.execute(statement, rows).scalars()]
+            ids = [int(i) for i in conn.execute(statement, rows).scalars()]
+            marks = [
+                {"flag": flag, "decision_id": record_id}
+                for record_id, decision in zip(ids, batch, strict=True)
+                for flag in flags_of(decision.verdict, decision.labels)
+            ]
+            if marks:
+                conn.execute(decision_flags.insert(), marks)
+            return ids
 
     def get(self, record_id: int) -> DecisionRecord | None:
         with self.engine.connect() as conn:
@@ -144,11 +164,23 @@ class RecordStore:
         return _to_record(row) if row else None
 
     def recent(
-        self, limit: int = 50, verdict: str | None = None, before_id: int | None = None
+        self,
+        limit: int = 50,
+        verdict: str | None = None,
+        before_id: int | None = None,
+        *,
+        label: str | None = None,
+        since: datetime | None = None,
     ) -> list[DecisionRecord]:
+        """The newest decisions first: of this ``verdict``, carrying ``label`` (``unscanned``: the
+        verdict), made at or after ``since``, older than record ``before_id`` (the next page)."""
         query = select(decisions).order_by(decisions.c.id.desc()).limit(limit)
         if verdict:
             query = query.where(decisions.c.verdict == verdict)
+        if label:
+            query = query.where(label_filter(label))
+        if since is not None:
+            query = query.where(decisions.c.created_at >= since)
         if before_id:
             query = query.where(decisions.c.id < before_id)
         with self.engine.connect() as conn:
@@ -207,6 +239,27 @@ class RecordStore:
             query = query.where(decisions.c.verdict == verdict)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+ANY_FLAG = "*"
+"""The flag row every flagged decision has (decision_flags): the review queue's "any flag"."""
+
+
+def flags_of(verdict: str, labels: Sequence[str]) -> list[str]:
+    """The ``decision_flags`` rows of a decision: its labels but ``allowlisted``, ``unscanned`` for
+    that verdict, and :data:`ANY_FLAG` when there is any."""
+    flags = [label[:32] for label in dict.fromkeys(labels) if label != "allowlisted"]
+    if verdict == "unscanned":
+        flags.append("unscanned")
+    return [*flags, ANY_FLAG] if flags else []
+
+
+def label_filter(label: str) -> ColumnElement[bool]:
+    """Decisions carrying ``label``; ``unscanned`` is a verdict, not a label, and selects that verdict.
+    Labels are a JSON list; its text holds each label quoted (the same on SQLite and PostgreSQL)."""
+    if label == "unscanned":
+        return decisions.c.verdict == "unscanned"
+    return cast(decisions.c.labels, String).like(f'%"{label}"%')
 
 
 def _to_record(row: Any) -> DecisionRecord:

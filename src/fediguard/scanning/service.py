@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from fediguard.banks.pdq import FrameHash
 from fediguard.config import Settings
+from fediguard.evidence import EvidenceVault, load_recipient
 from fediguard.media.decode import decode
 from fediguard.media.sandbox import Decoder, DecoderPool
 from fediguard.media.sniff import sniff
@@ -72,6 +73,9 @@ class ScanService:
         self.sandbox: DecoderPool | None = None
         """Decoder child processes (``decode_sandbox``), one per scanner thread."""
         self.detector_fingerprint = ""
+        self.evidence: EvidenceVault | None = None
+        """Sealed evidence (``evidence_labels``): what screen keeps, encrypted to the public key."""
+        self._expiry: asyncio.Task[None] | None = None
         gauges = ScannerGauges(self.queue.scanners, self.metrics)
         self.metrics.on_collect(gauges.refresh)
         self.metrics.on_collect(self._refresh_queue_gauges)
@@ -96,6 +100,11 @@ class ScanService:
         """Start the decoder sandbox and the record writer, load the banks, load and warm up the
         in-process scanner."""
         s = self.settings
+        if s.evidence_labels:
+            folder = s.effective_evidence_dir
+            recipient = load_recipient(folder, s.evidence_recipient)
+            self.evidence = EvidenceVault(folder, recipient, s.evidence_retention_days * 86400)
+            self._expiry = asyncio.create_task(expire_evidence(self.evidence))
         if s.decode_sandbox:
             self.sandbox = DecoderPool(s.scanner_threads if s.local_scanner else 1, sandbox_limits(s))
             await asyncio.to_thread(self.sandbox.start)
@@ -117,6 +126,8 @@ class ScanService:
             del probe
 
     async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self.banks is not None:
             await self.banks.stop()
         self.queue.close()
@@ -175,6 +186,7 @@ class ScanService:
             job = ScanJob(data, sha256, media_type, deadline, loop.create_future(), detected_type=sniffed)
             outcome, decision = await self._scan(job, timings, policy, budget_s=budget_s)
 
+        await self._keep_evidence(decision, sha256, data)
         timings["total"] = loop.time() - started
         # A verdict only the configured detectors reached may be reused for the same bytes later.
         cacheable = outcome is None or outcome.cacheable
@@ -222,6 +234,18 @@ class ScanService:
             "; ".join(decision.reasons),
         )
         return DecisionOutcome(decision, record_id, "", size, timings)
+
+    async def _keep_evidence(self, decision: Decision, sha256: str, data: bytes) -> None:
+        """Seal the bytes of a decision with one of ``evidence_labels`` (never raises)."""
+        if self.evidence is None or not data:
+            return
+        wanted = self.settings.evidence_labels
+        if not any(label in wanted for label in (*decision.labels, decision.verdict.value)):
+            return
+        try:
+            await asyncio.to_thread(self.evidence.seal, sha256, data)
+        except Exception:
+            log.exception("could not seal the evidence for %s", sha256[:16])
 
     def _cache_key(self, policy: PolicyConfig) -> str:
         """What a cached pass must have been decided under: detectors (with the contents of their
@@ -368,6 +392,16 @@ class ScanService:
     def _refresh_queue_gauges(self) -> None:
         self.metrics.queue_depth.set(self.queue.depth)
         self.metrics.requeued.set(self.queue.requeued)
+
+
+async def expire_evidence(vault: EvidenceVault) -> None:
+    """Delete expired evidence now and then, for as long as the service runs."""
+    while True:
+        try:
+            await asyncio.to_thread(vault.expire)
+        except Exception:
+            log.exception("could not expire evidence in %s", vault.folder)
+        await asyncio.sleep(vault.check_interval())
 
 
 def _no_scanner_for(media_type: str | None, any_alive: bool) -> str:

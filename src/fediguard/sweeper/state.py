@@ -313,6 +313,24 @@ class SweepState:
                 .values(quarantine_key=escape_key(quarantine_key))
             )
 
+    def objects_of(self, sha256: str, decision_id: int | None = None) -> list[ObjectRecord]:
+        """The stored objects the sweeper found with these bytes (or recorded with this decision)."""
+        match = sweep_objects.c.sha256 == sha256
+        if decision_id is not None:
+            match = match | (sweep_objects.c.decision_id == decision_id)
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(select(sweep_objects).where(match)).mappings()]
+
+    def begin_action(self, object_id: int, action: str) -> None:
+        """Record ``action`` as pending for an object (a reviewer's removal): done by
+        :class:`~fediguard.sweeper.actions.ActionTaker` now, or by the next sweep of its source."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sweep_objects)
+                .where(sweep_objects.c.id == object_id)
+                .values(action=action, action_state="pending", error=None)
+            )
+
     def begin_restore(self, object_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
