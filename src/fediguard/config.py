@@ -16,7 +16,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fediguard.errors import ConfigError
 from fediguard.verdicts import LABELS, FailPolicy, PolicyConfig
@@ -158,7 +166,12 @@ class Settings(BaseModel):
     verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)
-    legacy_lease_s: float = Field(5.0, gt=0, le=3600)
+    legacy_lease_margin_s: float = Field(0.5, ge=0, le=60)
+    """A fedi-safety worker holds a job until the upload's deadline minus this (its protocol cannot
+    renew a lease): what is left for the gateway to answer with the fail policy if it never answers."""
+    legacy_lease_s: float | None = Field(None, gt=0, le=3600)
+    """No longer used (replaced by ``legacy_lease_margin_s``); accepted, with a warning, so an old
+    configuration still starts."""
 
     # --- remote worker (`fediguard worker`) -------------------------------------------------------
     worker_server: str | None = None
@@ -186,6 +199,16 @@ class Settings(BaseModel):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")
         return self
+
+    @field_validator("legacy_lease_margin_s")
+    @classmethod
+    def _legacy_margin(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("deadline_s")
+        if deadline is not None and value >= deadline:
+            raise ValueError(
+                f"must be less than deadline_s ({deadline:g}), or fedi-safety workers never get a job"
+            )
+        return value
 
     @field_validator("client_tokens", mode="before")
     @classmethod

@@ -84,6 +84,11 @@ class Gateway:
         if self.service.store is None:
             self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
         await self.service.start()
+        if self.settings.legacy_lease_s is not None:
+            log.warning(
+                "legacy_lease_s (FEDIGUARD_LEGACY_LEASE_S) is no longer used: a fedi-safety worker now "
+                "holds a job until the upload's deadline minus legacy_lease_margin_s; remove it"
+            )
         log.info(
             "gateway ready: fail policy %s, deadline %g s, max body %g MB",
             self.settings.fail_policy.value,

@@ -51,12 +51,15 @@ class LegacyRoutes(RouteSet):
         if queue.remote_closed or queue.closed:
             return error(503, "the gateway is shutting down")
         queue.scanners.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, takes=_still_image)
-        # No renewal in that protocol: one lease of legacy_lease_s, then the job goes elsewhere.
-        lease_s = min(self.settings.legacy_lease_s, self.settings.deadline_s)
-        lease = await lease_unless_disconnected(
-            request,
-            queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=lease_s, protocol=LeaseProtocol.LEGACY),
+        # That protocol cannot renew a lease, and a worker's model may take seconds (CPU torch, a
+        # cold GPU): it holds the job for as long as the upload can still be answered.
+        leasing = queue.lease(
+            worker.name,
+            timeout=LEGACY_WAIT_S,
+            protocol=LeaseProtocol.LEGACY,
+            deadline_margin_s=self.settings.legacy_lease_margin_s,
         )
+        lease = await lease_unless_disconnected(request, leasing)
         if lease is None:
             return Response(status_code=204)
         ext = mimetypes.guess_extension(lease.job.detected_type or "") or ".bin"

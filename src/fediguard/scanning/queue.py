@@ -17,6 +17,7 @@ scanned before its deadline is answered at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from enum import StrEnum
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.scanners import REMOTE_STALE_S, ScannerRegistry, ScannerState
 from fediguard.verdicts import FailReason
+
+log = logging.getLogger(__name__)
 
 ESTIMATE_AFTER = 8
 """Completed jobs needed before the time per job is trusted for :meth:`JobQueue.wait_estimate`."""
@@ -51,6 +54,9 @@ class Lease:
     expires: float
     started: float = 0.0
     protocol: LeaseProtocol = LeaseProtocol.LOCAL
+    to_deadline: bool = False
+    """Held until the job's deadline minus a margin (a protocol that cannot renew a lease): when it
+    runs out nobody else could scan the job in time, so the job gets no verdict instead of going back."""
     ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     """Set when the lease ends, however (a result, expiry, withdrawal, abandonment, shutdown)."""
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -63,7 +69,7 @@ class JobQueue:
         self.scanners = ScannerRegistry(remote_stale_s)
         self._pending: deque[ScanJob] = deque()
         # A waiter's result is its lease, or None when the queue closes under it.
-        self._waiters: deque[tuple[asyncio.Future[Lease | None], str, float, LeaseProtocol]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._leases: dict[str, Lease] = {}
         self.requeued = 0
         self.orphaned = 0
@@ -118,11 +124,14 @@ class JobQueue:
         timeout: float | None = None,
         lease_s: float | None = None,
         protocol: LeaseProtocol = LeaseProtocol.LOCAL,
+        deadline_margin_s: float | None = None,
     ) -> Lease | None:
         """Wait up to ``timeout`` seconds for a job; None when none came (or the queue closed).
 
         The job is leased for ``lease_s`` seconds (default: the queue's), renewable with :meth:`extend`
-        through the same ``protocol``."""
+        through the same ``protocol``; with ``deadline_margin_s``, for as long as its upload can
+        still be answered instead: until the job's deadline minus that margin (a scanner that cannot
+        renew its lease, however long its model takes), and only jobs with that much time left."""
         state = self._state(scanner)
         state.seen()
         state.left = False  # polling again: back (a restarted worker keeps its name)
@@ -130,7 +139,7 @@ class JobQueue:
         if self.closed or (self.remote_closed and state.remote):
             return None
         waiter: asyncio.Future[Lease | None] = loop.create_future()
-        entry = (waiter, scanner, lease_s or self.lease_s, protocol)
+        entry = _Waiter(waiter, scanner, lease_s or self.lease_s, protocol, deadline_margin_s)
         self._waiters.append(entry)
         state.waiting += 1
         self._dispatch()
@@ -246,7 +255,7 @@ class JobQueue:
         take fail at once with ``why`` (in-process slots keep scanning what they can)."""
         self.scanners.remote_closed = True
         for entry in list(self._waiters):
-            waiter, scanner, _, _ = entry
+            waiter, scanner = entry.future, entry.scanner
             state = self.scanners.get(scanner)
             if state is not None and state.remote:
                 self._waiters.remove(entry)
@@ -264,7 +273,7 @@ class JobQueue:
         """Stop handing out jobs; wake every waiting scanner with None."""
         self.closed = True
         while self._waiters:
-            waiter, _, _, _ = self._waiters.popleft()
+            waiter = self._waiters.popleft().future
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -278,31 +287,36 @@ class JobQueue:
         for entry in list(self._waiters):
             if not self._pending:
                 return
-            waiter, scanner, lease_s, protocol = entry
+            waiter, scanner, protocol, margin = entry.future, entry.scanner, entry.protocol, entry.margin
             if waiter.done():
                 self._waiters.remove(entry)
                 continue
-            job = self._take(self._state(scanner), loop.time())
+            job = self._take(self._state(scanner), loop.time() + (margin or 0.0))
             if job is None:
                 continue
             self._waiters.remove(entry)
             now = loop.time()
-            lease = Lease(uuid.uuid4().hex, job, scanner, now + lease_s, started=now, protocol=protocol)
+            expires = now + entry.lease_s if margin is None else job.deadline - margin
+            lease = Lease(
+                uuid.uuid4().hex, job, scanner, expires, started=now, protocol=protocol,
+                to_deadline=margin is not None,
+            )  # fmt: skip
             lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
             self._leases[lease.id] = lease
             job.attempts += 1
             self._state(scanner).busy += 1
             waiter.set_result(lease)
 
-    def _take(self, state: ScannerState, now: float) -> ScanJob | None:
-        """Remove and return the oldest queued job this scanner takes; jobs whose caller is gone
-        (settled, or past their deadline) are dropped on the way."""
+    def _take(self, state: ScannerState, until: float) -> ScanJob | None:
+        """Remove and return the oldest queued job this scanner takes whose deadline is after
+        ``until``; jobs whose caller is gone (settled, or past their deadline) are dropped on the way."""
+        now = asyncio.get_running_loop().time()
         chosen: ScanJob | None = None
         gone: list[ScanJob] = []
         for job in self._pending:
             if job.settled or job.deadline <= now:
                 gone.append(job)
-            elif state.scans(job.detected_type):
+            elif job.deadline > until and state.scans(job.detected_type):
                 chosen = job
                 break
         for job in gone:
@@ -324,6 +338,22 @@ class JobQueue:
         state = self._state(lease.scanner)
         state.busy -= 1
         state.failed += 1
+        loop = asyncio.get_running_loop()
+        held_s = loop.time() - lease.started
+        if lease.to_deadline:
+            self._drop_lease(lease)
+            why = (
+                f"{lease.protocol.value} worker {lease.scanner} held it {held_s:.1f} s without an answer, "
+                "until too little of the deadline was left for another scanner"
+            )
+            log.warning("lease %s of worker %s expired: %s", lease.id, lease.scanner, why)
+            self._fail(lease.job, why, FailReason.DEADLINE)
+            return
+        log.warning(
+            "lease %s of %s worker %s expired after %.1f s without a result or renewal: its job goes "
+            "back to the queue",
+            lease.id, lease.protocol.value, lease.scanner, held_s,
+        )  # fmt: skip
         self._requeue(lease)
 
     def _requeue(self, lease: Lease) -> None:
@@ -351,7 +381,19 @@ class JobQueue:
             self._pending.remove(job)
             self._fail(job, "no scanner is left to take it (the last worker that could went away)")
 
-    def _fail(self, job: ScanJob, why: str) -> None:
+    def _fail(self, job: ScanJob, why: str, reason: FailReason = FailReason.NO_SCANNER) -> None:
         if not job.future.done():
-            self.orphaned += 1
-            job.future.set_result(ScanOutcome(error=FailReason.NO_SCANNER, error_detail=why, scanner="-"))
+            self.orphaned += reason is FailReason.NO_SCANNER
+            job.future.set_result(ScanOutcome(error=reason, error_detail=why, scanner="-"))
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A scanner waiting in :meth:`JobQueue.lease`, and how the lease it gets is to be made."""
+
+    future: asyncio.Future[Lease | None]
+    scanner: str
+    lease_s: float
+    protocol: LeaseProtocol
+    margin: float | None
+    """None: a lease of ``lease_s``; else one until the job's deadline minus this margin."""
