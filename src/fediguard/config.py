@@ -144,6 +144,9 @@ class Settings(BaseModel):
     body_idle_timeout_s: float = Field(10.0, gt=0, le=300)
     body_timeout_s: float = Field(20.0, gt=0, le=3600)
     log_level: str = "INFO"
+    keep_alive_s: int = Field(120, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open: longer than pict-rs keeps pooled connections
+    (about 90 s; it does not retry when it reuses one the server has just closed)."""
 
     # --- scanning --------------------------------------------------------------------------------
     local_scanner: bool = True

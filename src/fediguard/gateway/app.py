@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fediguard.config import Settings, match_credential
-from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client
+from fediguard.gateway.auth import AuthError, address_allowed, admitting, authenticate_client
 from fediguard.gateway.body import (
     BODY_TIMEOUT,
     CLIENT_DISCONNECT,
@@ -110,7 +110,8 @@ class Gateway:
             )
         except AuthError as exc:
             self.metrics.auth_failures.labels(exc.kind).inc()
-            log.warning("refused scan request from %s: %s", peer, exc)
+            hint = admitting(peer) if exc.kind == "address" else "the token is not in client_tokens"
+            log.warning("refused scan request from %s: %s; %s", peer, exc, hint)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         try:
             upload = await read_upload(request, self.body_limits)
@@ -153,6 +154,7 @@ class Gateway:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         by_token = scheme.lower() == "bearer" and match_credential(presented, self.settings.client_tokens)
         if not by_token and not address_allowed(peer, self.settings.allowed_cidrs):
+            log.warning("refused a workers listing from %s: %s", peer, admitting(peer))
             return JSONResponse({"error": "listing workers needs a client token or an allowed address"}, 403)
         now = time.time()
         rows = [
