@@ -172,6 +172,9 @@ class Settings(BaseModel):
     legacy_lease_margin_s: float = Field(0.5, ge=0, le=60)
     """A fedi-safety worker holds a job until the upload's deadline minus this (its protocol cannot
     renew a lease): what is left for the gateway to answer with the fail policy if it never answers."""
+    legacy_frames: int = Field(8, ge=1, le=900)
+    """Frames of a video or an animation (or the one of an AVIF/JXL still) a fedi-safety worker is
+    given as JPEG stills, one job each, spread over the whole (first and last included)."""
     legacy_lease_s: float | None = Field(None, gt=0, le=3600)
     """No longer used (replaced by ``legacy_lease_margin_s``); accepted, with a warning, so an old
     configuration still starts."""

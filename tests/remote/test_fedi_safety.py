@@ -3,14 +3,21 @@ the real worker does (tests/support/fedi_safety.py), with a model as slow as a C
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 
+import av
+import av.video.stream
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from fediguard.media.jxl import JXL_SUPPORTED
+from fediguard.media.sniff import sniff
+from support.bombs import h264_codec
 from support.fedi_safety import FediSafetyWorker, Model, slow_model
 from support.gateway import RunningGateway
 from support.images import drawn_png
@@ -91,3 +98,117 @@ def test_the_lease_margin_must_leave_room_in_the_deadline(settings_for: Callable
 
 def test_an_old_legacy_lease_setting_still_starts(settings_for: Callable[..., object]) -> None:
     settings_for(legacy_lease_s=5)  # no longer used: accepted, with a warning at start-up
+
+
+def drawn_frame(
+    colour: tuple[int, int, int], shift: int = 0, size: tuple[int, int] = (160, 120)
+) -> Image.Image:
+    """A background of ``colour`` (what the stub model looks at) and a yellow box, moved by ``shift``
+    so that frames differ (encoders drop repeated frames)."""
+    image = Image.new("RGB", size, colour)
+    ImageDraw.Draw(image).rectangle((20 + shift, 30, 100 + shift, 90), fill=(250, 200, 40))
+    return image
+
+
+def mp4(colours: list[tuple[int, int, int]], per_colour: int = 10) -> bytes:
+    """A video made with PyAV from Pillow-drawn frames, ``per_colour`` frames of each background."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream(h264_codec(), rate=Fraction(10))
+        assert isinstance(stream, av.video.stream.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for colour in colours:
+            for shift in range(per_colour):
+                for packet in stream.encode(av.VideoFrame.from_image(drawn_frame(colour, shift))):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+def saved(frames: list[Image.Image], fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    if len(frames) > 1:
+        params = {"save_all": True, "append_images": frames[1:], "duration": 100, "loop": 0, **params}
+    frames[0].save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+GREY, RED = (90, 90, 90), (220, 10, 10)
+MADE: dict[str, Callable[[tuple[int, int, int]], bytes]] = {
+    "mp4": lambda c: mp4([GREY, c, GREY]),
+    "avif": lambda c: saved([drawn_frame(c)], "AVIF", quality=90),
+    "avif-animated": lambda c: saved([drawn_frame(GREY), drawn_frame(c, 20)], "AVIF", quality=90),
+    "apng": lambda c: saved([drawn_frame(GREY), drawn_frame(c, 20), drawn_frame(GREY, 40)], "PNG"),
+    "gif-animated": lambda c: saved([drawn_frame(GREY), drawn_frame(c, 20)], "GIF"),
+    "jxl": lambda c: saved([drawn_frame(c)], "JXL"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MADE))
+def test_what_pillow_cannot_open_reaches_a_verdict_through_fedi_safety_workers_alone(
+    gateway_for: Start, fedi_safety: Callable[..., FediSafetyWorker], kind: str
+) -> None:
+    """Video, animations, AVIF and JXL, with only a fedi-safety worker: the gateway hands it JPEG
+    stills of sampled frames, one job each, and any frame it reports rejects the upload."""
+    if kind == "jxl" and not JXL_SUPPORTED:
+        pytest.skip("this Pillow has no JPEG XL plugin (pillow-jxl-plugin), so fediguard reads no JXL either")
+    gw = gateway(gateway_for)
+    worker = fedi_safety(gw, slow_model(0.05, reddish))
+    clean, flagged = MADE[kind](GREY), MADE[kind](RED)
+    passed = gw.post(clean, "application/octet-stream")
+    assert passed.status_code == 200 and passed.json()["verdict"] == "pass", passed.text
+    rejected = gw.post(flagged, "application/octet-stream")
+    assert rejected.status_code == 406 and rejected.json()["labels"] == ["csam_suspect"], rejected.text
+    assert any(reason.startswith("fedi-safety: frame ") for reason in rejected.json()["reasons"])
+
+    record = gw.store.get(passed.json()["id"])
+    assert record is not None and record.scanner == "w3"
+    assert record.detected_type == sniff(clean) and record.pdq, "the gateway's own frame hashes"
+    frames = len(record.results)
+    assert 1 <= frames <= gw.settings.legacy_frames
+    assert all(
+        r["detector"] == "fedi-safety" and r["notes"][0].startswith("frame ") for r in record.results
+    ), record.results
+    assert {(p.content_type, p.pillow_format) for p in worker.popped} == {("image/jpeg", "JPEG")}
+    assert all(p.filename.endswith(".jpg") for p in worker.popped)
+    assert worker.unopened == 0 and not [e for e in worker.errors if "timed out" not in e]
+
+
+def test_a_still_pillow_opens_is_handed_out_as_it_came(
+    gateway_for: Start, fedi_safety: Callable[..., FediSafetyWorker]
+) -> None:
+    gw = gateway(gateway_for)
+    worker = fedi_safety(gw, slow_model(0.05))
+    data = drawn_png(colour=(3, 3, 3))
+    answer = gw.post(data)
+    assert answer.json()["verdict"] == "pass"
+    assert [(p.content_type, p.pillow_format, p.filename[-4:]) for p in worker.popped] == [
+        ("image/png", "PNG", ".png")
+    ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        drawn_png()[:60],
+        b"\x89PNG\r\n\x1a\n" + bytes(200),
+        b"\x00\x00\x00\x18ftypmp42" + bytes(64),
+        b"junk" * 30,
+    ],
+    ids=["truncated-png", "corrupt-png", "empty-mp4", "junk"],
+)
+def test_undecodable_bytes_never_reach_a_fedi_safety_worker(
+    gateway_for: Start, fedi_safety: Callable[..., FediSafetyWorker], data: bytes
+) -> None:
+    """The gateway decodes first: undecodable bytes get the fail policy at once, with no worker
+    attempt (a worker's Pillow would answer nothing, or "CSAM to be sure")."""
+    gw = gateway(gateway_for)
+    worker = fedi_safety(gw, slow_model(0.05))
+    answer = gw.post(data)
+    body = answer.json()
+    assert answer.status_code == 503 and body["fail_reason"] == "undecodable", body
+    assert body["verdict"] == "unscanned"
+    assert gw.post(drawn_png(colour=(4, 4, 4))).json()["verdict"] == "pass", "the worker still serves"
+    assert len(worker.popped) == 1 and worker.popped[0].pillow_format == "PNG"
+    assert worker.unopened == 0

@@ -25,17 +25,6 @@ LEGACY_DETECTOR = "fedi-safety"
 LEGACY_WAIT_S = 1.0
 """fedi-safety workers poll in a loop with a 2 s client timeout: answer well within it, so a job is
 never handed to a poll its worker has already given up on."""
-LEGACY_STILL_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/x-icon"}
-)
-"""What fedi-safety workers are given, by the type sniffed from the bytes (a declared type is never
-trusted: an MP4 declared ``image/png`` must not reach them): they open files with Pillow, which reads
-no video, and they answer nothing for a file they cannot open, so any other type would wait out their
-lease."""
-
-
-def _still_image(sniffed_type: str | None) -> bool:
-    return sniffed_type in LEGACY_STILL_TYPES
 
 
 class LegacyRoutes(RouteSet):
@@ -50,7 +39,9 @@ class LegacyRoutes(RouteSet):
         queue = self.backend.queue
         if queue.remote_closed or queue.closed:
             return error(503, "the gateway is shutting down")
-        queue.scanners.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, takes=_still_image)
+        # It opens stills with Pillow: it gets only what the gateway decoded first (an upload Pillow
+        # opens as it is, or frames rendered from one it cannot), by the type sniffed from the bytes.
+        queue.scanners.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, stills_only=True)
         # That protocol cannot renew a lease, and a worker's model may take seconds (CPU torch, a
         # cold GPU): it holds the job for as long as the upload can still be answered.
         leasing = queue.lease(

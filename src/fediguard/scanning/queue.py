@@ -265,7 +265,7 @@ class JobQueue:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
             self._fail(lease.job, why)
-        for job in [job for job in self._pending if not self.scanners.able_to_take(job.detected_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take_job(job)]:
             self._pending.remove(job)
             self._fail(job, why)
 
@@ -316,7 +316,7 @@ class JobQueue:
         for job in self._pending:
             if job.settled or job.deadline <= now:
                 gone.append(job)
-            elif job.deadline > until and state.scans(job.detected_type):
+            elif job.deadline > until and state.scans(job):
                 chosen = job
                 break
         for job in gone:
@@ -377,7 +377,7 @@ class JobQueue:
         if self._orphan_check is not None:
             self._orphan_check.cancel()
             self._orphan_check = None
-        for job in [job for job in self._pending if not self.scanners.able_to_take(job.detected_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take_job(job)]:
             self._pending.remove(job)
             self._fail(job, "no scanner is left to take it (the last worker that could went away)")
 
