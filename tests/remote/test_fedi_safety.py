@@ -212,3 +212,20 @@ def test_undecodable_bytes_never_reach_a_fedi_safety_worker(
     assert gw.post(drawn_png(colour=(4, 4, 4))).json()["verdict"] == "pass", "the worker still serves"
     assert len(worker.popped) == 1 and worker.popped[0].pillow_format == "PNG"
     assert worker.unopened == 0
+
+
+def test_the_gateway_decodes_first_in_the_decoder_sandbox(
+    gateway_for: Start, fedi_safety: Callable[..., FediSafetyWorker]
+) -> None:
+    """The decode before a fedi-safety worker gets anything runs in the sandbox's child processes,
+    under their limits: with a wall-clock limit no decode can meet, the upload is refused with the
+    sandbox's reason, and no worker sees it."""
+    gw = gateway(gateway_for, decode_timeout_s=0.001)
+    assert gw.service.sandbox is not None
+    worker = fedi_safety(gw, slow_model(0.05))
+    big = drawn_png(size=(2400, 1800), colour=(8, 8, 8))
+    body = gw.post(big).json()
+    assert body["fail_reason"] == "undecodable" and "decoding took more than 0.001 s" in body["reasons"][0], (
+        body
+    )
+    assert worker.popped == []

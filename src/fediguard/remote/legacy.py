@@ -3,7 +3,10 @@
 Their protocol: ``GET /api/v1/pop`` with an ``apikey`` header (the same ``worker_keys``) answers 200
 with the file as an attachment, or 204; ``POST /api/v1/pop`` takes ``{"image", "is_csam",
 "is_nsfw"}``. Such a worker decides by itself, so its answer is a
-:class:`~fediguard.detectors.base.Report`, recorded but never reused as a cached verdict.
+:class:`~fediguard.detectors.base.Report`, recorded but never reused as a cached verdict. It cannot
+renew a lease, so it holds a job until the upload's deadline minus ``legacy_lease_margin_s``; it
+opens files with Pillow, so it gets only what the gateway decoded first: an upload as it came, or
+frames rendered from it (:mod:`fediguard.scanning.stills`).
 """
 
 from __future__ import annotations

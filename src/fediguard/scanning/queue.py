@@ -6,10 +6,13 @@ expires; a lease that expires without a result puts the job back at the head of 
 another scanner, so a scanner that dies loses no job. Results for an unknown or expired lease are
 refused. Everything runs on one event loop, so no locks are needed.
 
-A scanner may take only some media types (fedi-safety workers open stills only), as sniffed from
-the bytes, never as declared: jobs go to the first waiting scanner that takes them (who is alive
-and what each takes is the :class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an
-upload no live scanner takes gets the fail policy at once. The queue also estimates how long a new
+A scanner may take only some jobs (fedi-safety workers open only stills the gateway decoded first,
+:mod:`~fediguard.scanning.stills`), by the type sniffed from the bytes, never as declared: jobs go
+to the first waiting scanner that takes them (who is alive and what each takes is the
+:class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an upload no live scanner
+takes gets the fail policy at once. A scanner whose protocol cannot renew a lease (fedi-safety's)
+holds a job until its deadline minus a margin instead; when that runs out the job gets no verdict
+rather than going to another scanner too late. Every lease that runs out is logged with its holder. The queue also estimates how long a new
 job would wait (jobs ahead, scanners alive, the recent time per job), so an upload that cannot be
 scanned before its deadline is answered at once.
 """
