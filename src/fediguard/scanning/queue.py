@@ -12,9 +12,9 @@ to the first waiting scanner that takes them (who is alive and what each takes i
 :class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an upload no live scanner
 takes gets the fail policy at once. A scanner whose protocol cannot renew a lease (fedi-safety's)
 holds a job until its deadline minus a margin instead; when that runs out the job gets no verdict
-rather than going to another scanner too late. Every lease that runs out is logged with its holder. The queue also estimates how long a new
-job would wait (jobs ahead, scanners alive, the recent time per job), so an upload that cannot be
-scanned before its deadline is answered at once.
+rather than going to another scanner too late. Every lease that runs out is logged with its holder.
+The queue also estimates how long a new job would wait (jobs ahead, scanners alive, the recent time
+per job), so an upload that cannot be scanned before its deadline is answered at once.
 """
 
 from __future__ import annotations
