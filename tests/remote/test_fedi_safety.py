@@ -229,3 +229,30 @@ def test_the_gateway_decodes_first_in_the_decoder_sandbox(
         body
     )
     assert worker.popped == []
+
+
+def test_frames_left_unanswered_leave_no_verdict_unless_the_answered_ones_reject(
+    gateway_for: Start, fedi_safety: Callable[..., FediSafetyWorker]
+) -> None:
+    """The model never finishes on blue frames: a video whose other frames are clean gets no verdict
+    (the blue frames might hold anything), one with a red frame is rejected all the same."""
+    release = threading.Event()
+    blue = (10, 10, 220)
+
+    def model(image: Image.Image) -> bool:
+        red, _green, b = image.convert("RGB").getpixel((1, 1))  # type: ignore[misc]
+        if b > 150 and red < 100:
+            release.wait(60)
+        return reddish(image)
+
+    gw = gateway(gateway_for, deadline_s=3)
+    fedi_safety(gw, model)
+    try:
+        unanswered = gw.post(mp4([GREY, blue]))
+        rejected = gw.post(mp4([RED, blue]))
+    finally:
+        release.set()
+    body = unanswered.json()
+    assert unanswered.status_code == 503 and body["fail_reason"] == "deadline", body
+    assert "frames got no verdict" in body["reasons"][0] and "frame 0" not in body["reasons"][0], body
+    assert rejected.status_code == 406 and rejected.json()["labels"] == ["csam_suspect"], rejected.json()
