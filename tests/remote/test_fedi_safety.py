@@ -3,21 +3,17 @@ the real worker does (tests/support/fedi_safety.py), with a model as slow as a C
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 
-import av
-import av.video.stream
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fediguard.media.jxl import JXL_SUPPORTED
 from fediguard.media.sniff import sniff
-from support.bombs import h264_codec
+from support.drawn_media import GREY, MADE, RED, mp4
 from support.fedi_safety import FediSafetyWorker, Model, slow_model
 from support.gateway import RunningGateway
 from support.images import drawn_png
@@ -98,51 +94,6 @@ def test_the_lease_margin_must_leave_room_in_the_deadline(settings_for: Callable
 
 def test_an_old_legacy_lease_setting_still_starts(settings_for: Callable[..., object]) -> None:
     settings_for(legacy_lease_s=5)  # no longer used: accepted, with a warning at start-up
-
-
-def drawn_frame(
-    colour: tuple[int, int, int], shift: int = 0, size: tuple[int, int] = (160, 120)
-) -> Image.Image:
-    """A background of ``colour`` (what the stub model looks at) and a yellow box, moved by ``shift``
-    so that frames differ (encoders drop repeated frames)."""
-    image = Image.new("RGB", size, colour)
-    ImageDraw.Draw(image).rectangle((20 + shift, 30, 100 + shift, 90), fill=(250, 200, 40))
-    return image
-
-
-def mp4(colours: list[tuple[int, int, int]], per_colour: int = 10) -> bytes:
-    """A video made with PyAV from Pillow-drawn frames, ``per_colour`` frames of each background."""
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as container:
-        stream = container.add_stream(h264_codec(), rate=Fraction(10))
-        assert isinstance(stream, av.video.stream.VideoStream)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for colour in colours:
-            for shift in range(per_colour):
-                for packet in stream.encode(av.VideoFrame.from_image(drawn_frame(colour, shift))):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return out.getvalue()
-
-
-def saved(frames: list[Image.Image], fmt: str, **params: object) -> bytes:
-    out = io.BytesIO()
-    if len(frames) > 1:
-        params = {"save_all": True, "append_images": frames[1:], "duration": 100, "loop": 0, **params}
-    frames[0].save(out, format=fmt, **params)
-    return out.getvalue()
-
-
-GREY, RED = (90, 90, 90), (220, 10, 10)
-MADE: dict[str, Callable[[tuple[int, int, int]], bytes]] = {
-    "mp4": lambda c: mp4([GREY, c, GREY]),
-    "avif": lambda c: saved([drawn_frame(c)], "AVIF", quality=90),
-    "avif-animated": lambda c: saved([drawn_frame(GREY), drawn_frame(c, 20)], "AVIF", quality=90),
-    "apng": lambda c: saved([drawn_frame(GREY), drawn_frame(c, 20), drawn_frame(GREY, 40)], "PNG"),
-    "gif-animated": lambda c: saved([drawn_frame(GREY), drawn_frame(c, 20)], "GIF"),
-    "jxl": lambda c: saved([drawn_frame(c)], "JXL"),
-}
 
 
 @pytest.mark.parametrize("kind", sorted(MADE))

@@ -49,6 +49,14 @@ class LeaseProtocol(StrEnum):
     LEGACY = "legacy"
 
 
+_KIND = {
+    LeaseProtocol.LOCAL: "in-process",
+    LeaseProtocol.NATIVE: "remote",
+    LeaseProtocol.LEGACY: "fedi-safety",
+}
+"""How a lease's holder is named in logs and reasons, by the protocol it was handed out through."""
+
+
 @dataclass
 class Lease:
     id: str
@@ -346,8 +354,8 @@ class JobQueue:
         if lease.to_deadline:
             self._drop_lease(lease)
             why = (
-                f"{lease.protocol.value} worker {lease.scanner} held it {held_s:.1f} s without an answer, "
-                "until too little of the deadline was left for another scanner"
+                f"{_KIND[lease.protocol]} worker {lease.scanner} held it {held_s:.1f} s without an "
+                "answer, until too little of the deadline was left for another scanner"
             )
             log.warning("lease %s of worker %s expired: %s", lease.id, lease.scanner, why)
             self._fail(lease.job, why, FailReason.DEADLINE)
@@ -355,7 +363,7 @@ class JobQueue:
         log.warning(
             "lease %s of %s worker %s expired after %.1f s without a result or renewal: its job goes "
             "back to the queue",
-            lease.id, lease.protocol.value, lease.scanner, held_s,
+            lease.id, _KIND[lease.protocol], lease.scanner, held_s,
         )  # fmt: skip
         self._requeue(lease)
 
@@ -386,7 +394,8 @@ class JobQueue:
 
     def _fail(self, job: ScanJob, why: str, reason: FailReason = FailReason.NO_SCANNER) -> None:
         if not job.future.done():
-            self.orphaned += reason is FailReason.NO_SCANNER
+            if reason is FailReason.NO_SCANNER:
+                self.orphaned += 1
             job.future.set_result(ScanOutcome(error=reason, error_detail=why, scanner="-"))
 
 

@@ -56,7 +56,9 @@ def prepare(data: bytes, decoder: Decoder, limits: MediaLimits, frames: int, has
     pdq = frame_hashes(media.frames) if hash_frames else None
     if media.media_type in AS_IS_TYPES and not media.animated and len(media.frames) == 1:
         return Stills(as_is=True, pdq=pdq)
-    chosen = [media.frames[i] for i in spread_indices(len(media.frames), frames - 2)]
+    count = len(media.frames)
+    # The first, the last and the rest spread between; one alone: the middle one.
+    chosen = [media.frames[i] for i in (spread_indices(count, frames - 2) if frames > 1 else [count // 2])]
     return Stills(as_is=False, frames=[(f.index, render_still(f.image)) for f in chosen], pdq=pdq)
 
 
