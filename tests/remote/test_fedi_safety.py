@@ -17,7 +17,7 @@ from support.drawn_media import GREY, MADE, RED, mp4
 from support.fedi_safety import FediSafetyWorker, Model, slow_model
 from support.gateway import RunningGateway
 from support.images import drawn_png
-from support.workers import KEYS, Start, gateway, remote, wait_for
+from support.workers import KEYS, WORKER_KEYS, Start, gateway, remote, wait_for
 
 
 def reddish(image: Image.Image) -> bool:
@@ -207,3 +207,19 @@ def test_frames_left_unanswered_leave_no_verdict_unless_the_answered_ones_reject
     assert unanswered.status_code == 503 and body["fail_reason"] == "deadline", body
     assert "frames got no verdict" in body["reasons"][0] and "frame 0" not in body["reasons"][0], body
     assert rejected.status_code == 406 and rejected.json()["labels"] == ["csam_suspect"], rejected.json()
+
+
+def test_beside_an_in_process_scanner_a_video_goes_to_it_whole(
+    gateway_for: Start, fedi_safety: Callable[..., FediSafetyWorker]
+) -> None:
+    """Frames are rendered for fedi-safety workers only when no other scanner takes the upload: with
+    the in-process scanner alive, a video is scanned whole by it (its detectors see every sampled
+    frame), and the worker is not given it."""
+    gw = gateway_for(worker_keys=WORKER_KEYS, scanner_threads=1)
+    worker = fedi_safety(gw, slow_model(0.05))
+    answer = gw.post(MADE["mp4"](GREY), "video/mp4")
+    assert answer.json()["verdict"] == "pass", answer.json()
+    record = gw.store.get(answer.json()["id"])
+    assert record is not None and record.scanner.startswith("scanner-"), record.scanner
+    assert record.detected_type == "video/mp4"
+    assert worker.popped == []
