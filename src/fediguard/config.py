@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -157,6 +158,9 @@ class Settings(BaseModel):
     body_idle_timeout_s: float = Field(10.0, gt=0, le=300)
     body_timeout_s: float = Field(20.0, gt=0, le=3600)
     log_level: str = "INFO"
+    keep_alive_s: int = Field(120, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open: longer than pict-rs keeps pooled connections
+    (about 90 s; it does not retry when it reuses one the server has just closed)."""
 
     # --- scanning --------------------------------------------------------------------------------
     local_scanner: bool = True
@@ -179,7 +183,15 @@ class Settings(BaseModel):
     verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)
-    legacy_lease_s: float = Field(5.0, gt=0, le=3600)
+    legacy_lease_margin_s: float = Field(0.5, ge=0, le=60)
+    """A fedi-safety worker holds a job until the upload's deadline minus this (its protocol cannot
+    renew a lease): what is left for the gateway to answer with the fail policy if it never answers."""
+    legacy_frames: int = Field(8, ge=1, le=900)
+    """Frames of a video or an animation (or the one of an AVIF/JXL still) a fedi-safety worker is
+    given as JPEG stills, one job each, spread over the whole (first and last included)."""
+    legacy_lease_s: float | None = Field(None, gt=0, le=3600)
+    """No longer used (replaced by ``legacy_lease_margin_s``); accepted, with a warning, so an old
+    configuration still starts."""
 
     # --- remote worker (`fediguard worker`) -------------------------------------------------------
     worker_server: str | None = None
@@ -227,6 +239,16 @@ class Settings(BaseModel):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")
         return self
+
+    @field_validator("legacy_lease_margin_s")
+    @classmethod
+    def _legacy_margin(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("deadline_s")
+        if deadline is not None and value >= deadline:
+            raise ValueError(
+                f"must be less than deadline_s ({deadline:g}), or fedi-safety workers never get a job"
+            )
+        return value
 
     @field_validator("client_tokens", mode="before")
     @classmethod

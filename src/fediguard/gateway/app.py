@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fediguard.config import Settings, match_credential
-from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client
+from fediguard.gateway.auth import AuthError, address_allowed, admitting, authenticate_client
 from fediguard.gateway.body import (
     BODY_TIMEOUT,
     CLIENT_DISCONNECT,
@@ -84,6 +84,11 @@ class Gateway:
         if self.service.store is None:
             self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
         await self.service.start()
+        if self.settings.legacy_lease_s is not None:
+            log.warning(
+                "legacy_lease_s (FEDIGUARD_LEGACY_LEASE_S) is no longer used: a fedi-safety worker now "
+                "holds a job until the upload's deadline minus legacy_lease_margin_s; remove it"
+            )
         log.info(
             "gateway ready: fail policy %s, deadline %g s, max body %g MB, records in %s",
             self.settings.fail_policy.value,
@@ -106,7 +111,8 @@ class Gateway:
             )
         except AuthError as exc:
             self.metrics.auth_failures.labels(exc.kind).inc()
-            log.warning("refused scan request from %s: %s", peer, exc)
+            hint = admitting(peer) if exc.kind == "address" else "the token is not in client_tokens"
+            log.warning("refused scan request from %s: %s; %s", peer, exc, hint)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         try:
             upload = await read_upload(request, self.body_limits)
@@ -149,6 +155,7 @@ class Gateway:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         by_token = scheme.lower() == "bearer" and match_credential(presented, self.settings.client_tokens)
         if not by_token and not address_allowed(peer, self.settings.allowed_cidrs):
+            log.warning("refused a workers listing from %s: %s", peer, admitting(peer))
             return JSONResponse({"error": "listing workers needs a client token or an allowed address"}, 403)
         now = time.time()
         rows = [

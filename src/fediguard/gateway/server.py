@@ -40,6 +40,9 @@ def make_server(settings: Settings, service: ScanService | None = None) -> uvico
         # In-flight uploads finish (or get their fail-policy answer) before the process exits.
         timeout_graceful_shutdown=int(settings.deadline_s) + 2,
         lifespan="on",
+        # pict-rs keeps pooled connections ~90 s and does not retry an upload on one the server has
+        # just closed: idle connections outlive its pool (uvicorn's own default is 5 s).
+        timeout_keep_alive=settings.keep_alive_s,
         # HTTPS without a reverse proxy, e.g. for workers that connect over the internet.
         ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
         ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,

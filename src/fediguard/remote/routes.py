@@ -81,7 +81,10 @@ def job_response(backend: ScanBackend, lease: Lease, extra: dict[str, str] | Non
     """The job's bytes, typed as the gateway sniffed them (the caller's declared type is not passed on)."""
     job = lease.job
     banks = backend.banks is not None and backend.banks.has_pdq()
-    headers = protocol.job_headers(lease.id, backend.queue.lease_s, job.sha256, job.detected_type, banks)
+    lease_s = backend.queue.lease_s
+    if lease.to_deadline:
+        lease_s = max(0.0, lease.expires - asyncio.get_running_loop().time())
+    headers = protocol.job_headers(lease.id, lease_s, job.sha256, job.detected_type, banks)
     headers.update(extra or {})
     return Response(job.data, media_type=job.detected_type or "application/octet-stream", headers=headers)
 

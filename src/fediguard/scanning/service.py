@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from fediguard.banks.pdq import FrameHash
 from fediguard.config import Settings
+from fediguard.errors import MediaError
 from fediguard.evidence import EvidenceVault, load_recipient
 from fediguard.media.decode import decode
 from fediguard.media.sandbox import Decoder, DecoderPool
@@ -28,6 +29,7 @@ from fediguard.scanning.local import LocalScanner
 from fediguard.scanning.pipeline import Pipeline, make_pipeline_factory, media_limits, sandbox_limits
 from fediguard.scanning.queue import JobQueue, QueueFull
 from fediguard.scanning.scanners import ScannerGauges
+from fediguard.scanning.stills import AS_IS_TYPES, Stills, prepare, scan_frames
 from fediguard.verdicts import Decision, FailReason, PolicyConfig, Verdict, fail_decision
 
 log = logging.getLogger("fediguard.decisions")
@@ -106,7 +108,9 @@ class ScanService:
             self.evidence = EvidenceVault(folder, recipient, s.evidence_retention_days * 86400)
             self._expiry = asyncio.create_task(expire_evidence(self.evidence))
         if s.decode_sandbox:
-            self.sandbox = DecoderPool(s.scanner_threads if s.local_scanner else 1, sandbox_limits(s))
+            # One child per scanner thread; as many without them, for what the gateway decodes itself
+            # (remote results' hashes, uploads decoded first for fedi-safety workers).
+            self.sandbox = DecoderPool(s.scanner_threads, sandbox_limits(s))
             await asyncio.to_thread(self.sandbox.start)
         if self.store is not None:
             if self.record:
@@ -173,7 +177,7 @@ class ScanService:
             decision = self._fail(FailReason.UNDECODABLE, "empty body")
         elif triage is not None:
             outcome, decision = triage
-        elif not self.queue.scanners.able_to_take(sniffed):
+        elif not self.queue.scanners.able_to_take(sniffed) and not self.queue.scanners.stills_only_alive():
             why = _no_scanner_for(sniffed, self.queue.scanners.able_to_scan())
             decision = self._fail(FailReason.NO_SCANNER, why)
         elif (ahead := self.queue.wait_estimate()) > deadline - loop.time():
@@ -184,7 +188,7 @@ class ScanService:
             )
         else:
             job = ScanJob(data, sha256, media_type, deadline, loop.create_future(), detected_type=sniffed)
-            outcome, decision = await self._scan(job, timings, policy, budget_s=budget_s)
+            outcome, decision = await self._route(job, timings, policy, budget_s=budget_s)
 
         await self._keep_evidence(decision, sha256, data)
         timings["total"] = loop.time() - started
@@ -286,6 +290,72 @@ class ScanService:
         finally:
             timings["triage"] = time.perf_counter() - t
 
+    async def _route(
+        self, job: ScanJob, timings: dict[str, float], policy: PolicyConfig, *, budget_s: float
+    ) -> tuple[ScanOutcome | None, Decision]:
+        """Scan the upload; with a scanner that opens stills only alive (a fedi-safety worker), decode
+        it first: undecodable bytes get the fail policy at once, and what such a scanner cannot open
+        goes to it as rendered frames when no other scanner takes it (:mod:`~fediguard.scanning.stills`)."""
+        scanners = self.queue.scanners
+        full = scanners.able_to_take(job.detected_type)  # a scanner that decodes it itself
+        if not scanners.stills_only_alive() or (full and job.detected_type not in AS_IS_TYPES):
+            return await self._scan(job, timings, policy, budget_s=budget_s)
+        s = self.settings
+        started = time.perf_counter()
+        try:
+            stills = await asyncio.to_thread(
+                prepare, job.data, self.decoder, media_limits(s), s.legacy_frames, self.banks is not None
+            )
+        except MediaError as exc:
+            outcome = ScanOutcome(
+                detected_type=job.detected_type,
+                error=FailReason.UNDECODABLE,
+                error_detail=str(exc),
+                scanner="gateway",
+                cacheable=False,
+            )
+            return outcome, self._fail(FailReason.UNDECODABLE, str(exc))
+        finally:
+            timings["decode_first"] = time.perf_counter() - started
+        job.pdq = stills.pdq
+        if stills.as_is:
+            job.decoded = True
+        elif not full:
+            return await self._scan_frames(job, stills, timings, policy, budget_s=budget_s)
+        return await self._scan(job, timings, policy, budget_s=budget_s)
+
+    async def _scan_frames(
+        self,
+        job: ScanJob,
+        stills: Stills,
+        timings: dict[str, float],
+        policy: PolicyConfig,
+        *,
+        budget_s: float,
+    ) -> tuple[ScanOutcome | None, Decision]:
+        """Scan an upload as its rendered frames, one job each, and decide on all their answers."""
+        started = time.perf_counter()
+        try:
+            outcome = await scan_frames(self.queue, job, stills, policy.reject_labels)
+        except QueueFull as exc:
+            return None, self._fail(FailReason.QUEUE_FULL, str(exc))
+        finally:
+            timings["scan"] = time.perf_counter() - started
+        missing, detail = outcome.error, outcome.error_detail
+        if missing is FailReason.DEADLINE:
+            detail = f"no result within the {budget_s:g} s deadline: {detail}"
+        outcome = replace(outcome, error=None, error_detail="")
+        if self.banks is not None and self.banks.needs_recheck(outcome):
+            outcome = await asyncio.to_thread(self.banks.recheck, outcome)
+        if outcome.error is not None:
+            return outcome, self._fail(outcome.error, outcome.error_detail)
+        decision = decide(outcome.results, policy)
+        if missing is not None and decision.verdict is not Verdict.REJECT:
+            # A frame nobody answered for may hold what the others do not: no verdict, unless the
+            # answered frames reject the upload already.
+            return replace(outcome, error=missing, error_detail=detail), self._fail(missing, detail)
+        return outcome, decision
+
     async def _scan(
         self, job: ScanJob, timings: dict[str, float], policy: PolicyConfig | None, *, budget_s: float
     ) -> tuple[ScanOutcome | None, Decision]:
@@ -324,6 +394,8 @@ class ScanService:
         outcome = replace(outcome, detected_type=job.detected_type, pdq=None)
         if self.banks is None:
             return outcome
+        if job.pdq is not None and outcome.error is None:
+            return replace(outcome, pdq=job.pdq)  # hashed when the gateway decoded it first
         return await asyncio.to_thread(self.banks.rehash, outcome, job.data)
 
     def _fail(self, reason: FailReason, detail: str) -> Decision:
@@ -407,7 +479,7 @@ async def expire_evidence(vault: EvidenceVault) -> None:
 def _no_scanner_for(media_type: str | None, any_alive: bool) -> str:
     if any_alive:
         kind = media_type or "this type"
-        return f"no scanner alive takes {kind} (fedi-safety workers take still images only)"
+        return f"no scanner alive takes {kind}"
     return "no scanner is running or has been seen recently"
 
 
