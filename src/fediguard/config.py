@@ -176,6 +176,9 @@ class Settings(BaseModel):
     # --- records ---------------------------------------------------------------------------------
     data_dir: Path = Path("fediguard-data")
     database_url: str | None = None
+    db_busy_timeout_s: float = Field(2.0, gt=0, le=60)
+    """How long the gateway's writes wait for a locked database (SQLite's busy timeout, PostgreSQL's
+    lock_timeout) before its decisions go to the spool; keep it well under ``deadline_s``."""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
