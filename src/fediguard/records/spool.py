@@ -88,6 +88,20 @@ class Spool:
     def open(self) -> None:
         """Create the folder, check that it takes fsynced writes, and take over the segments of
         processes that are gone. Raises RecordError naming ``data_dir``."""
+        self.probe()
+        for path in sorted(self.folder.glob(f"*{SUFFIX}")):
+            segment = self._take(path)
+            if segment is not None:
+                self._segments.append(segment)
+                log.warning(
+                    "spool: taking over %s, %d decision(s) not yet known to be in the database",
+                    shown(str(path)),
+                    segment.lines,
+                )
+
+    def probe(self) -> None:
+        """Create the folder and check that it takes fsynced writes; raises RecordError naming
+        ``data_dir`` when it does not."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             probe = self.folder / f".probe-{os.getpid()}"
@@ -103,15 +117,6 @@ class Spool:
                 f"the spool folder {self.folder} (in data_dir) cannot be written: {exc.strerror or exc}; "
                 "decisions the database cannot take would be lost. Fix data_dir's permissions or space."
             ) from exc
-        for path in sorted(self.folder.glob(f"*{SUFFIX}")):
-            segment = self._take(path)
-            if segment is not None:
-                self._segments.append(segment)
-                log.warning(
-                    "spool: taking over %s, %d decision(s) not yet known to be in the database",
-                    shown(str(path)),
-                    segment.lines,
-                )
 
     def _take(self, path: Path) -> Segment | None:
         """The segment at ``path`` if no live process holds it."""

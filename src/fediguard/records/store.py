@@ -102,12 +102,17 @@ class RecordStore:
     def __init__(self, url: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.busy_timeout_s = busy_timeout_s
         self.engine = create_db_engine(url, busy_timeout_s)
-        create_schema(self.engine)
+        try:
+            create_schema(self.engine)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise RecordError(f"{self.where} cannot be opened: {_cause(exc)}") from exc
 
     @property
     def where(self) -> str:
         """The database, as an error message names it (password hidden)."""
-        return f"the records database {self.engine.url.render_as_string(hide_password=True)} (database_url)"
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"the records database {url} (setting database_url, or data_dir for the default SQLite file)"
 
     def check_writable(self) -> None:
         """Write a row and roll it back: raises RecordError, naming ``database_url``, when the
