@@ -17,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A database whose alembic_version was lost is upgraded from the start again: keep what is there.
+    if "spool_marks" in sa.inspect(op.get_bind()).get_table_names():
+        return
     op.create_table(
         "spool_marks",
         sa.Column("generation", sa.String(length=100), nullable=False),
