@@ -61,8 +61,11 @@ def _in_order(gw: RunningGateway) -> list[DecisionRecord]:
 
 
 def _check_everything_recorded_once_in_order(gw: RunningGateway, sent: list[bytes]) -> None:
-    wait_for(lambda: _readyz(gw).status_code == 200, what="the spool to drain")
-    assert gw.service.writer is not None and gw.service.writer.spool_depth == 0
+    writer = gw.service.writer
+    assert writer is not None
+    wait_for(lambda: writer.spool_depth == 0, what="the spool to drain")
+    assert _readyz(gw).status_code == 200
+    assert _metric(gw, "fediguard_spool_depth") == 0
     records = _in_order(gw)
     assert [r.sha256 for r in records] == [hashlib.sha256(d).hexdigest() for d in sent]
     made = [r.created_at for r in records]
@@ -140,7 +143,9 @@ def test_a_database_error_in_a_lookup_is_the_fail_policy_open_too(gateway_for: S
         assert response.status_code == 200, body
         assert body["verdict"] == "unscanned" and body["fail_reason"] == "record_error" and body["spooled"]
         assert _metric(gw, 'fediguard_fail_policy_applied_total{policy="open",reason="record_error"}') == 1
-    wait_for(lambda: _readyz(gw).status_code == 200, what="the spool to drain")
+    writer = gw.service.writer
+    assert writer is not None
+    wait_for(lambda: writer.spool_depth == 0, what="the spool to drain")
     assert [r.fail_reason for r in _in_order(gw)] == [None, "record_error"]
 
 

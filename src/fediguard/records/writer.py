@@ -168,6 +168,7 @@ class RecordWriter:
         if spool is None:
             return
         written = 0
+        was = self.unwritable
         for segment in spool.segments():
             for chunk in _chunks(spool.entries(segment), MAX_BATCH):
                 try:
@@ -179,10 +180,11 @@ class RecordWriter:
                     if written:
                         log.info("spool: %d decision(s) written to the database so far", written)
                     return
+                self.unwritable = None  # writable again: ready, while the rest drains
                 spool.applied(segment, count)
                 written += count
             spool.remove(segment)
-        if self.unwritable is not None or written:
+        if was is not None or written:
             log.warning(
                 "%s is writable again: %d spooled decision(s) written to it, the spool is empty",
                 self.store.where,
