@@ -17,11 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fediguard.banks.formats import BankEntry
+from fediguard.banks.pdq import frame_hashes
+from fediguard.banks.store import BankStore
+from fediguard.media.decode import decode
 from fediguard.records import DecisionRecord, RecordStore
 from support import dbfaults
 from support.detectors import ScoreDetector
 from support.gateway import RunningGateway
-from support.images import drawn_png
+from support.images import astronaut_jpeg, drawn_png
 from support.workers import CHILD_PYTHONPATH, wait_for
 
 Start = Callable[..., RunningGateway]
@@ -147,6 +151,26 @@ def test_a_database_error_in_a_lookup_is_the_fail_policy_open_too(gateway_for: S
     assert writer is not None
     wait_for(lambda: writer.spool_depth == 0, what="the spool to drain")
     assert [r.fail_reason for r in _in_order(gw)] == [None, "record_error"]
+
+
+def test_a_database_error_in_the_scanner_s_bank_check_is_the_fail_policy(gateway_for: Start) -> None:
+    """The in-process scanner's frames match a bank entry, which the broken database cannot
+    describe: ``record_error``, not a scanner error or a 500."""
+    gw = gateway_for(_detector, verdict_cache=False, bank_refresh_s=0.1)
+    data = astronaut_jpeg()
+    (frame,) = frame_hashes(decode(data).frames)
+    banks = BankStore(gw.store.engine)
+    before = banks.state()
+    banks.create("known-bad", "deny")
+    banks.add("known-bad", [BankEntry("pdq", frame.hash.hex)], "test", "test")
+    assert gw.service.banks is not None
+    wait_for(lambda: gw.service.banks.matcher.state != before, what="the banks to load")  # type: ignore[union-attr]
+    assert gw.post(data, "image/jpeg").status_code == 406
+    with dbfaults.corrupted(gw.store.engine):
+        response = gw.post(data, "image/jpeg")
+    body = response.json()
+    assert response.status_code == 503 and body["fail_reason"] == "record_error", body
+    assert "matching the banks" in body["reasons"][0]
 
 
 @pytest.fixture

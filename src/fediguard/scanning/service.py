@@ -185,7 +185,6 @@ class ScanService:
                                                    deadline=deadline, budget_s=budget_s)  # fmt: skip
         except _DATABASE_ERRORS as exc:
             # A verdict-cache or bank lookup failed: no verdict, whatever the upload holds.
-            self.metrics.database_errors.labels("lookup").inc()
             outcome, decision = None, self._fail(FailReason.RECORD_ERROR, _database_failed(exc))
 
         timings["total"] = loop.time() - started
@@ -352,6 +351,8 @@ class ScanService:
     def _fail(self, reason: FailReason, detail: str) -> Decision:
         decision = fail_decision(reason, self.settings.fail_policy, detail)
         self.metrics.fail_policy.labels(reason.value, self.settings.fail_policy.value).inc()
+        if reason is FailReason.RECORD_ERROR:
+            self.metrics.database_errors.labels("lookup").inc()
         if reason is not FailReason.CLIENT_DISCONNECT:  # nobody hears it: the decision line says it all
             log.warning(
                 "fail policy %s applied: %s: %s", self.settings.fail_policy.value, reason.value, detail
