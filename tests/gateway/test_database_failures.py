@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.pdq import frame_hashes
@@ -134,6 +135,35 @@ def test_a_failing_database_delays_no_answer_and_loses_no_decision(
                 assert response.status_code == 200 and body["verdict"] == "pass", body
         assert _readyz(gw).status_code == 503
     _check_everything_recorded_once_in_order(gw, sent)
+
+
+def test_a_database_that_is_down_delays_no_answer_and_loses_no_decision(
+    gateway_for: Start, postgres_url: str
+) -> None:
+    """PostgreSQL goes away (every connection cut, none taken) and comes back on the same port: the
+    verdict-cache lookup cannot be made (``record_error``), the decisions wait in the spool, and
+    are written once it is back."""
+    url = make_url(postgres_url)
+    proxy = dbfaults.TcpProxy((str(url.host), int(url.port or 5432)))
+    try:
+        gw = gateway_for(
+            _detector, database_url=url.set(port=proxy.port).render_as_string(hide_password=False)
+        )
+        sent = _uploads(0, 1)
+        assert gw.post(sent[0]).json()["id"] is not None
+        proxy.down()
+        during = _uploads(1, 3)
+        responses = [gw.post(data) for data in during]
+        sent += during
+        for response in responses:
+            body = response.json()
+            assert response.status_code == 503 and body["fail_reason"] == "record_error", body
+            assert body["id"] is None and body["spooled"] is True, body
+        assert _readyz(gw).status_code == 503
+        proxy.up()
+        _check_everything_recorded_once_in_order(gw, sent)
+    finally:
+        proxy.down()
 
 
 def test_a_database_error_in_a_lookup_is_the_fail_policy_open_too(gateway_for: Start) -> None:
