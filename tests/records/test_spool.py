@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,3 +145,38 @@ def test_a_spool_folder_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     (tmp_path / "spool").write_text("not a folder")
     with pytest.raises(RecordError, match="data_dir"):
         Spool(tmp_path / "spool").open()
+
+
+def refused_by_the_database(n: int) -> NewDecision:
+    """A decision no database takes (a NOT NULL column left empty): no retry can write it."""
+    return replace(decision(n), source=None)  # type: ignore[arg-type]
+
+
+async def test_a_decision_the_database_refuses_does_not_take_its_batch_with_it(
+    store: RecordStore, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    writer = RecordWriter(store, spool)
+    try:
+        results = await asyncio.gather(
+            writer.add(decision(1)), writer.add(refused_by_the_database(2)), writer.add(decision(3)),
+            return_exceptions=True,
+        )  # fmt: skip
+    finally:
+        await asyncio.to_thread(writer.close)
+    assert isinstance(results[1], Exception) and all(isinstance(r, int) for r in (results[0], results[2]))
+    assert [n for n, _ in in_db(store)] == [1, 3]
+    assert writer.spool_depth == 0, "a refused decision is not spooled: retrying cannot help"
+
+
+def test_a_spooled_decision_the_database_refuses_is_logged_and_passed_over(
+    store: RecordStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "spool"
+    spooled_by_a_process_that_died(folder, [decision(1), refused_by_the_database(2), decision(3)])
+    caplog.set_level(logging.ERROR, "fediguard.records")
+    drain(store, folder)
+    assert [n for n, _ in in_db(store)] == [1, 3]
+    (logged,) = [r.getMessage() for r in caplog.records if "passed over" in r.getMessage()]
+    assert "'size': 2" in logged, "the whole decision is in the log"

@@ -82,6 +82,13 @@ class RecordWriter:
         self._inbox.put(None)
         self._thread.join(timeout)
         if self.spool is not None:
+            if self.spool.depth:
+                log.warning(
+                    "%d decision(s) stay in the spool %s, to be written when the database can take them "
+                    "(the next gateway started on this data_dir takes them over)",
+                    self.spool.depth,
+                    self.spool.folder,
+                )
             self.spool.close()
 
     def _main(self) -> None:
@@ -124,6 +131,10 @@ class RecordWriter:
         try:
             ids = self.store.add_many([decision for decision, _ in batch])
         except Exception as exc:
+            if refused(exc) and len(batch) > 1:  # one decision's value: the others go on without it
+                for item in batch:
+                    self._write([item])
+                return
             self._failed(exc, len(batch))
             if self.spool is None or refused(exc):
                 self._settle([(future, None, exc) for _, future in batch])
