@@ -79,7 +79,7 @@ def _check_everything_recorded_once_in_order(gw: RunningGateway, sent: list[byte
 
 
 def test_a_locked_database_delays_no_answer_and_loses_no_decision(
-    gateway_for: Start, database_url: str
+    gateway_for: Start, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another process holds the database's write lock: each upload is answered (and marked spooled)
     while it still holds it; once it lets go, the decisions are written, in order, once."""
@@ -98,7 +98,10 @@ def test_a_locked_database_delays_no_answer_and_loses_no_decision(
         assert "cannot be written" in ready.json()["records"]
         assert _metric(gw, "fediguard_spool_depth") == 3
         assert _metric(gw, "fediguard_database_errors_total") >= 1
+        (logged,) = [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()]
+        assert "database_url" in logged and ("database is locked" in logged or "lock timeout" in logged)
     _check_everything_recorded_once_in_order(gw, sent)
+    assert any("writable again: 3 spooled decision(s)" in r.getMessage() for r in caplog.records)
 
 
 FAULTS: dict[str, Callable[[RunningGateway], AbstractContextManager[object]]] = {

@@ -131,6 +131,7 @@ def corrupted(engine: Engine) -> Iterator[None]:
     original = path.read_bytes()
     engine.dispose()  # connections keep pages cached; the next ones read the file
     path.write_bytes(original[:page] + bytes([0x5A]) * (len(original) - page))
+    engine.dispose()  # and any opened meanwhile (the bank refresh)
     try:
         yield
     finally:
