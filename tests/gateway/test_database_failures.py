@@ -104,6 +104,22 @@ def test_a_locked_database_delays_no_answer_and_loses_no_decision(
     assert any("writable again: 3 spooled decision(s)" in r.getMessage() for r in caplog.records)
 
 
+def test_a_table_locked_against_reads_delays_no_answer(gateway_for: Start, postgres_url: str) -> None:
+    """PostgreSQL's decisions table locked even against reads (what VACUUM FULL or a migration
+    takes): the verdict-cache lookup gives up after the busy timeout (``record_error``) instead of
+    holding the answer until the lock goes."""
+    gw = gateway_for(_detector, database_url=postgres_url, db_busy_timeout_s=0.5)
+    sent = _uploads(0, 1)
+    assert gw.post(sent[0]).json()["id"] is not None
+    with dbfaults.locked(postgres_url, "ACCESS EXCLUSIVE") as lock:
+        response = gw.post(sent[0])
+        assert lock.process.poll() is None, "answered while the lock was still held"
+        body = response.json()
+        assert response.status_code == 503 and body["fail_reason"] == "record_error", body
+        assert "lock timeout" in body["reasons"][0] and body["spooled"] is True
+    _check_everything_recorded_once_in_order(gw, sent * 2)
+
+
 FAULTS: dict[str, Callable[[RunningGateway], AbstractContextManager[object]]] = {
     "full": lambda gw: dbfaults.full(gw.store.engine),
     "read-only": lambda gw: dbfaults.read_only(gw.store.engine),

@@ -32,7 +32,7 @@ _POSTGRES_LOCKER = textwrap.dedent(
     """
     import psycopg, sys
     with psycopg.connect(sys.argv[1]) as conn:
-        conn.execute("LOCK TABLE decisions IN EXCLUSIVE MODE")  # writes wait, reads go on
+        conn.execute(f"LOCK TABLE decisions IN {sys.argv[2]} MODE")  # EXCLUSIVE: reads go on
         print("locked", flush=True)
         sys.stdin.readline()
         conn.rollback()
@@ -43,7 +43,7 @@ _POSTGRES_LOCKER = textwrap.dedent(
 class Lock:
     """Another process holding the database's write lock until :meth:`release`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, mode: str = "EXCLUSIVE") -> None:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             script, target = _SQLITE_LOCKER, str(parsed.database)
@@ -51,7 +51,7 @@ class Lock:
             script = _POSTGRES_LOCKER
             target = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", script, target], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-c", script, target, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -74,8 +74,10 @@ class Lock:
 
 
 @contextmanager
-def locked(url: str) -> Iterator[Lock]:
-    lock = Lock(url)
+def locked(url: str, mode: str = "EXCLUSIVE") -> Iterator[Lock]:
+    """The database's write lock held by another process (PostgreSQL: ``mode`` on the decisions
+    table; ACCESS EXCLUSIVE holds reads too)."""
+    lock = Lock(url, mode)
     try:
         yield lock
     finally:

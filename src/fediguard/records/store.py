@@ -228,6 +228,7 @@ class RecordStore:
             .limit(1)
         )
         with self.engine.connect() as conn:
+            self._limit_lock_wait(conn)  # on an upload's way to its verdict
             found = conn.execute(query).first()
         return (int(found.id), found.pdq) if found is not None else None
 
@@ -240,6 +241,7 @@ class RecordStore:
             .limit(1)
         )
         with self.engine.connect() as conn:
+            self._limit_lock_wait(conn)
             found = conn.execute(query).scalar()
         return list(found) if found else None
 
