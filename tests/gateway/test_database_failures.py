@@ -120,6 +120,17 @@ def test_a_table_locked_against_reads_delays_no_answer(gateway_for: Start, postg
     _check_everything_recorded_once_in_order(gw, sent * 2)
 
 
+def test_decisions_spooled_before_a_restart_are_written_by_the_next_gateway(gateway_for: Start) -> None:
+    first = gateway_for(_detector, db_busy_timeout_s=0.5)
+    sent = _uploads(0, 3)
+    with dbfaults.locked(first.settings.effective_database_url):
+        assert all(first.post(data).json()["spooled"] for data in sent)
+        first.stop()
+    assert len(list((first.settings.data_dir / "spool").glob("*.jsonl"))) == 1
+    second = gateway_for(_detector)  # the same data_dir
+    _check_everything_recorded_once_in_order(second, sent)
+
+
 FAULTS: dict[str, Callable[[RunningGateway], AbstractContextManager[object]]] = {
     "full": lambda gw: dbfaults.full(gw.store.engine),
     "read-only": lambda gw: dbfaults.read_only(gw.store.engine),
