@@ -209,6 +209,9 @@ class Settings(BaseModel):
     # --- records ---------------------------------------------------------------------------------
     data_dir: Path = Path("fediguard-data")
     database_url: str | None = None
+    db_busy_timeout_s: float = Field(2.0, gt=0, le=60)
+    """How long the gateway's writes wait for a locked database (SQLite's busy timeout, PostgreSQL's
+    lock_timeout) before its decisions go to the spool; keep it well under ``deadline_s``."""
 
     _config_file: Path | None = PrivateAttr(default=None)
     """The TOML file these settings were read from, if any."""

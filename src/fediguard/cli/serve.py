@@ -16,6 +16,9 @@ Run the validation gateway that pict-rs calls for every upload and every federat
 Answers 200 (pass), 406 (reject); when no verdict can be reached in time the fail policy answers:
 200 with verdict "unscanned" (FEDIGUARD_FAIL_POLICY=open) or 503 (closed, the default).
 Health: GET /healthz, readiness: GET /readyz, Prometheus: GET /metrics.
+When the records database cannot be written, decisions wait in DATA_DIR/spool and are written when it
+is back (answers then say "id": null, "spooled": true; /readyz answers 503 meanwhile). It refuses to
+start on a database or data_dir it cannot write.
 
 The moderators' review desk is served beside it on desk_host:desk_port (127.0.0.1:14052; desk=false
 turns it off); accounts come from `fediguard admin add NAME --role admin`.

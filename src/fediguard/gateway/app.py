@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fediguard.config import Settings, match_credential
+from fediguard.errors import RecordError
 from fediguard.gateway.auth import AuthError, address_allowed, admitting, authenticate_client
 from fediguard.gateway.body import (
     BODY_TIMEOUT,
@@ -62,7 +64,25 @@ def decision_body(outcome: DecisionOutcome) -> dict[str, Any]:
         "policy": d.fail_policy.value if d.fail_policy else None,
         "fail_reason": d.fail_reason.value if d.fail_reason else None,
         "sha256": outcome.sha256 or None,
+        "spooled": outcome.spooled,
     }
+
+
+def open_records(settings: Settings) -> RecordStore:
+    """The gateway's records store, with its short busy timeout, checked to take writes: raises
+    RecordError naming ``database_url`` / ``data_dir`` when it cannot (blocking)."""
+    store = RecordStore(settings.effective_database_url, busy_timeout_s=settings.db_busy_timeout_s)
+    try:
+        store.check_writable()
+    except RecordError:
+        store.close()
+        raise
+    return store
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where decisions wait when the database cannot take them."""
+    return settings.data_dir / "spool"
 
 
 class Gateway:
@@ -82,8 +102,10 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         if self.service.store is None:
-            self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
-        await self.service.start()
+            self.service.store = await asyncio.to_thread(open_records, self.settings)
+        else:
+            await asyncio.to_thread(self.service.store.check_writable)
+        await self.service.start(spool_dir=spool_dir(self.settings))
         if self.settings.legacy_lease_s is not None:
             log.warning(
                 "legacy_lease_s (FEDIGUARD_LEGACY_LEASE_S) is no longer used: a fedi-safety worker now "
@@ -146,6 +168,7 @@ class Gateway:
             "queue_depth": self.service.queue.depth,
             "queued_work_s": round(self.service.queue.wait_estimate(), 3),
             "detectors": self.service.detector_fingerprint,
+            "records": self.service.records_problem or "ok",
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

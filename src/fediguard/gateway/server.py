@@ -7,7 +7,10 @@ import socket
 import uvicorn
 
 from fediguard.config import Settings
-from fediguard.gateway.app import Gateway, create_app
+from fediguard.errors import FediguardError
+from fediguard.gateway.app import Gateway, create_app, open_records, spool_dir
+from fediguard.metrics import Metrics
+from fediguard.records.spool import Spool
 from fediguard.scanning.service import ScanService
 
 
@@ -51,6 +54,12 @@ def make_server(settings: Settings, service: ScanService | None = None) -> uvico
 
 
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    server = make_server(settings)
+    """Serve until SIGINT/SIGTERM. Refuses to start (RecordError, naming the setting) on a records
+    database or spool folder it cannot write: no decision may be lost."""
+    Spool(spool_dir(settings)).probe()
+    store = open_records(settings)
+    service = ScanService(settings, store, Metrics())
+    server = make_server(settings, service)
     server.run(sockets=[sock] if sock else None)
+    if not server.started:
+        raise FediguardError("the gateway did not start; the log above says why")

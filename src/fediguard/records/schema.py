@@ -123,6 +123,17 @@ sweep_objects = Table(
     Index("ix_sweep_objects_action_state", "action_state"),
 )
 
+spool_marks = Table(
+    "spool_marks",
+    metadata,
+    # How far each spool segment (records/spool.py; one generation per segment file) has been written
+    # to the database: raised in the same transaction as the decisions it covers, so a segment is
+    # applied exactly once whatever crashes between that commit and the segment's removal.
+    Column("generation", String(100), primary_key=True),
+    Column("applied_seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # --- the moderators' review desk (fediguard.desk) -----------------------------------------------
 
 decision_flags = Table(
