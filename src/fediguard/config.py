@@ -155,6 +155,7 @@ class Settings(BaseModel):
     banks: bool = True
     bank_refresh_s: float = Field(5.0, gt=0, le=3600)
     pdq_max_distance: int = Field(31, ge=0, le=128)
+    pdq_dihedral: bool = False
     verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fediguard.banks.index import HashIndex
-from fediguard.banks.pdq import MATCH_DISTANCE, MIN_QUALITY, FrameHash
+from fediguard.banks.pdq import DIHEDRAL, DISPLAYED, MATCH_DISTANCE, MIN_QUALITY, STORED, FrameHash
 from fediguard.banks.sha256 import Sha256Index
 from fediguard.banks.store import BankStore
 from fediguard.detectors.base import DetectorResult, ListMatch
@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 
 DETECTOR = "banks"
 VERSION = "1"
+_VIEW_TEXT = {
+    "": "",
+    DISPLAYED: ", as displayed",
+    STORED: ", as stored: EXIF orientation not applied, alpha dropped, as Meta's tools hash it",
+}
+
+
+def _view_text(view: str) -> str:
+    """How a reason names the picture of the frame that matched (see ``FrameHash.view``)."""
+    base, _, transform = view.partition(", ") if view not in DIHEDRAL else ("", "", view)
+    return _VIEW_TEXT.get(base, "") + (f", its {transform} copy (dihedral matching)" if transform else "")
+
+
 MAX_NOTED = 20
 """Matches named in one result, of each kind: an image in a bank with many near copies stays readable."""
 
@@ -37,6 +50,8 @@ class Hit:
     hash_kind: str  # pdq | sha256
     distance: int
     frame: int | None = None
+    view: str = ""
+    """Which picture of the frame matched (``FrameHash.view``): "" when it has only one."""
 
 
 @dataclass
@@ -103,7 +118,7 @@ class BankMatcher:
 
     def match_pdq(self, hashes: Sequence[FrameHash]) -> list[Hit]:
         """Hits for frames' hashes; hashes under ``min_quality`` are ignored."""
-        usable = [(fh.frame, fh.hash) for fh in hashes if fh.hash.quality >= self.min_quality]
+        usable = [fh for fh in hashes if fh.hash.quality >= self.min_quality]
         if not usable:
             return []
         indexes = self._indexes
@@ -112,9 +127,16 @@ class BankMatcher:
             index = indexes.pdq[kind]
             if not len(index):
                 continue
-            found = index.search_many([h.hex for _, h in usable], self.max_distance)
-            for (frame, _), matches in zip(usable, found, strict=True):
-                hits.extend(Hit(entry_id, kind, "pdq", distance, frame) for entry_id, distance in matches)
+            found = index.search_many([fh.hash.hex for fh in usable], self.max_distance)
+            # One hit per entry and frame, the closest of the frame's views (displayed, stored, flips).
+            best: dict[tuple[int, int], Hit] = {}
+            for fh, matches in zip(usable, found, strict=True):
+                for entry_id, distance in matches:
+                    hit = Hit(entry_id, kind, "pdq", distance, fh.frame, fh.view)
+                    known = best.get((entry_id, fh.frame))
+                    if known is None or distance < known.distance:
+                        best[(entry_id, fh.frame)] = hit
+            hits.extend(best.values())
         return hits
 
     def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
@@ -137,6 +159,7 @@ class BankMatcher:
                 scores[key] = 1.0
                 scores[f"{key}_distance"] = float(hit.distance)
             where = f", frame {hit.frame}" if hit.frame is not None else ""
+            where += _view_text(hit.view)
             note = f" — {entry.note}" if entry.note else ""
             verb = "denied: matches" if key == "deny" else "allowed: matches"
             how = f"{hit.hash_kind}, distance {hit.distance}{where}"

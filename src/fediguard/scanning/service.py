@@ -98,8 +98,9 @@ class ScanService:
             self.writer = RecordWriter(self.store)
             if s.banks:
                 self.banks = BankGate(
-                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder
-                )
+                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder,
+                    dihedral=s.pdq_dihedral,
+                )  # fmt: skip
                 await self.banks.start()
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
