@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "banks": "banks",
     "allow": "banks",
     "confirm": "banks",
+    "feed": "feed",
     "db": "db",
     "config": "config_cmd",
 }

@@ -103,8 +103,8 @@ class BankGate:
             if pdq:
                 hits += await asyncio.to_thread(self.matcher.match_pdq, pdq)
         result = await asyncio.to_thread(self.matcher.result, hits)
-        if result is None:
-            return None
+        if result is None or not result.decisive:
+            return None  # nothing, or only flagged for review: scan it (its PDQ meets the flag again)
         if pdq is None:
             pdq = await asyncio.to_thread(self._known_pdq, data, media_type, sha256)
         return ScanOutcome(results=[result], scanner="gateway", pdq=pdq)

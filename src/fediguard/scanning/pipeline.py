@@ -99,7 +99,8 @@ class Pipeline:
                     pdq, hit = self._hash(subject, timings, matcher)
                     if hit is not None:
                         results.append(hit)
-                        break
+                        if hit.decisive:  # a match that only flags for review lets the models run
+                            break
                 result = self._detect(detector, subject, timings)
                 results.append(result)
                 if result.decisive:
