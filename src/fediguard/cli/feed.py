@@ -17,7 +17,7 @@ A feed shares deny banks with other instances: only hashes (PDQ and SHA-256; not
 additions and retractions, each signed with its Ed25519 key (feed_key_file, default
 DATA_DIR/feed-ed25519.pem). A subscribing gateway polls the feed every feed_poll_s seconds, verifies
 every batch against the public key it was given, refuses rollbacks, replays, reordering and
-tampering (logged; it keeps its last good state), and applies the rest to its bank `feed:NAME`,
+tampering (logged; it keeps its last good state), and applies the rest to its bank `feed.NAME`,
 whose matches reject uploads (--action deny) or only label them `review` (--action review).
 The format is in docs/feeds.md.
 
@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=_unpublish)
 
     p = verbs.add_parser("subscribe", help="subscribe to another instance's feed")
-    p.add_argument("name", help="a local name for it (its bank is feed:NAME)")
+    p.add_argument("name", help="a local name for it (its bank is feed.NAME)")
     p.add_argument("url", help="the feed's URL, https://HOST/api/v1/feeds/FEED")
     p.add_argument("--key", required=True, help="the publisher's public key, ed25519:BASE64")
     p.add_argument("--token", help="the publisher's read token (none for a public feed)")
@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
 
     p = verbs.add_parser("unsubscribe", help="stop following a feed and delete its bank")
     p.add_argument("name")
-    p.add_argument("--keep-entries", action="store_true", help="keep the bank feed:NAME and its entries")
+    p.add_argument("--keep-entries", action="store_true", help="keep the bank feed.NAME and its entries")
     p.set_defaults(func=_unsubscribe)
 
     p = verbs.add_parser("list", help="published feeds and subscriptions, with their state")

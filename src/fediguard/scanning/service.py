@@ -27,7 +27,7 @@ from fediguard.scanning.local import LocalScanner
 from fediguard.scanning.pipeline import Pipeline, make_pipeline_factory, media_limits, sandbox_limits
 from fediguard.scanning.queue import JobQueue, QueueFull
 from fediguard.scanning.scanners import ScannerGauges
-from fediguard.verdicts import Decision, FailReason, PolicyConfig, Verdict, fail_decision
+from fediguard.verdicts import REVIEW, Decision, FailReason, PolicyConfig, Verdict, fail_decision
 
 log = logging.getLogger("fediguard.decisions")
 
@@ -171,8 +171,9 @@ class ScanService:
             outcome, decision = await self._scan(job, timings, policy, budget_s=budget_s)
 
         timings["total"] = loop.time() - started
-        # A verdict only the configured detectors reached may be reused for the same bytes later.
-        cacheable = outcome is None or outcome.cacheable
+        # A verdict only the configured detectors reached may be reused for the same bytes later; a
+        # pass flagged for review is not (a reuse would pass it without the flag).
+        cacheable = (outcome is None or outcome.cacheable) and REVIEW not in decision.labels
         record_id = await self._record(
             decision, data, sha256, media_type, client, source, timings, outcome,
             cache_key=cache_key if cacheable else None,

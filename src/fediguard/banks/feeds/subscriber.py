@@ -93,7 +93,7 @@ class PollResult:
 
 def bank_name(feed_name: str) -> str:
     """The local bank a subscription's entries go to."""
-    return f"feed:{feed_name}"
+    return f"feed.{feed_name}"
 
 
 class Subscriptions:
@@ -106,6 +106,12 @@ class Subscriptions:
     def create(self, name: str, url: str, public_key: str, token: str | None, action: str) -> Subscription:
         """Subscribe; FeedKeyError for a bad key, BankError for a bad name, URL or action."""
         parse_public(public_key)
+        if (
+            not name
+            or len(name) > 90
+            or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        ):
+            raise BankError(f"feed name {name!r}: use 1-90 letters, digits, '-', '_' or '.'")
         if action not in ACTIONS:
             raise BankError(f"a feed's action is deny or review, not {action!r}")
         parts = urlsplit(url)
