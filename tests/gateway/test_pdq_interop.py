@@ -80,3 +80,31 @@ def test_banks_add_of_a_rotated_photo_holds_both_views(gateway_for: Start, tmp_p
     upright.save(buffer, "JPEG", quality=80)
     answer = gw.post(buffer.getvalue(), "image/jpeg")
     assert answer.status_code == 406 and "bank 'mine'" in answer.json()["reasons"][0], answer.json()
+
+
+def test_dihedral_matching_rejects_a_mirror_image_and_confirm_keeps_only_real_views(
+    gateway_for: Start,
+) -> None:
+    gw = gateway_for(
+        lambda: ScoreDetector("nudity", {"explicit": 0.0}), bank_refresh_s=0.1, pdq_dihedral=True
+    )
+    rotated = (DATA / "exif-rotn-6-small.jpg").read_bytes()
+    first = gw.post(rotated, "image/jpeg")
+    assert first.status_code == 200
+    record = gw.store.get(first.json()["id"])
+    assert record is not None and record.pdq is not None
+    assert sorted({h.get("view", "") for h in record.pdq})[:2] == ["displayed", "displayed, flipminus1"]
+    assert len(record.pdq) == 16, "two views, eight transforms each"
+    before = BankStore(gw.store.engine).state()
+    confirmed = cli(gw, "confirm", str(first.json()["id"]))
+    assert confirmed.returncode == 0, confirmed.stderr
+    values = [e for e in BankStore(gw.store.engine).entries("confirmed") if e.kind == "pdq"]
+    assert len(values) == 2, "the displayed and the stored view; never the flipped copies"
+    wait_for_banks(gw, before)
+    with Image.open(DATA / "exif-rotn-6-small.jpg") as im:
+        mirrored = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # the stored pixels, mirrored
+        buffer = io.BytesIO()
+        mirrored.save(buffer, "JPEG", quality=80)  # no EXIF: shown as stored
+    answer = gw.post(buffer.getvalue(), "image/jpeg")
+    assert answer.status_code == 406, answer.json()
+    assert "copy (dihedral matching)" in answer.json()["reasons"][0]
