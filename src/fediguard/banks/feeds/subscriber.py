@@ -37,6 +37,10 @@ log = logging.getLogger("fediguard.feeds")
 
 ACTIONS = ("deny", "review")
 """What a subscription's matches do: reject the upload, or pass it labelled ``review``."""
+MAX_PAGE_BYTES = 256 * 2**20
+"""The largest page a subscriber reads (decompressed): a default page (20 batches of 5000
+operations) is ~8 MB, ~210 MB if every entry has a 2000-character note; a hostile or broken
+publisher cannot exhaust memory beyond it."""
 MAX_PAGES_PER_POLL = 1000
 """Pages one poll follows before it stops until the next (a feed of 100 000 entries is 1 page)."""
 
@@ -240,10 +244,16 @@ def fetch_page(
 ) -> tuple[int, list[dict[str, Any]]]:
     """(the publisher's head, the raw batches after ``after``); httpx errors and ValueError pass up."""
     headers = {"Authorization": f"Bearer {subscription.token}"} if subscription.token else {}
-    response = client.get(subscription.url, params={"after": after}, headers=headers)
+    with client.stream("GET", subscription.url, params={"after": after}, headers=headers) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():  # decompressed: a gzip bomb meets the limit too
+            body += chunk
+            if len(body) > MAX_PAGE_BYTES:
+                raise ValueError(f"{subscription.url}: a page over {MAX_PAGE_BYTES // 2**20} MiB")
     if response.status_code != 200:
-        raise ValueError(f"{subscription.url} answered {response.status_code}: {response.text[:200]}")
-    page = response.json()
+        text = body[:200].decode("utf-8", "replace")
+        raise ValueError(f"{subscription.url} answered {response.status_code}: {text}")
+    page = json.loads(body)
     if not isinstance(page, dict) or not isinstance(page.get("batches"), list):
         raise ValueError(f"{subscription.url} did not answer with a feed page")
     head = page.get("head")
