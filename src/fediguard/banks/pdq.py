@@ -50,10 +50,11 @@ HASH_LONG_SIDE = 640
 """Images are shrunk so their long side is at most this many pixels before hashing.
 
 PDQ reduces every image to 64x64 anyway; hashing a 1024x768 upload at full size costs ~27 ms here
-against ~7 ms after shrinking (p95 7 ms; bench/banks.py). The price, measured on Meta's reference
-images (tests/data/pdq/): at 640 every image of quality >= 80 lands 0-10 bits from the hash Meta's
-C++ hasher gives it (median 2); at 512 it was 0-12 (median 6), at 1024 0-10 (median 4), for about
-the same time here (the shrink and the hash of 640 px cost what 512 px did, within noise).
+against ~9 ms of CPU after shrinking to 640 px (7 ms at 512; bench/banks.py). The price, measured on
+Meta's reference images (tests/data/pdq/README.md): at 640 every image of quality >= 80 lands 0-10
+bits from the hash Meta's C++ hasher gives it (median 2); at 512 it was 0-12 (median 6; two of the
+1600x1004 rotated bridges at 12), at 1024 0-10 (median 4). 640 is the smallest size that keeps every
+reference image within 10 bits, for ~2 ms more CPU a frame than 512.
 """
 
 
