@@ -282,8 +282,12 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="bank sizes, comma-separated")
     parser.add_argument("--skip-hashing", action="store_true", help="only time matching and memory")
     parser.add_argument("--memory-sizes", default="1000000", help="bank sizes whose memory is measured")
-    parser.add_argument("--dihedral", action="store_true", help="also time dihedral matching (8 hashes a frame)")
-    parser.add_argument("--feed", type=int, default=0, help="time a feed of this many entries between gateways")
+    parser.add_argument(
+        "--dihedral", action="store_true", help="also time dihedral matching (8 hashes a frame)"
+    )
+    parser.add_argument(
+        "--feed", type=int, default=0, help="time a feed of this many entries between gateways"
+    )
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:

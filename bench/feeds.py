@@ -17,14 +17,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.gateway import make_settings, start_gateway  # noqa: E402
-
-from fediguard.banks.feeds.publisher import Publisher  # noqa: E402
-from fediguard.banks.feeds.signing import generate_key, load_key  # noqa: E402
-from fediguard.banks.feeds.subscriber import Subscriptions  # noqa: E402
-from fediguard.banks.formats import BankEntry  # noqa: E402
-from fediguard.banks.store import BankStore  # noqa: E402
-from fediguard.records import RecordStore  # noqa: E402
+from fediguard.banks.feeds.publisher import Publisher
+from fediguard.banks.feeds.signing import generate_key, load_key
+from fediguard.banks.feeds.subscriber import Subscriptions
+from fediguard.banks.formats import BankEntry
+from fediguard.banks.store import BankStore
+from fediguard.records import RecordStore
+from support.gateway import make_settings, start_gateway
 
 
 def bench_feed(n: int) -> None:
@@ -38,7 +37,9 @@ def bench_feed(n: int) -> None:
             banks = BankStore(gw.store.engine)
             banks.create("shared", "deny")
             started = time.perf_counter()
-            banks.add("shared", [BankEntry("pdq", codes[i * 64 : (i + 1) * 64]) for i in range(n)], "bench", "bench")
+            banks.add(
+                "shared", [BankEntry("pdq", codes[i * 64 : (i + 1) * 64]) for i in range(n)], "bench", "bench"
+            )
             added_s = time.perf_counter() - started
             publisher = Publisher(gw.store.engine)
             token = publisher.create("shared", ["shared"], notes=False, public=False)
@@ -66,8 +67,12 @@ def bench_feed(n: int) -> None:
             gw.stop()
     assert result.error is None and held == n, (result, held)
     print(f"\nFeed of {n:,} PDQ entries, one gateway to one subscriber over loopback HTTP")
-    print(f"  adding them to A's bank: {added_s:.1f} s; publishing ({batches} signed batches): {publish_s:.1f} s")
-    print(f"  subscriber's first poll: {poll_s:.1f} s for {result.applied} batches, {wire['requests']} requests")
+    print(
+        f"  adding them to A's bank: {added_s:.1f} s; publishing ({batches} signed batches): {publish_s:.1f} s"
+    )
+    print(
+        f"  subscriber's first poll: {poll_s:.1f} s for {result.applied} batches, {wire['requests']} requests"
+    )
     print(f"  on the wire: {wire['bytes'] / 1e6:.2f} MB gzipped ({wire['bytes'] / n:.1f} bytes an entry)")
 
 
