@@ -200,6 +200,9 @@ class Subscriptions:
         except (httpx.HTTPError, ValueError) as exc:
             error = f"could not fetch: {_describe(exc)}"
             log.warning("feed %s (%s): %s", subscription.name, subscription.url, error)
+        except BankError as exc:  # its bank deleted by hand, say
+            error = f"cannot apply: {exc}"
+            log.warning("feed %s (%s): %s", subscription.name, subscription.url, error)
         now = datetime.now(UTC)
         values: dict[str, Any] = {"polled_at": now, "error": error}
         if error is None:
