@@ -43,8 +43,9 @@ class Pipeline:
     ``decoder`` decodes uploads: :func:`~fediguard.media.decode.decode` in this thread, or a
     :class:`~fediguard.media.sandbox.DecoderPool`'s, in a child process under OS limits. With
     ``hash_frames`` every decoded frame gets a PDQ hash (recorded, and matched against the banks
-    by the gateway); with a ``matcher`` (in-process scanners) the banks are checked right after
-    hashing, so an allow or deny hit runs no model at all.
+    by the gateway; with ``dihedral`` their flipped and rotated copies too); with a ``matcher``
+    (in-process scanners) the banks are checked right after hashing, so an allow or deny hit runs no
+    model at all.
     """
 
     def __init__(
@@ -55,8 +56,10 @@ class Pipeline:
         hash_frames: bool = False,
         matcher: BankCheck | None = None,
         decoder: Decoder = decode,
+        dihedral: bool = False,
     ) -> None:
         self.detectors = sorted(detectors, key=lambda d: d.cost)
+        self.dihedral = dihedral
         self.decoder = decoder
         self.limits = limits
         self.scanner = scanner
@@ -96,7 +99,8 @@ class Pipeline:
                     pdq, hit = self._hash(subject, timings, matcher)
                     if hit is not None:
                         results.append(hit)
-                        break
+                        if hit.decisive:  # a match that only flags for review lets the models run
+                            break
                 result = self._detect(detector, subject, timings)
                 results.append(result)
                 if result.decisive:
@@ -153,7 +157,7 @@ class Pipeline:
     ) -> tuple[list[FrameHash], DetectorResult | None]:
         frames = subject.media.frames
         started = time.perf_counter()
-        hashes = frame_hashes(frames)
+        hashes = frame_hashes(frames, dihedral=self.dihedral)
         timings["pdq"] = time.perf_counter() - started
         if matcher is None:
             return hashes, None
@@ -196,7 +200,8 @@ def make_pipeline_factory(
     def _make(scanner: str) -> Pipeline:
         detectors = build_detectors(settings)
         return Pipeline(
-            detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher, decoder=decoder
-        )
+            detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher, decoder=decoder,
+            dihedral=settings.pdq_dihedral,
+        )  # fmt: skip
 
     return _make
