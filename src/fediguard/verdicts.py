@@ -43,6 +43,7 @@ CSAM_SUSPECT = "csam_suspect"
 NSFW = "nsfw"
 DENYLISTED = "denylisted"
 ALLOWLISTED = "allowlisted"
+REVIEW = "review"
 
 LABELS: tuple[str, ...] = (CSAM_SUSPECT, NSFW, DENYLISTED)
 """Labels an admin may list in ``reject_labels``. ``allowlisted`` is not among them: it always passes."""

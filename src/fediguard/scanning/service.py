@@ -98,8 +98,9 @@ class ScanService:
             self.writer = RecordWriter(self.store)
             if s.banks:
                 self.banks = BankGate(
-                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder
-                )
+                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder,
+                    metrics=self.metrics,
+                )  # fmt: skip
                 await self.banks.start()
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
@@ -169,6 +170,9 @@ class ScanService:
             job = ScanJob(data, sha256, media_type, deadline, loop.create_future(), detected_type=sniffed)
             outcome, decision = await self._scan(job, timings, policy, budget_s=budget_s)
 
+        if self.banks is not None and outcome is not None and outcome.results:
+            # Match counts and the flood guard (a database write only when a deny entry matched).
+            await self.banks.observe(outcome.results, sha256)
         timings["total"] = loop.time() - started
         # A verdict only the configured detectors reached may be reused for the same bytes later.
         cacheable = outcome is None or outcome.cacheable

@@ -26,23 +26,41 @@ _id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _when = sa.DateTime(timezone=True)
 
 
-def upgrade() -> None:
-    op.add_column("banks", sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()))
-    for name in ("max_distance", "flood_limit", "flood_window_s"):
-        op.add_column("banks", sa.Column(name, sa.Integer(), nullable=True))
+def _columns(table: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}
 
-    op.add_column("bank_entries", sa.Column("source_kind", sa.String(16), nullable=False, server_default=""))
-    op.add_column(
-        "bank_entries", sa.Column("status", sa.String(16), nullable=False, server_default="active")
-    )
-    op.add_column("bank_entries", sa.Column("status_note", sa.Text(), nullable=True))
-    op.add_column("bank_entries", sa.Column("status_at", _when, nullable=True))
-    op.add_column(
-        "bank_entries", sa.Column("match_count", sa.BigInteger(), nullable=False, server_default="0")
-    )
-    op.add_column("bank_entries", sa.Column("last_matched_at", _when, nullable=True))
-    op.add_column("bank_entries", sa.Column("rematched_at", _when, nullable=True))
-    op.create_index("ix_bank_entries_rematched_at", "bank_entries", ["rematched_at"])
+
+def _add_column(table: str, column: sa.Column[object]) -> None:
+    """Added unless there (a database made without migrations by this release's schema has it)."""
+    if column.name not in _columns(table):
+        op.add_column(table, column)
+
+
+def _create_index(name: str, table: str, columns: list[str]) -> None:
+    if name not in {i["name"] for i in sa.inspect(op.get_bind()).get_indexes(table)}:
+        op.create_index(name, table, columns)
+
+
+def _create_table(name: str, *items: sa.SchemaItem) -> bool:
+    if name in sa.inspect(op.get_bind()).get_table_names():
+        return False
+    op.create_table(name, *items)
+    return True
+
+
+def upgrade() -> None:
+    _add_column("banks", sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()))
+    for name in ("max_distance", "flood_limit", "flood_window_s"):
+        _add_column("banks", sa.Column(name, sa.Integer(), nullable=True))
+
+    _add_column("bank_entries", sa.Column("source_kind", sa.String(16), nullable=False, server_default=""))
+    _add_column("bank_entries", sa.Column("status", sa.String(16), nullable=False, server_default="active"))
+    _add_column("bank_entries", sa.Column("status_note", sa.Text(), nullable=True))
+    _add_column("bank_entries", sa.Column("status_at", _when, nullable=True))
+    _add_column("bank_entries", sa.Column("match_count", sa.BigInteger(), nullable=False, server_default="0"))
+    _add_column("bank_entries", sa.Column("last_matched_at", _when, nullable=True))
+    _add_column("bank_entries", sa.Column("rematched_at", _when, nullable=True))
+    _create_index("ix_bank_entries_rematched_at", "bank_entries", ["rematched_at"])
     entries = sa.table(
         "bank_entries", sa.column("source", sa.String), sa.column("source_kind", sa.String),
         sa.column("rematched_at", _when),
@@ -58,15 +76,15 @@ def upgrade() -> None:
     op.execute(entries.update().where(entries.c.source_kind == "").values(source_kind="other"))
     op.execute(entries.update().values(rematched_at=sa.func.current_timestamp()))
 
-    op.create_table(
+    _create_table(
         "bank_matches",
         sa.Column("id", _id, primary_key=True, autoincrement=True),
         sa.Column("entry_id", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("matched_at", _when, nullable=False),
     )
-    op.create_index("ix_bank_matches_entry", "bank_matches", ["entry_id", "matched_at"])
-    op.create_table(
+    _create_index("ix_bank_matches_entry", "bank_matches", ["entry_id", "matched_at"])
+    _create_table(
         "bank_alerts",
         sa.Column("id", _id, primary_key=True, autoincrement=True),
         sa.Column("created_at", _when, nullable=False),
@@ -77,8 +95,8 @@ def upgrade() -> None:
         sa.Column("resolved_at", _when, nullable=True),
         sa.Column("resolved_by", sa.String(200), nullable=True),
     )
-    op.create_index("ix_bank_alerts_resolved_at", "bank_alerts", ["resolved_at"])
-    op.create_table(
+    _create_index("ix_bank_alerts_resolved_at", "bank_alerts", ["resolved_at"])
+    _create_table(
         "rematches",
         sa.Column("id", _id, primary_key=True, autoincrement=True),
         sa.Column("found_at", _when, nullable=False),
@@ -90,11 +108,11 @@ def upgrade() -> None:
         sa.Column("frame", sa.Integer(), nullable=True),
         sa.UniqueConstraint("decision_id", "entry_id", name="uq_rematches_decision_entry"),
     )
-    op.create_index("ix_rematches_found_at", "rematches", ["found_at"])
+    _create_index("ix_rematches_found_at", "rematches", ["found_at"])
 
-    op.add_column("sweep_sources", sa.Column("action", sa.String(16), nullable=True))
-    op.add_column("sweep_objects", sa.Column("rematched_at", _when, nullable=True))
-    op.create_index("ix_sweep_objects_rematched_at", "sweep_objects", ["rematched_at"])
+    _add_column("sweep_sources", sa.Column("action", sa.String(16), nullable=True))
+    _add_column("sweep_objects", sa.Column("rematched_at", _when, nullable=True))
+    _create_index("ix_sweep_objects_rematched_at", "sweep_objects", ["rematched_at"])
 
 
 def downgrade() -> None:
