@@ -227,3 +227,11 @@ def _insert(conn: Connection, rematch: Rematch, now: datetime) -> bool:
         .on_conflict_do_nothing(index_elements=["decision_id", "entry_id"])
     )
     return bool(conn.execute(statement).rowcount)
+
+
+def log_rematches(found: Sequence[Rematch], shown: int = 100) -> None:
+    """One WARNING line per retroactive match (the first ``shown``), then a count of the rest."""
+    for rematch in found[:shown]:
+        log.warning("retroactive match: %s", rematch.text)
+    if len(found) > shown:
+        log.warning("retroactive match: %d more (every one is in the rematches table)", len(found) - shown)

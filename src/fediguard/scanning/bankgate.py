@@ -29,7 +29,7 @@ from fediguard.banks.governance import BankGovernance
 from fediguard.banks.matcher import DETECTOR as BANKS_DETECTOR
 from fediguard.banks.matcher import BankMatcher
 from fediguard.banks.pdq import FrameHash, frame_hashes
-from fediguard.banks.rematch import Rematch, Rematcher
+from fediguard.banks.rematch import Rematch, Rematcher, log_rematches
 from fediguard.banks.store import BankStore
 from fediguard.detectors.base import DetectorResult, ListMatch
 from fediguard.errors import MediaError
@@ -242,11 +242,3 @@ class BankGate:
         if known is not None:
             return [FrameHash.from_json(item) for item in known]
         return self._frame_hashes(data, media_type)
-
-
-def log_rematches(found: Sequence[Rematch], shown: int = 100) -> None:
-    """One WARNING line per retroactive match (the first ``shown``), then a count of the rest."""
-    for rematch in found[:shown]:
-        log.warning("retroactive match: %s", rematch.text)
-    if len(found) > shown:
-        log.warning("retroactive match: %d more (every one is in the rematches table)", len(found) - shown)

@@ -41,7 +41,7 @@ def _create_index(name: str, table: str, columns: list[str]) -> None:
         op.create_index(name, table, columns)
 
 
-def _create_table(name: str, *items: sa.SchemaItem) -> bool:
+def _create_table(name: str, *items: sa.schema.SchemaItem) -> bool:
     if name in sa.inspect(op.get_bind()).get_table_names():
         return False
     op.create_table(name, *items)
