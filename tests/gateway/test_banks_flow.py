@@ -90,9 +90,12 @@ def test_denied_image_and_its_reencoding_are_rejected(gateway_for: Start, tmp_pa
     assert listed[1].split()[:4] == ["known-bad", "deny", "46", "44"], listed
     shown = cli(gw, "banks", "show", "known-bad").stdout.splitlines()
     assert shown[0] == "deny bank 'known-bad': 46 entries, 44 of them crop variants", shown
-    assert len(shown) == 3 and all("(cli add bad.png)  — test list" in line for line in shown[1:]), shown
+    assert shown[1] == "  radius default, flood guard 50/1h", shown
+    assert len(shown) == 4 and all(
+        "from file (cli add bad.png)  — test list" in line for line in shown[2:]
+    ), shown
     with_crops = cli(gw, "banks", "show", "known-bad", "--crops", "--limit", "5").stdout.splitlines()
-    assert len(with_crops) == 7 and "crop 'bottom-left 10%' of entry 2" in with_crops[1], with_crops
+    assert len(with_crops) == 8 and "crop 'bottom-left 10%' of entry 2" in with_crops[2], with_crops
     exported = cli(gw, "banks", "export", "known-bad", "--no-crops").stdout.splitlines()
     assert len(exported) == 3 and all("crop" not in line for line in exported), exported
     removed = cli(gw, "banks", "remove", "known-bad", "--id", "2")
@@ -166,7 +169,9 @@ def test_verdict_cache_reuses_a_pass_until_something_changes(gateway_for: Start)
 def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     gw = gateway_for(lambda: ScoreDetector("nudity", {}))
     good = tmp_path / "good.csv"
-    good.write_text(f'hash,kind,note\n{"ab" * 32},sha256,"a, quoted note"\n{"cd" * 32},pdq,\n')
+    good.write_text(
+        f'hash,kind,note,variant,parent\n{"ab" * 32},sha256,"a, quoted note",,\n{"cd" * 32},pdq,,,\n'
+    )
     bad = tmp_path / "bad.csv"
     bad.write_text(f"hash,kind,note\n{'ab' * 32},sha256,ok\nnothex,pdq,x\n{'ef' * 32},md5,x\n")
     assert cli(gw, "banks", "create", "imp", "--kind", "deny").returncode == 0
@@ -180,6 +185,19 @@ def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     assert exported.stdout.replace("\r\n", "\n") == good.read_text()
     signals = cli(gw, "banks", "export", "imp", "--format", "signals", "--drop-notes")
     assert signals.stdout.split("\n")[:2] == [f"video_sha256 {'ab' * 32}", f"pdq {'cd' * 32}"]
+    noted = cli(gw, "banks", "export", "imp", "--format", "signals")
+    assert noted.returncode == 0, noted.stderr
+    assert noted.stdout.split("\n")[:3] == [
+        "# a, quoted note",
+        f"video_sha256 {'ab' * 32}",
+        f"pdq {'cd' * 32}",
+    ]
+    (tmp_path / "list.txt").write_text(noted.stdout)
+    assert cli(gw, "banks", "create", "again", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "import", "again", str(tmp_path / "list.txt")).returncode == 0
+    assert list(BankStore(gw.store.engine).entries("again")) == list(
+        BankStore(gw.store.engine).entries("imp")
+    )
     listing = cli(gw, "banks", "list")
     assert "imp" in listing.stdout and "deny" in listing.stdout
     refused = cli(gw, "banks", "delete", "imp")
@@ -187,6 +205,30 @@ def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     assert cli(gw, "banks", "delete", "imp", "--yes").returncode == 0
     missing = cli(gw, "allow", "999999")
     assert missing.returncode == 2 and "no decision record 999999" in missing.stderr
+
+
+def test_a_csv_round_trip_keeps_crop_variants_tied_to_their_entry(gateway_for: Start, tmp_path: Path) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    (tmp_path / "bad.png").write_bytes(encode(photo("astronaut"), "PNG"))
+    assert cli(gw, "banks", "create", "first", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "add", "first", str(tmp_path / "bad.png"), "--note", "n").returncode == 0
+    exported = cli(gw, "banks", "export", "first", "-o", str(tmp_path / "first.csv"))
+    assert exported.returncode == 0, exported.stderr
+    assert cli(gw, "banks", "create", "second", "--kind", "deny").returncode == 0
+    imported = cli(gw, "banks", "import", "second", str(tmp_path / "first.csv"))
+    assert imported.returncode == 0 and "imported 46 new entries" in imported.stdout, (
+        imported.stdout + imported.stderr
+    )
+    listed = {line.split()[0]: line.split()[1:4] for line in cli(gw, "banks", "list").stdout.splitlines()[1:]}
+    assert listed["second"] == ["deny", "46", "44"], listed
+    banks = BankStore(gw.store.engine)
+    assert list(banks.entries("second")) == list(banks.entries("first"))
+    (pdq,) = [e for e in banks.stored_entries("second", crops=False) if e.hash_kind == "pdq"]
+    assert pdq.source_kind == "import" and pdq.source == "import first.csv"
+    removed = cli(gw, "banks", "remove", "second", "--id", str(pdq.id))
+    assert f"removed entry {pdq.id} and its 44 crop variants" in removed.stdout, (
+        removed.stdout + removed.stderr
+    )
 
 
 def test_a_bank_change_is_seen_even_when_sqlite_reuses_entry_ids(gateway_for: Start) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+import fediguard
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore
@@ -25,6 +26,8 @@ from support.daemon import wait_for
 from support.images import encode
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
+SRC_DIR = Path(fediguard.__file__).resolve().parents[1]
+"""The fediguard under test (a worktree's, run with PYTHONPATH=src), for the commands these tests run."""
 UUIDS = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(1, 40)]
 
 
@@ -49,7 +52,8 @@ def pictrs_tree(root: Path, count: int) -> dict[str, bytes]:
 
 def env_for(data_dir: Path, detectors: str = "support.plugins:benign", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIGUARD_")}
-    env.update(PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DATA_DIR=str(data_dir), FEDIGUARD_DETECTORS=detectors,
+    path = os.pathsep.join([str(TESTS_DIR), str(SRC_DIR)])
+    env.update(PYTHONPATH=path, FEDIGUARD_DATA_DIR=str(data_dir), FEDIGUARD_DETECTORS=detectors,
                FEDIGUARD_LOG_LEVEL="INFO", **extra)  # fmt: skip
     return env
 
