@@ -177,8 +177,13 @@ class BankGovernance:
         transaction per entry, holding the entry's row, so that concurrent gateways count exactly."""
         suspended = []
         for entry_id in sorted(set(entry_ids)):
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    # pysqlite would begin only at the first write, after the entry's status was
+                    # read: take the write lock first, as PostgreSQL's row lock does.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 done = self._record(conn, entry_id, sha256)
+                conn.commit()
             if done is not None:
                 suspended.append(done)
         return suspended

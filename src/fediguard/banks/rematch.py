@@ -225,8 +225,9 @@ def _insert(conn: Connection, rematch: Rematch, now: datetime) -> bool:
             frame=rematch.frame,
         )
         .on_conflict_do_nothing(index_elements=["decision_id", "entry_id"])
+        .returning(rematches.c.id)  # psycopg's rowcount does not tell a skipped row
     )
-    return bool(conn.execute(statement).rowcount)
+    return conn.execute(statement).first() is not None
 
 
 def log_rematches(found: Sequence[Rematch], shown: int = 100) -> None:
