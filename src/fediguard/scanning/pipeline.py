@@ -96,7 +96,8 @@ class Pipeline:
                     pdq, hit = self._hash(subject, timings, matcher)
                     if hit is not None:
                         results.append(hit)
-                        break
+                        if hit.decisive:  # not only suspended entries' matches: the models run
+                            break
                 result = self._detect(detector, subject, timings)
                 results.append(result)
                 if result.decisive:
