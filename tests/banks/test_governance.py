@@ -157,6 +157,11 @@ def test_the_flood_guard_suspends_at_the_limit_and_holds_in_the_database(records
     assert governance.record_matches([entry], "e" * 64) == [], "its window starts afresh"
     governance.configure("bad", flood_limit=0)
     assert all(governance.record_matches([entry], f"{i:064x}") == [] for i in range(5)), "0: no guard"
+    governance.configure("bad", flood_limit=1)
+    assert len(governance.record_matches([entry], "f" * 64)) == 1 and len(governance.alerts()) == 1
+    banks.remove("bad", entry_ids=[entry])
+    assert governance.alerts() == [], "removing the entry answers its alert"
+    assert governance.alerts(include_resolved=True)[0].resolved_by == "removed"
 
 
 def test_allow_banks_have_no_flood_guard_unless_set(records: RecordStore) -> None:

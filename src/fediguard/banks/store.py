@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from fediguard.banks._hex import parse_hex256
 from fediguard.banks.formats import BankEntry
 from fediguard.errors import FediguardError
-from fediguard.records.schema import bank_entries, bank_generation, banks
+from fediguard.records.schema import bank_alerts, bank_entries, bank_generation, bank_matches, banks
 
 BANK_KINDS = ("deny", "allow")
 SOURCE_KINDS = ("file", "hash", "record", "import", "feed", "other")
@@ -163,6 +163,8 @@ class BankStore:
         """Delete a bank and its entries; returns how many entries went."""
         bank = self.get(name)
         with self.engine.begin() as conn:
+            ids = select(bank_entries.c.id).where(bank_entries.c.bank_id == bank.id)
+            _forget(conn, ids)
             gone = conn.execute(delete(bank_entries).where(bank_entries.c.bank_id == bank.id)).rowcount
             conn.execute(delete(banks).where(banks.c.id == bank.id))
             _changed(conn)
@@ -192,7 +194,9 @@ class BankStore:
             crops = query.where(bank_entries.c.variant_of.in_(ids), bank_entries.c.id.not_in(ids))
             found += tuple(_stored(r) for r in conn.execute(crops).mappings()) if ids else ()
             if found:
-                conn.execute(delete(bank_entries).where(bank_entries.c.id.in_([e.id for e in found])))
+                gone = [e.id for e in found]
+                conn.execute(delete(bank_entries).where(bank_entries.c.id.in_(gone)))
+                _forget(conn, gone)
                 _changed(conn)
         return found
 
@@ -360,6 +364,17 @@ class BankStore:
         with self.engine.connect() as conn:
             generation = conn.execute(query).scalar()
         return int(generation or 0)
+
+
+def _forget(conn: Connection, entry_ids: Any) -> None:
+    """What the flood guard kept about entries that are gone: their window, and their open alerts
+    (resolved: removing an entry is one of the two answers to one)."""
+    conn.execute(delete(bank_matches).where(bank_matches.c.entry_id.in_(entry_ids)))
+    conn.execute(
+        update(bank_alerts)
+        .where(bank_alerts.c.entry_id.in_(entry_ids), bank_alerts.c.resolved_at.is_(None))
+        .values(resolved_at=datetime.now(UTC), resolved_by="removed")
+    )
 
 
 def _changed(conn: Connection) -> None:
