@@ -70,6 +70,7 @@ class BankGate:
         self.governance = BankGovernance(records.engine)
         self.rematcher = Rematcher(records.engine, max_distance)
         self._refresh: asyncio.Task[None] | None = None
+        self._rematching: asyncio.Task[None] | None = None
         self._counts_lock = threading.Lock()
         self._counts: dict[int, tuple[int, datetime]] = {}
         self._rematched_state = -1
@@ -88,6 +89,8 @@ class BankGate:
         if self._refresh is not None:
             self._refresh.cancel()
             await asyncio.gather(self._refresh, return_exceptions=True)
+        if self._rematching is not None:  # a thread cannot be cancelled: let it finish its pass
+            await asyncio.gather(self._rematching, return_exceptions=True)
         try:
             await asyncio.to_thread(self.flush_counts)
         except Exception:
@@ -99,12 +102,20 @@ class BankGate:
             for step, what in (
                 (self._reload, "reloading the banks failed; keeping the previous ones"),
                 (self.flush_counts, "writing the bank entries' match counts failed; kept for the next try"),
-                (self.rematch_if_changed, "retroactive matching failed; tried again at the next bank change"),
             ):
                 try:
                     await asyncio.to_thread(step)
                 except Exception:
                     log.exception(what)
+            # In a task of its own: a long pass over the records never holds up the next reload.
+            if self._rematching is None or self._rematching.done():
+                self._rematching = asyncio.create_task(self._rematch(), name="bank-rematch")
+
+    async def _rematch(self) -> None:
+        try:
+            await asyncio.to_thread(self.rematch_if_changed)
+        except Exception:
+            log.exception("retroactive matching failed; tried again at the next bank change")
 
     def _reload(self) -> None:
         if self.matcher.reload_if_changed():
