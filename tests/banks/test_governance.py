@@ -4,6 +4,7 @@ and on, provenance, match counts, the flood guard (exact under concurrency), ret
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -116,8 +117,6 @@ def test_entries_keep_their_provenance_and_count_their_matches(records: RecordSt
     state = banks.state()
     first, second = entries["01"].last_matched_at, None
     assert first is None and entries["01"].match_count == 0
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC)
     governance.add_match_counts({entries["01"].id: (3, now)})
     governance.add_match_counts({entries["01"].id: (2, now)})
@@ -257,3 +256,6 @@ def test_rematch_flags_recorded_decisions_a_new_deny_entry_matches(records: Reco
     governance.set_entries_status("bad", [pdq_id], "disabled", "", "me")
     governance.set_entries_status("bad", [pdq_id], "active", "", "me")
     assert rematcher.pending() == 1 and rematcher.run() == [], "found before: not recorded twice"
+    banks.add("bad", [BankEntry("sha256", "66" * 32)], "t", "t")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert rematcher.run(since=later) == [] and rematcher.pending() == 0, "--since: only newer decisions"
