@@ -21,10 +21,8 @@ if [[ "$(id -u)" -ne 0 ]]; then
     exit 1
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
+# Without starting or enabling the packages' own services (a system sshd, ceph's daemons):
+# the tests run their own servers on private ports. A service already running is left alone.
+bash "$(dirname "$0")/../scripts/apt-install.sh" \
     radosgw ceph-mon ceph-osd ceph-common openssh-server openssh-client
-# Debian's postinst may start a system sshd; the tests run their own on a private port and
-# do not need it, but we leave a running one alone rather than guess who else relies on it.
 echo "install-services: done"

@@ -9,8 +9,8 @@ import sys
 from fediguard.banks.governance import DEFAULT_FLOOD_WINDOW_S, BankGovernance, flood_limit_of
 from fediguard.banks.store import Bank
 from fediguard.cli.common import settings_from
+from fediguard.cli.database import open_records
 from fediguard.errors import FediguardError
-from fediguard.records import RecordStore
 
 
 def _distance(text: str) -> int | None:
@@ -62,7 +62,7 @@ def configure(governance: BankGovernance, args: argparse.Namespace) -> bool:
 
 
 def set_rules(args: argparse.Namespace) -> int:
-    records = RecordStore(settings_from(args).effective_database_url)
+    records = open_records(settings_from(args), create=False)
     try:
         governance = BankGovernance(records.engine)
         if not configure(governance, args):
@@ -75,7 +75,7 @@ def set_rules(args: argparse.Namespace) -> int:
 
 
 def switch(args: argparse.Namespace) -> int:
-    records = RecordStore(settings_from(args).effective_database_url)
+    records = open_records(settings_from(args), create=False)
     verb = "enabled" if args.enable else "disabled"
     try:
         governance = BankGovernance(records.engine)
@@ -97,7 +97,7 @@ def switch(args: argparse.Namespace) -> int:
 
 
 def alerts(args: argparse.Namespace) -> int:
-    records = RecordStore(settings_from(args).effective_database_url)
+    records = open_records(settings_from(args), create=False)
     try:
         alerts = BankGovernance(records.engine).alerts(include_resolved=args.all)
     finally:

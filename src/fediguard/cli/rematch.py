@@ -10,10 +10,10 @@ from typing import Any
 
 from fediguard.banks.rematch import Rematcher
 from fediguard.cli.common import add_config_option, settings_from
+from fediguard.cli.database import open_records
 from fediguard.cli.sweep import parse_duration
 from fediguard.errors import FediguardError
 from fediguard.logs import shown
-from fediguard.records import RecordStore
 from fediguard.storage import get_layout, open_source
 from fediguard.sweeper.judges import NoJudge
 from fediguard.sweeper.run import Sweeper, SweepOptions
@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    records = RecordStore(settings.effective_database_url)
+    records = open_records(settings, create=False)
     try:
         since = datetime.now(UTC) - timedelta(seconds=args.since) if args.since else None
         found = Rematcher(records.engine, settings.pdq_max_distance).run(since)

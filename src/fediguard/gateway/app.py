@@ -85,10 +85,11 @@ class Gateway:
             self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
         await self.service.start()
         log.info(
-            "gateway ready: fail policy %s, deadline %g s, max body %g MB",
+            "gateway ready: fail policy %s, deadline %g s, max body %g MB, records in %s",
             self.settings.fail_policy.value,
             self.settings.deadline_s,
             self.settings.max_body_mb,
+            self.service.store.label,
         )
         try:
             yield
@@ -155,7 +156,8 @@ class Gateway:
                 "name": s.name,
                 "kind": "remote" if s.remote else "local",
                 "detectors": s.detectors,
-                "last_seen_s_ago": round(now - s.last_seen, 1),
+                # One waiting for a job (an idle slot, a long-polling worker) is in touch right now.
+                "last_seen_s_ago": 0.0 if s.waiting > 0 else round(now - s.last_seen, 1),
                 "waiting": s.waiting,
                 "busy": s.busy,
                 "completed": s.completed,

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, String, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 
-from fediguard.config import IN_PROCESS_SCANNERS, LOCAL_SLOT_PREFIX
+from fediguard.config import IN_PROCESS_SCANNERS, LOCAL_SLOT_PREFIX, mask_url
 from fediguard.records import migrate
 from fediguard.records.schema import decisions
 
@@ -48,6 +48,23 @@ class DecisionRecord(NewDecision):
     review_note: str | None = None
     reviewed_at: datetime | None = None
     reviewed_by: str | None = None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL (None: another database, or SQLite in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
+
+
+def database_label(url: str) -> str:
+    """How messages name a database: a SQLite file by its absolute path, any other by its URL with
+    the password hidden."""
+    path = sqlite_file(url)
+    if path is not None:
+        return f"the SQLite database {path.resolve()}"
+    return f"the database {mask_url(url)}"
 
 
 def create_db_engine(url: str) -> Engine:
@@ -92,6 +109,8 @@ class RecordStore:
     """Reads and writes decision records. Thread-safe; calls block, so async code runs them in a thread."""
 
     def __init__(self, url: str) -> None:
+        self.label = database_label(url)
+        """How messages name this database ("no decision record 35 in the SQLite database …")."""
         self.engine = create_db_engine(url)
         create_schema(self.engine)
 

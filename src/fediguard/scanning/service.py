@@ -55,9 +55,14 @@ class ScanService:
         store: RecordStore | None,
         metrics: Metrics | None = None,
         pipeline_factory: Callable[[str], Pipeline] | None = None,
+        *,
+        record: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.record = record
+        """Whether decisions are written to ``store``; without, it only serves the banks and the
+        verdict cache (`fediguard scan --no-record`: the same pipeline, nothing written)."""
         self.metrics = metrics or Metrics()
         self.queue = JobQueue(settings.queue_max, lease_s=settings.lease_s)
         self.banks: BankGate | None = None
@@ -95,7 +100,8 @@ class ScanService:
             self.sandbox = DecoderPool(s.scanner_threads if s.local_scanner else 1, sandbox_limits(s))
             await asyncio.to_thread(self.sandbox.start)
         if self.store is not None:
-            self.writer = RecordWriter(self.store)
+            if self.record:
+                self.writer = RecordWriter(self.store)
             if s.banks:
                 self.banks = BankGate(
                     self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder,
@@ -322,7 +328,7 @@ class ScanService:
         size: int | None = None,
         cache_key: str | None = None,
     ) -> int | None:
-        if self.store is None:
+        if self.store is None or not self.record:
             return None
         record = NewDecision(
             source=source,

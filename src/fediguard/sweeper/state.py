@@ -226,6 +226,13 @@ class SweepState:
         conn.execute(update(sweep_sources).where(sweep_sources.c.id == row["id"]).values(url=own))
         return None
 
+    def remembered(self, url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options remembered for this source ({} for one never swept); changes nothing."""
+        query = select(sweep_sources.c.options).where(sweep_sources.c.url == source_key(url, options))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row[0]) if row is not None else {}
+
     def source(self, source_id: int) -> tuple[str, dict[str, Any]]:
         with self.engine.connect() as conn:
             row = conn.execute(select(sweep_sources).where(sweep_sources.c.id == source_id)).mappings().one()
