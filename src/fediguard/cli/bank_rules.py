@@ -22,7 +22,7 @@ def _limit(text: str) -> int | None:
 
 
 def _window(text: str) -> int | None:
-    from fediguard.cli.sweep import parse_duration
+    from fediguard.cli.common import parse_duration
 
     return None if text == "default" else int(parse_duration(text))
 

@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fediguard.banks.rematch import Rematcher
-from fediguard.cli.common import add_config_option, settings_from
+from fediguard.cli.common import add_config_option, parse_duration, settings_from
 from fediguard.cli.database import open_records
-from fediguard.cli.sweep import parse_duration
 from fediguard.errors import FediguardError
 from fediguard.logs import shown
 from fediguard.storage import get_layout, open_source
