@@ -67,7 +67,10 @@ def test_a_sweep_acts_on_stored_objects_a_new_deny_entry_matches(tmp_path: Path)
     )
     rematched = fediguard(data, "rematch")
     assert rematched.returncode == 1, rematched.stderr
-    assert f"flagged: decision {object_id(data, second)}" not in rematched.stdout  # decisions, not objects
+    assert (
+        "flagged: decision" in rematched.stdout
+        and f"swept object {object_id(data, second)}" in rematched.stdout
+    )
     assert "1 swept object(s) flagged, 1 quarantined" in rematched.stdout, rematched.stdout + rematched.stderr
     assert (quarantine / second).read_bytes() == files[second] and not (store / second).exists()
     assert decisions(data) == scanned
