@@ -82,6 +82,26 @@ def test_allow_beats_deny_only_when_strictly_closer() -> None:
     assert decide(near_allow, DEFAULT).verdict is Verdict.REJECT
 
 
+def test_a_suspended_entry_decides_nothing_and_asks_for_a_review() -> None:
+    held = DetectorResult(
+        "banks", "1", findings=[ListMatch("deny", 0, "held for review: x", entry=4, suspended=True)]
+    )
+    alone = decide([held], DEFAULT)
+    assert (
+        alone.verdict is Verdict.PASS
+        and alone.labels == ("review",)
+        and alone.reasons == ("held for review: x",)
+    )
+    judged = decide([held, nudity((0, 0.99)), age((0, 1, 5, 1))], DEFAULT)
+    assert judged.verdict is Verdict.REJECT and judged.labels == ("review", "csam_suspect"), (
+        "the models decide"
+    )
+    with_allow = decide([held, listing("allow", 10, "allowed: near")], DEFAULT)
+    assert with_allow.labels == ("allowlisted",), "a suspended deny entry no longer beats an allow"
+    in_force = decide([held, listing("deny", 3, "denied: other")], DEFAULT)
+    assert in_force.verdict is Verdict.REJECT and in_force.labels == ("denylisted", "review")
+
+
 def test_fail_decision_says_what_applied() -> None:
     d = fail_decision(FailReason.DEADLINE, FailPolicy.OPEN, "no result within 8 s")
     assert d.verdict is Verdict.UNSCANNED and d.fail_policy is FailPolicy.OPEN

@@ -3,8 +3,9 @@ and no knowledge of which detector found what: the policy reasons over the kinds
 (:mod:`fediguard.detectors.base`), so a plugin or a stronger model takes part without edits here.
 
 - :class:`ListMatch` — the closest allow match passes at once, unless a deny match is at least as
-  close (an exact deny beats a near allow; ties go to deny); a deny match labels ``denylisted``, a
-  ``review`` match (a list that only flags) labels ``review``, which rejects only if listed to;
+  close (an exact deny beats a near allow; ties go to deny); a deny match labels ``denylisted``; a
+  ``review`` match (a list that only flags) and a match of a suspended entry decide nothing and
+  label ``review``, which rejects only if ``reject_labels`` lists it;
 - :class:`Report` — a scanner's own yes gives its label;
 - :class:`Explicit` at or above ``explicit_threshold`` in a frame labels it ``nsfw``, or
   ``csam_suspect`` when a :class:`Face` in the same frame may be a minor's.
@@ -62,6 +63,8 @@ def decide(results: Iterable[DetectorResult], config: PolicyConfig) -> Decision:
         for finding in result.findings:
             if isinstance(finding, Report):
                 found.add(finding.label, f"{result.detector}: {finding.note}")
+            elif isinstance(finding, ListMatch) and finding.suspended:
+                found.add(REVIEW, finding.note)
     _judge_frames(results, config, found)
     rejected = any(label in config.reject_labels for label in found.labels)
     verdict = Verdict.REJECT if rejected else Verdict.PASS
@@ -73,7 +76,9 @@ def _closest(results: list[DetectorResult], kind: str) -> tuple[float, list[str]
     holds it (a result's matches are reported together: a bank hit names every entry it met)."""
     best: tuple[float, list[str]] | None = None
     for result in results:
-        matches = [f for f in result.findings if isinstance(f, ListMatch) and f.list_kind == kind]
+        matches = [
+            f for f in result.findings if isinstance(f, ListMatch) and f.list_kind == kind and not f.suspended
+        ]
         if not matches:
             continue
         distance = min(m.distance for m in matches)

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "scan": "scan",
     "sweep": "sweep",
     "restore": "sweep",
+    "rematch": "rematch",
     "worker": "worker",
     "workers": "workers",
     "banks": "banks",

@@ -73,13 +73,17 @@ class ListMatch:
     ``list_kind`` is ``deny`` or ``allow``, or ``review`` for a list whose matches only flag the
     upload for an admin's review (a feed subscribed that way: banks/feeds/); ``distance`` is 0 for
     an exact (SHA-256) match, else the PDQ Hamming distance; ``note`` says which list and entry
-    ("denied: matches bank 'x' entry 4 …")."""
+    ("denied: matches bank 'x' entry 4 …"); ``entry`` is that bank entry's id (None for lists that
+    are not banks). A ``suspended`` match is of an entry the flood guard took out of force: it
+    decides nothing and asks for a review."""
 
     list_kind: Literal["deny", "allow", "review"]
     distance: float
     note: str
     frame: int | None = None
     kind: Literal["list_match"] = "list_match"
+    entry: int | None = None
+    suspended: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,10 @@ def finding_from_json(data: Any) -> Finding:
         list_kind = data["list_kind"]
         if list_kind not in ("deny", "allow", "review"):
             raise ValueError(f"list_kind must be deny, allow or review, not {list_kind!r}")
-        frame = data.get("frame")
+        frame, entry = data.get("frame"), data.get("entry")
         return ListMatch(list_kind, float(data["distance"]), str(data["note"])[:2000],
-                         None if frame is None else int(frame))  # fmt: skip
+                         None if frame is None else int(frame), entry=None if entry is None else int(entry),
+                         suspended=data.get("suspended") is True)  # fmt: skip
     if kind == "report":
         label = data["label"]
         if label not in ("csam_suspect", "nsfw"):
