@@ -43,9 +43,18 @@ CSAM_SUSPECT = "csam_suspect"
 NSFW = "nsfw"
 DENYLISTED = "denylisted"
 ALLOWLISTED = "allowlisted"
+REVIEW = "review"
+"""Explicit, with a face that may be a minor's but evidence too weak for ``csam_suspect`` (the face
+too small or blurred to age, not linkable to the body, seen by one face finder only, or a minor only
+within the age model's uncertainty). Recorded and counted; rejected only when listed in ``reject_labels``."""
 
-LABELS: tuple[str, ...] = (CSAM_SUSPECT, NSFW, DENYLISTED)
+LABELS: tuple[str, ...] = (CSAM_SUSPECT, NSFW, DENYLISTED, REVIEW)
 """Labels an admin may list in ``reject_labels``. ``allowlisted`` is not among them: it always passes."""
+
+
+POLICY_VERSION = "2"
+"""Bump when :func:`fediguard.policy.decide` reasons differently over the same findings: cached
+verdicts made under another version are not reused."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class PolicyConfig:
     def fingerprint(self) -> str:
         """Changes whenever a setting that affects verdicts changes (for cached decisions)."""
         return (
+            f"policy={POLICY_VERSION};"
             f"reject={','.join(sorted(self.reject_labels))};explicit={self.explicit_threshold};"
             f"minor={self.minor_age};k={self.age_uncertainty_factor}"
         )

@@ -11,11 +11,16 @@ from typing import Any
 from fediguard.detectors.base import Detector, DetectorResult, Explicit, Face, Finding, FrameScores, Subject
 from fediguard.errors import DetectorError
 
+BODY_BOX = (100.0, 150.0, 100.0, 100.0)
+FACE_BOX = (110.0, 40.0, 80.0, 90.0)
+
 
 class ScoreDetector:
     """Returns the scores it was given, per frame of the decoded media (so decoding is exercised),
     with the findings they stand for: ``explicit`` an :class:`Explicit` (labelled by the first
-    note's first word), ``min_age``/``min_age_sd`` a :class:`Face` of that apparent age."""
+    note's first word), ``min_age``/``min_age_sd`` a :class:`Face` of that apparent age, placed as
+    one person's (the face just above the explicit box, at its scale) and seen by two finders, so
+    together they are the strong evidence of ``csam_suspect``."""
 
     cost = 10
 
@@ -52,9 +57,9 @@ class ScoreDetector:
         scores = self.frame_scores
         if "explicit" in scores:
             label = self.notes[0].split()[0] if self.notes else "explicit"
-            found.append(Explicit(frame, label, scores["explicit"]))
+            found.append(Explicit(frame, label, scores["explicit"], BODY_BOX))
         if "min_age" in scores:
-            found.append(Face(frame, None, scores["min_age"], scores.get("min_age_sd", 0.0)))
+            found.append(Face(frame, FACE_BOX, scores["min_age"], scores.get("min_age_sd", 0.0), finders=2))
         return found
 
 

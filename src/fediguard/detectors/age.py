@@ -52,12 +52,13 @@ import onnxruntime as ort
 
 from fediguard.detectors.base import DetectorResult, Finding, FrameScores, Subject
 from fediguard.detectors.base import Face as FaceFinding
+from fediguard.detectors.evidence import face_sharpness
 from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["AgeDetector", "Face"]
 
-SCORING_VERSION = "2"
+SCORING_VERSION = "3"
 MAX_FACES_SCORED = 32
 """Faces per frame whose age and uncertainty are published (youngest first); a crowd beyond that is
 rare in uploads and the policy already has the youngest."""
@@ -91,10 +92,13 @@ class Face:
     landmark_box: tuple[int, int, int, int]
     age: float | None = None
     age_sd: float | None = None
+    sharpness: float | None = None
 
     def note(self) -> str:
         x, y, w, h = (round(v) for v in self.box)
         where = f"at ({x},{y},{w},{h}), finder {self.score:.2f}{', HOG agrees' if self.hog_agrees else ''}"
+        if self.sharpness is not None:
+            where += f", sharpness {self.sharpness:.0f}"
         if self.age is None or self.age_sd is None:
             return f"face too small to age ({w} px wide) {where}"
         return f"face apparent age {self.age:.0f} ± {self.age_sd:.0f} {where}"
@@ -106,7 +110,9 @@ def face_findings(frame: int, faces: list[Face]) -> list[Finding]:
     aged = sorted((f for f in faces if f.age is not None), key=lambda f: f.age or 0.0)
     small = [f for f in faces if f.age is None]
     return [
-        FaceFinding(frame, face.box, face.age, face.age_sd, face.score)
+        FaceFinding(
+            frame, face.box, face.age, face.age_sd, face.score, face.sharpness, 2 if face.hog_agrees else 1
+        )
         for face in aged[:MAX_FACES_SCORED] + small[:MAX_FACES_SCORED]
     ]
 
@@ -257,7 +263,8 @@ class AgeDetector:
                 hog_box = self._hog_agreement(frame, box)
                 if score < self.min_score and hog_box is None:
                     continue
-                found.append(Face(box, score, hog_box is not None, hog_box or _square_box(box)))
+                found.append(Face(box, score, hog_box is not None, hog_box or _square_box(box),
+                                  sharpness=face_sharpness(frame, box)))  # fmt: skip
             aged = [i for i, f in enumerate(found) if f.box[2] >= self.min_face_px]
             if aged:
                 chips = np.stack([self._chip(frame, found[i].landmark_box) for i in aged])

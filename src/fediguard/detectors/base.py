@@ -42,22 +42,31 @@ class Explicit:
     label: str
     score: float
     box: Box | None = None
+    flat: bool = False
+    """The box looks drawn (flat or smoothly shaded colours, no photographic texture) and no other
+    body part in the frame supports it: the policy does not count it as explicit."""
     kind: Literal["explicit"] = "explicit"
 
     def note(self) -> str:
-        return f"{self.label} {self.score:.2f}{_box_text(self.box)}"
+        flat = " (flat graphic, not counted)" if self.flat else ""
+        return f"{self.label} {self.score:.2f}{_box_text(self.box)}{flat}"
 
 
 @dataclass(frozen=True)
 class Face:
     """A face in one frame. ``age``/``age_sd`` (years) are None when the face could not be aged
-    (too small, say): it is counted, but it never makes a frame a minor's."""
+    (too small, say): it never makes a frame ``csam_suspect``, though beside explicit content it
+    makes it ``review``. ``sharpness`` is the face's contrast-normalised variance of the Laplacian
+    (:func:`fediguard.detectors.evidence.face_sharpness`; None: not measured); ``finders`` how many
+    independent face finders agree on this box (other detectors' overlapping faces add to it)."""
 
     frame: int
     box: Box | None = None
     age: float | None = None
     age_sd: float | None = None
     score: float = 1.0
+    sharpness: float | None = None
+    finders: int = 1
     kind: Literal["face"] = "face"
 
     def note(self) -> str:
@@ -107,10 +116,14 @@ def finding_from_json(data: Any) -> Finding:
     kind = data.get("kind")
     if kind == "explicit":
         return Explicit(int(data["frame"]), str(data["label"])[:100], _unit(data["score"]),
-                        _box(data.get("box")))  # fmt: skip
+                        _box(data.get("box")), bool(data.get("flat", False)))  # fmt: skip
     if kind == "face":
         age, sd = _opt_float(data.get("age")), _opt_float(data.get("age_sd"))
-        return Face(int(data["frame"]), _box(data.get("box")), age, sd, _unit(data.get("score", 1.0)))
+        finders = int(data.get("finders", 1))
+        if not 1 <= finders <= 8:
+            raise ValueError(f"a face's finders must be within 1..8, not {finders}")
+        return Face(int(data["frame"]), _box(data.get("box")), age, sd, _unit(data.get("score", 1.0)),
+                    _opt_float(data.get("sharpness")), finders)  # fmt: skip
     if kind == "list_match":
         list_kind = data["list_kind"]
         if list_kind not in ("deny", "allow"):
