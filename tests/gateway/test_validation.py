@@ -62,7 +62,7 @@ def test_injected_scores_reach_the_policy(gateway_for: Start) -> None:
     assert response.status_code == 406
     body = _record(gw, response)
     assert body["verdict"] == "reject" and body["labels"] == ["csam_suspect"]
-    assert body["reasons"] == ["frame 0: test_class 0.90; face apparent age 11 ± 3"]
+    assert body["reasons"] == ["frame 0: test_class 0.90 at (100,150,100,100); face apparent age 11 ± 3"]
 
 
 def test_nsfw_alone_passes_by_default(gateway_for: Start) -> None:
