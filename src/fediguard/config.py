@@ -171,6 +171,7 @@ class Settings(BaseModel):
     explicit_threshold: float = Field(0.5, ge=0, le=1)
     minor_age: float = Field(18.0, ge=0, le=100)
     age_uncertainty_factor: float = Field(1.0, ge=0, le=5)
+    screening_threshold: float = Field(0.3, ge=0, le=1)
     client_policies: dict[str, ClientPolicy] = Field(default_factory=dict)
 
     # --- records ---------------------------------------------------------------------------------
@@ -185,6 +186,20 @@ class Settings(BaseModel):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _screening_below_explicit(self) -> Settings:
+        thresholds = {"explicit_threshold": self.explicit_threshold}
+        for client, policy in self.client_policies.items():
+            if policy.explicit_threshold is not None:
+                thresholds[f"client_policies.{client}.explicit_threshold"] = policy.explicit_threshold
+        for name, value in thresholds.items():
+            if self.screening_threshold > value:
+                raise ValueError(
+                    f"screening_threshold ({self.screening_threshold}) is above {name} ({value}): the age "
+                    "model would skip frames the policy counts as explicit; lower it (0 turns screening off)"
+                )
         return self
 
     @field_validator("client_tokens", mode="before")

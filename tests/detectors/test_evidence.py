@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
-from PIL import Image, ImageDraw
 
 from fediguard.detectors.age import AgeDetector
 from fediguard.detectors.base import Explicit, Subject
@@ -19,42 +18,11 @@ from fediguard.detectors.evidence import MIN_TEXTURE, face_sharpness, texture
 from fediguard.detectors.nudity import NudityDetector
 from fediguard.policy import MIN_FACE_SHARPNESS, decide
 from fediguard.verdicts import CSAM_SUSPECT, PolicyConfig
+from support.benign import beside, colour_wheel, lfw_face, webcam_icon
 
 pytestmark = pytest.mark.slow
 
 RGB = npt.NDArray[np.uint8]
-
-
-def colour_wheel() -> RGB:
-    from skimage import data
-
-    return np.ascontiguousarray(data.colorwheel()[:, :, :3], dtype=np.uint8)
-
-
-def webcam_icon() -> RGB:
-    image = Image.new("RGB", (400, 400), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((80, 40, 320, 280), fill=(230, 180, 160))
-    draw.ellipse((150, 110, 250, 210), fill=(120, 70, 60))
-    draw.rectangle((120, 300, 280, 350), fill=(200, 150, 130))
-    return np.asarray(image, dtype=np.uint8)
-
-
-def lfw_face(index: int, side: int = 160) -> RGB:
-    """An adult face of scikit-image's LFW subset (25 px), enlarged."""
-    from skimage import data
-
-    grey = (data.lfw_subset()[index] * 255).astype(np.uint8)
-    big = cv2.resize(grey, (side, side), interpolation=cv2.INTER_CUBIC)
-    return np.ascontiguousarray(np.stack([big] * 3, axis=-1))
-
-
-def beside(left: RGB, right: RGB) -> RGB:
-    height = max(left.shape[0], right.shape[0])
-    canvas = np.full((height, left.shape[1] + right.shape[1], 3), 128, dtype=np.uint8)
-    canvas[: left.shape[0], : left.shape[1]] = left
-    canvas[: right.shape[0], left.shape[1] :] = right
-    return canvas
 
 
 def test_drawings_are_flat_and_photos_are_textured(photos: dict[str, RGB], drawn: dict[str, RGB]) -> None:

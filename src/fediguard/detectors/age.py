@@ -132,6 +132,9 @@ class AgeDetector:
 
     name = "age"
     cost = 30
+    screened = True
+    """Runs only on frames an earlier detector found explicit (the pipeline's screening): the policy
+    reads faces only there, so a benign photo costs no face finding or ageing."""
 
     def __init__(
         self,
@@ -199,11 +202,10 @@ class AgeDetector:
         """Faces and ages per frame. MediaError (undecodable) and DetectorUnavailable (a model cannot
         load) pass through; any failure while scoring becomes DetectorError."""
         started = time.perf_counter()
-        media = subject.media
         self._ensure_loaded()
         frames: list[FrameScores] = []
         findings: list[Finding] = []
-        for frame in media.frames:
+        for frame in subject.frames_to_scan():
             faces = self.faces(frame.image)
             frames.append(self.frame_scores(frame.index, faces))
             findings.extend(face_findings(frame.index, faces))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from fediguard.media.frames import DecodedMedia
+from fediguard.media.frames import DecodedMedia, Frame
 
 Box = tuple[float, float, float, float]
 """``(x, y, w, h)`` in the pixels of the frame the detector was given."""
@@ -241,11 +241,21 @@ class Subject:
         self.sha256 = sha256
         self.media_type = media_type
         self._decode = decode
+        self.screen: frozenset[int] | None = None
+        """Set by the pipeline before a ``screened`` detector runs: the frames worth its cost (those
+        an earlier detector found explicit at or above the screening threshold); None: every frame."""
 
     @cached_property
     def media(self) -> DecodedMedia:
         """The decoded media; raises :class:`fediguard.errors.MediaError` when undecodable."""
         return self._decode()
+
+    def frames_to_scan(self) -> list[Frame]:
+        """The decoded frames a detector should look at: all of them, or only those in ``screen``."""
+        frames = self.media.frames
+        if self.screen is None:
+            return list(frames)
+        return [frame for frame in frames if frame.index in self.screen]
 
 
 @runtime_checkable
@@ -253,7 +263,10 @@ class Detector(Protocol):
     """A detector. Instances are not shared between threads: the scanner makes one per thread.
 
     ``cost`` orders detectors (cheapest first; 0 means it needs no decoding). ``version`` changes
-    whenever its model or its scoring changes, so cached decisions are invalidated.
+    whenever its model or its scoring changes, so cached decisions are invalidated. A detector with
+    a true class attribute ``screened`` (optional; an age estimator's) runs last, and only on the frames
+    of :meth:`Subject.frames_to_scan`: those earlier detectors found explicit at or above the
+    pipeline's screening threshold (see :mod:`fediguard.scanning.pipeline`).
     """
 
     name: str
