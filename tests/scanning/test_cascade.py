@@ -11,52 +11,14 @@ import pytest
 from PIL import Image
 
 from fediguard.config import load_settings
-from fediguard.detectors.base import DetectorResult, Explicit, Face, Finding, Subject
+from fediguard.detectors.base import Explicit
 from fediguard.errors import ConfigError
 from fediguard.media.decode import MediaLimits
 from fediguard.policy import decide
 from fediguard.scanning.pipeline import Pipeline
 from fediguard.verdicts import PolicyConfig
+from support.detectors import ColourAge, ColourExplicit
 from support.images import encode
-
-BODY = (30.0, 70.0, 60.0, 45.0)
-HEAD = (35.0, 10.0, 40.0, 50.0)
-
-
-class ColourExplicit:
-    """Explicit score = a frame's mean red / 255 (injected scores that differ frame by frame)."""
-
-    name, version, cost = "nudity", "test-1", 10
-
-    def warm_up(self) -> None:
-        return None
-
-    def detect(self, subject: Subject) -> DetectorResult:
-        found: list[Finding] = []
-        for frame in subject.media.frames:
-            score = float(frame.image[..., 0].mean()) / 255
-            found.append(Explicit(frame.index, "test", round(score, 3), BODY))
-        return DetectorResult(self.name, self.version, findings=found)
-
-
-class ColourAge:
-    """A screened face finder: one face per frame, apparent age = mean green / 255 x 40."""
-
-    name, version, cost, screened = "age", "test-1", 5, True
-
-    def __init__(self) -> None:
-        self.frames_seen = 0
-
-    def warm_up(self) -> None:
-        return None
-
-    def detect(self, subject: Subject) -> DetectorResult:
-        found: list[Finding] = []
-        for frame in subject.frames_to_scan():
-            self.frames_seen += 1
-            age = float(frame.image[..., 1].mean()) / 255 * 40
-            found.append(Face(frame.index, HEAD, age, 4.0, finders=2))
-        return DetectorResult(self.name, self.version, findings=found)
 
 
 def corpus() -> list[bytes]:

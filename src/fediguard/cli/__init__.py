@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "confirm": "banks",
     "db": "db",
     "config": "config_cmd",
+    "eval": "eval",
 }
 """Command → the module under fediguard.cli that defines it (in the order `--help` lists them)."""
 
