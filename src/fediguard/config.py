@@ -150,6 +150,10 @@ class Settings(BaseModel):
     decode_memory_mb: int = Field(1536, ge=512, le=1_048_576)
     decode_cpu_s: float = Field(8.0, gt=0, le=3600)
     decode_timeout_s: float = Field(12.0, gt=0, le=3600)
+    nudity_model: Path | None = None
+    age_model: Path | None = None
+    embedding_model: Path | None = None
+    embedding_concepts: Path | None = None
     hashlist_deny_file: Path | None = None
     hashlist_allow_file: Path | None = None
     banks: bool = True
@@ -182,7 +186,10 @@ class Settings(BaseModel):
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile go together (the certificate and its key)")
-        for name in ("tls_certfile", "tls_keyfile", "worker_ca_file"):
+        for name in (
+            "tls_certfile", "tls_keyfile", "worker_ca_file", "nudity_model", "age_model", "embedding_model",
+            "embedding_concepts",
+        ):  # fmt: skip
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")

