@@ -105,12 +105,13 @@ def _judge_frames(results: list[DetectorResult], config: PolicyConfig, found: _L
 
 
 MIN_AGED_FACE_PX = 32.0
-"""Narrower faces are not aged reliably: the astronaut's face shrunk to 16-20 px read 38 ± 0 to
-33 ± 6 but an adult at 18 px enlarged read 4 ± 7 (docs/detection.md)."""
+"""Narrower faces are not aged reliably: the age model's 64 px chip of a smaller face is mostly
+interpolation (an adult at 18 px enlarged has read 4 ± 7; docs/detection.md)."""
 MIN_FACE_SHARPNESS = 150.0
 """Below this contrast-normalised variance of the Laplacian (on a 64 px grey crop of the face) a face
-has less detail than a ~24 px face or one blurred with a Gaussian of sigma 2 (astronaut: sharp 1110,
-24 px enlarged 167, sigma 2 125, sigma 3 62): too blurred to age. Measured in docs/detection.md."""
+has less detail than a ~24 px face or one blurred with a Gaussian of sigma 2 (the astronaut's face:
+1073; shrunk to 24 px and enlarged back 157; blurred sigma 2 116, sigma 3 57): too blurred to age.
+Measured by bench/evidence.py (docs/detection.md)."""
 LINK_DISTANCE_FACES = 5.0
 """A face belongs to the body of an explicit box when the box is within this many face heights of
 the face's centre (a standing adult measures ~7.5 heads; genitals ~4 below the chin)..."""
