@@ -186,10 +186,15 @@ class Settings(BaseModel):
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile go together (the certificate and its key)")
-        for name in (
-            "tls_certfile", "tls_keyfile", "worker_ca_file", "nudity_model", "age_model", "embedding_model",
-            "embedding_concepts",
-        ):  # fmt: skip
+        for name in ("tls_certfile", "tls_keyfile", "worker_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _model_files(self) -> Settings:
+        for name in ("nudity_model", "age_model", "embedding_model", "embedding_concepts"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")
