@@ -7,7 +7,11 @@ ENV ORT_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     FEDIGUARD_HOST=0.0.0.0 \
-    FEDIGUARD_DATA_DIR=/data
+    FEDIGUARD_DATA_DIR=/data \
+    FEDIGUARD_ALLOWED_CIDRS=127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7
+# In a container, pict-rs calls from its compose network (172.x), a pod network (10.x) or a LAN, as
+# pictrs-safety allowed by default, so .../scan/IPADDR works there. Narrow it to pict-rs's network
+# (or use a client token) when the port is reachable from machines you do not trust.
 
 # gcc builds pdqhash (no wheel on PyPI); removed again to keep the image small.
 RUN apt-get update \

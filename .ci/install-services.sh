@@ -4,6 +4,11 @@
 # Run as root (CI and developer machines are root); see shared/TESTING.md for why these packages.
 set -euo pipefail
 
+# The review desk's browser tests (tests/desk/test_desk_browser.py): Debian's chromium and its driver.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]] && [[ "$(id -u)" -eq 0 ]]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+fi
+
 need=(/usr/bin/radosgw /usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/ceph /usr/bin/monmaptool
       /usr/bin/radosgw-admin /usr/sbin/sshd /usr/bin/ssh-keygen)
 missing=0
@@ -21,10 +26,8 @@ if [[ "$(id -u)" -ne 0 ]]; then
     exit 1
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
+# Without starting or enabling the packages' own services (a system sshd, ceph's daemons):
+# the tests run their own servers on private ports. A service already running is left alone.
+bash "$(dirname "$0")/../scripts/apt-install.sh" \
     radosgw ceph-mon ceph-osd ceph-common openssh-server openssh-client
-# Debian's postinst may start a system sshd; the tests run their own on a private port and
-# do not need it, but we leave a running one alone rather than guess who else relies on it.
 echo "install-services: done"

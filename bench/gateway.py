@@ -83,10 +83,16 @@ def process(cmd: list[str], env: dict[str, str]) -> Any:
             proc.kill()
 
 
+EXTRA: dict[str, str] = {}
+"""Settings given with --set, applied to every gateway this benchmark starts."""
+
+
 def base_env(data_dir: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIGUARD_")}
     env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(TESTS)) if p),
+        # The fediguard on PYTHONPATH when one is set (to compare two checkouts side by side),
+        # else the checkout this script is in, not whatever fediguard is installed.
+        PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH") or str(ROOT / "src"), str(TESTS)]),
         FEDIGUARD_DATA_DIR=data_dir,
         FEDIGUARD_LOG_LEVEL="WARNING",
         FG_TEST_SLEEP_S=str(SLEEP_S),
@@ -97,6 +103,7 @@ def base_env(data_dir: str, **extra: str) -> dict[str, str]:
         FEDIGUARD_BANKS="false",
     )
     env.update(extra)
+    env.update(EXTRA)
     return env
 
 
@@ -340,7 +347,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["local", "remote", "models"])
     parser.add_argument("--requests", type=int, help="uploads per measurement (httpx client)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="an extra setting for the gateway, e.g. --set decode_sandbox=false",
+    )  # fmt: skip
     args = parser.parse_args()
+    EXTRA.update(
+        (f"FEDIGUARD_{name.strip().upper()}", value)
+        for name, _, value in (item.partition("=") for item in args.set)
+    )
     args.requests = args.requests or (100 if args.quick else 400)
     args.seconds = 4 if args.quick else 10
     args.idle_s = 3.0 if args.quick else 10.0

@@ -19,9 +19,12 @@ decoding), the pool's start time and a further child's. The in-process figure de
 process's malloc state (fresh pages fault in for each decode; the children keep freed memory, see
 fediguard.media.sandbox), so it is lower after the bombs have grown the heap.
 
-Run: ``python bench/hostile.py [--repeats 200] [--unprotected]``. To post the bombs through a real
-gateway instead, add a :class:`Target` whose ``answer`` posts with tests/support/gateway.py's
-``start_gateway(...).post`` and whose ``pids`` are the gateway's process and its sandbox's children.
+With ``--gateway``, then the same bombs through a real gateway (bench/hostile_gateway.py): each
+one's time to answer and the peak extra RSS of the gateway with its decoder children, the latency of
+a benign upload posted beside it and beside 4 of it, and the p50 latency a normal photo gains from
+decoding out of process, end to end; ``--gateway-only`` skips the rest.
+
+Run: ``python bench/hostile.py [--repeats 200] [--unprotected] [--gateway | --gateway-only]``.
 """
 
 from __future__ import annotations
@@ -274,7 +277,17 @@ def main() -> None:
     parser.add_argument("--unprotected", action="store_true", help="also decode every bomb unprotected")
     parser.add_argument("--unprotected-timeout", type=float, default=60.0)
     parser.add_argument("--only", help="only the bombs whose name contains this")
+    parser.add_argument("--gateway", action="store_true", help="also post every bomb to a real gateway")
+    parser.add_argument("--gateway-only", action="store_true", help="only post the bombs to a real gateway")
     args = parser.parse_args()
+    if args.gateway or args.gateway_only:
+        import hostile_gateway
+
+        buf = io.BytesIO()
+        _astronaut((1024, 768)).save(buf, "JPEG", quality=90)
+        if args.gateway_only:
+            hostile_gateway.run(BOMBS, buf.getvalue(), args.repeats, PeakRss, args.only)
+            return
 
     limits = SandboxLimits()
     started = time.perf_counter()
@@ -306,6 +319,8 @@ def main() -> None:
     jpeg_latency(pool, args.repeats)
     pool.close()
     unchecked.close()
+    if args.gateway:
+        hostile_gateway.run(BOMBS, buf.getvalue(), args.repeats, PeakRss, args.only)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,12 @@ frame against stepping through every frame, and PyAV's GIF decoder.
 ``--rehash`` times what the gateway adds to every remote worker's result: it decodes the upload
 again and PDQ-hashes its frames itself (``BankGate.rehash``), never keeping a worker's hashes.
 
-Run: ``python bench/media.py [--repeats 20] [--compare] [--rehash]``. All media is generated in memory from
-scikit-image's astronaut; nothing is written to disk.
+``--stills`` times what the gateway adds to every upload while a fedi-safety worker is alive: it
+decodes the upload first, hashes its frames and renders ``legacy_frames`` of them as JPEG stills
+(``fediguard.scanning.stills.prepare``), in this process (the sandbox adds ~2 ms an upload).
+
+Run: ``python bench/media.py [--repeats 20] [--compare] [--rehash] [--stills]``. All media is
+generated in memory from scikit-image's astronaut; nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -159,6 +163,25 @@ def bench_rehash(inputs: dict[str, bytes], repeats: int) -> None:
         )
 
 
+def bench_stills(inputs: dict[str, bytes], repeats: int) -> None:
+    """The gateway's decode-first for fedi-safety workers: decode, PDQ, frames rendered as JPEG."""
+    from fediguard.scanning.stills import prepare
+
+    settings = load_settings(environ={})
+    limits = media_limits(settings)
+    print(
+        f"decode first (prepare, {settings.legacy_frames} frames) x{repeats}, load {os.getloadavg()[0]:.2f}:"
+    )
+    for name, data in inputs.items():
+        stills = prepare(data, decode, limits, settings.legacy_frames, True)
+        handed = "as it is" if stills.as_is else f"{len(stills.frames)} JPEG frames"
+        report(
+            name,
+            timed(lambda d=data: prepare(d, decode, limits, settings.legacy_frames, True), repeats),
+            handed,
+        )
+
+
 def bench_decode(inputs: dict[str, bytes], repeats: int) -> None:
     print(f"decode() x{repeats}, load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs:")
     for name, data in inputs.items():
@@ -240,12 +263,17 @@ def main() -> None:
     parser.add_argument(
         "--rehash", action="store_true", help="also time the gateway's rehash of remote results"
     )
+    parser.add_argument(
+        "--stills", action="store_true", help="also time the decode-first for fedi-safety workers"
+    )
     args = parser.parse_args()
     av.logging.set_level(av.logging.ERROR)
     inputs = make_inputs()
     bench_decode(inputs, args.repeats)
     if args.rehash:
         bench_rehash(inputs, args.repeats)
+    if args.stills:
+        bench_stills(inputs, args.repeats)
     if args.compare:
         bench_compare(max(3, args.repeats // 4))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,6 +18,4 @@ if [[ "$(id -u)" -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "install-build-deps: missing ${missing[*]}: install them (as root: apt-get install ${missing[*]})" >&2
     exit 1
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+bash "$(dirname "$0")/apt-install.sh" "${missing[@]}"

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import fediguard
 from fediguard.config import load_settings
 from fediguard.errors import ConfigError
 from fediguard.verdicts import FailPolicy
+
+SRC = str(Path(fediguard.__file__).parents[1])
+"""The fediguard under test, for the subprocesses (whatever is installed in the environment)."""
 
 
 def test_defaults() -> None:
@@ -43,7 +48,7 @@ def test_env_overrides_toml(tmp_path: Path) -> None:
         ({"FEDIGUARD_WORKER_KEYS": "scanner-0:worker-key-0123456789"}, "'scanner-0' is reserved"),
         ({"FEDIGUARD_BODY_IDLE_TIMEOUT_S": "0"}, "body_idle_timeout_s"),
         ({"FEDIGUARD_REJECT_LABELS": "csam_suspect,bogus"}, "reject_labels"),
-        ({"FEDIGUARD_NO_SUCH_THING": "1"}, "FEDIGUARD_NO_SUCH_THING"),
+        ({"FEDIGUARD_PORT": "tcp://10.96.0.17:14051"}, "Service named like fediguard"),
         ({"FEDIGUARD_TLS_CERTFILE": "/etc/hostname"}, "tls_certfile and tls_keyfile"),
         ({"FEDIGUARD_TLS_CERTFILE": "/no/c.pem", "FEDIGUARD_TLS_KEYFILE": "/etc/hostname"}, "tls_certfile"),
         ({"FEDIGUARD_WORKER_CA_FILE": "/nonexistent-ca.pem"}, "worker_ca_file"),
@@ -53,6 +58,83 @@ def test_invalid_settings_name_the_setting(env: dict[str, str], named: str) -> N
     with pytest.raises(ConfigError) as info:
         load_settings(environ=env)
     assert named in str(info.value)
+
+
+def test_unknown_variables_are_warnings_that_name_them() -> None:
+    warnings: list[str] = []
+    env = {
+        "FEDIGUARD_TOKEN": "from-the-compose-env-file",
+        "FEDIGUARD_DEADLIN_S": "3",
+        "FEDIGUARD_SERVICE_HOST": "10.96.0.17",
+        "FEDIGUARD_PORT_14051_TCP_ADDR": "10.96.0.17",
+        "FEDIGUARD_DEADLINE_S": "4",
+    }
+    s = load_settings(environ=env, warnings=warnings)
+    assert s.deadline_s == 4
+    assert any("FEDIGUARD_TOKEN" in w and "FEDIGUARD_CLIENT_TOKENS" in w for w in warnings), warnings
+    assert any("FEDIGUARD_DEADLIN_S" in w and "did you mean FEDIGUARD_DEADLINE_S" in w for w in warnings)
+    assert any("FEDIGUARD_SERVICE_HOST" in w and "Kubernetes" in w for w in warnings), warnings
+
+
+def test_a_service_address_in_a_known_name_says_what_injected_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"FEDIGUARD_PORT": "tcp://10.96.0.17:14051"})
+    message = str(info.value)
+    assert "FEDIGUARD_PORT='tcp://10.96.0.17:14051'" in message
+    assert "Kubernetes" in message and "enableServiceLinks: false" in message
+    # URLs that are values of a setting stay values.
+    s = load_settings(environ={"FEDIGUARD_WORKER_SERVER": "https://gw.example.org"})
+    assert s.worker_server == "https://gw.example.org"
+
+
+def test_serve_starts_with_an_unknown_variable(tmp_path: Path) -> None:
+    """`fediguard config` (which reads settings as serve does) warns about FEDIGUARD_TOKEN and goes on."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "FEDIGUARD_TOKEN": "x" * 20}
+    run = subprocess.run(
+        [sys.executable, "-m", "fediguard", "config"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    assert "warning: FEDIGUARD_TOKEN is not a fediguard setting" in run.stderr
+
+
+def test_errors_in_the_file_name_the_file_and_key(tmp_path: Path) -> None:
+    toml = tmp_path / "fediguard.toml"
+    toml.write_text("deadline_s = -1\nnot_a_setting = 2\n[client_policies.lemmy]\nminor_age = 900\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(toml, environ={})
+    message = str(info.value)
+    assert f"deadline_s (in {toml})" in message
+    assert f"unknown key 'not_a_setting' in {toml}" in message
+    assert f"client_policies.lemmy.minor_age (in {toml})" in message
+    assert "FEDIGUARD_DEADLINE_S" not in message
+    with pytest.raises(ConfigError, match=r"deadline_s \(env FEDIGUARD_DEADLINE_S\)"):
+        load_settings(toml, environ={"FEDIGUARD_DEADLINE_S": "-2"})
+
+
+def test_the_file_is_found_on_the_search_path_and_its_paths_are_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    (home / ".config" / "fediguard").mkdir(parents=True)
+    elsewhere.mkdir()
+    found = home / ".config" / "fediguard" / "fediguard.toml"
+    found.write_text('data_dir = "data"\ndeadline_s = 3\n')
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "HOME": str(home)}
+    run = subprocess.run(
+        [sys.executable, "-m", "fediguard", "config"], env=env, capture_output=True, text=True, cwd=elsewhere,
+        check=True,
+    )  # fmt: skip
+    shown = json.loads(run.stdout)
+    assert shown["config_file"] == str(found) and shown["deadline_s"] == 3
+    assert shown["data_dir"] == str(found.parent / "data"), "relative to the file, not to the current folder"
+    # ./fediguard.toml comes first; FEDIGUARD_CONFIG before both.
+    (elsewhere / "fediguard.toml").write_text("deadline_s = 4\n")
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(environ={"HOME": str(home)})
+    assert s.deadline_s == 4 and s.config_file == elsewhere / "fediguard.toml"
+    given = tmp_path / "given.toml"
+    given.write_text("deadline_s = 5\n")
+    assert load_settings(environ={"HOME": str(home), "FEDIGUARD_CONFIG": str(given)}).deadline_s == 5
 
 
 def test_bad_toml_is_reported(tmp_path: Path) -> None:

@@ -1,13 +1,20 @@
 """The one typed settings object, read from defaults, an optional TOML file and ``FEDIGUARD_*``
-environment variables (later sources win), validated at start-up with messages naming the setting.
+environment variables (later sources win), validated at start-up with messages naming the setting
+and where its value came from (the file and key, or the variable).
+
+The TOML file is ``--config``, else ``$FEDIGUARD_CONFIG``, else the first that exists of
+:func:`config_search_path`; relative paths in it are relative to its folder, so every command reads
+the same data directory wherever it is run from.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import re
 import tomllib
@@ -16,12 +23,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fediguard.errors import ConfigError
-from fediguard.verdicts import LABELS, FailPolicy, PolicyConfig
+from fediguard.verdicts import LABELS, REVIEW, FailPolicy, PolicyConfig
 
 ENV_PREFIX = "FEDIGUARD_"
+
+log = logging.getLogger("fediguard.config")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -40,6 +58,10 @@ def is_in_process_scanner(name: str) -> bool:
 
 MEGABYTE = 1024 * 1024
 """pict-rs's megabyte (``max_file_size = 40`` is 41,943,040 bytes); ``max_body_mb`` uses the same."""
+
+
+EVIDENCE_LABELS = tuple(dict.fromkeys((*LABELS, REVIEW, "unscanned")))
+"""What ``evidence_labels`` may name: a decision's labels, and the verdict ``unscanned``."""
 
 
 class Credential(BaseModel):
@@ -136,6 +158,9 @@ class Settings(BaseModel):
     body_idle_timeout_s: float = Field(10.0, gt=0, le=300)
     body_timeout_s: float = Field(20.0, gt=0, le=3600)
     log_level: str = "INFO"
+    keep_alive_s: int = Field(120, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open: longer than pict-rs keeps pooled connections
+    (about 90 s; it does not retry when it reuses one the server has just closed)."""
 
     # --- scanning --------------------------------------------------------------------------------
     local_scanner: bool = True
@@ -162,7 +187,15 @@ class Settings(BaseModel):
     verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)
-    legacy_lease_s: float = Field(5.0, gt=0, le=3600)
+    legacy_lease_margin_s: float = Field(0.5, ge=0, le=60)
+    """A fedi-safety worker holds a job until the upload's deadline minus this (its protocol cannot
+    renew a lease): what is left for the gateway to answer with the fail policy if it never answers."""
+    legacy_frames: int = Field(8, ge=1, le=900)
+    """Frames of a video or an animation (or the one of an AVIF/JXL still) a fedi-safety worker is
+    given as JPEG stills, one job each, spread over the whole (first and last included)."""
+    legacy_lease_s: float | None = Field(None, gt=0, le=3600)
+    """No longer used (replaced by ``legacy_lease_margin_s``); accepted, with a warning, so an old
+    configuration still starts."""
 
     # --- remote worker (`fediguard worker`) -------------------------------------------------------
     worker_server: str | None = None
@@ -181,6 +214,29 @@ class Settings(BaseModel):
     # --- records ---------------------------------------------------------------------------------
     data_dir: Path = Path("fediguard-data")
     database_url: str | None = None
+    db_busy_timeout_s: float = Field(2.0, gt=0, le=60)
+    """How long the gateway's writes wait for a locked database (SQLite's busy timeout, PostgreSQL's
+    lock_timeout) before its decisions go to the spool; keep it well under ``deadline_s``."""
+
+    _config_file: Path | None = PrivateAttr(default=None)
+    """The TOML file these settings were read from, if any."""
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file these settings were read from (None: defaults and environment only)."""
+        return self._config_file
+
+    # --- the review desk and sealed evidence (fediguard.desk, fediguard.evidence) ----------------
+    desk: bool = True
+    desk_host: str = "127.0.0.1"
+    desk_port: int = Field(14052, ge=0, le=65535)
+    desk_secret: str | None = Field(None, min_length=32)
+    desk_session_s: float = Field(8 * 3600.0, gt=0, le=7 * 86400)
+    desk_claim_s: float = Field(900.0, gt=0, le=86400)
+    evidence_labels: list[str] = Field(default_factory=list)
+    evidence_dir: Path | None = None
+    evidence_recipient: str | None = None
+    evidence_retention_days: float = Field(90.0, gt=0, le=36500)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -191,6 +247,16 @@ class Settings(BaseModel):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: {path} is not a readable file")
         return self
+
+    @field_validator("legacy_lease_margin_s")
+    @classmethod
+    def _legacy_margin(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("deadline_s")
+        if deadline is not None and value >= deadline:
+            raise ValueError(
+                f"must be less than deadline_s ({deadline:g}), or fedi-safety workers never get a job"
+            )
+        return value
 
     @model_validator(mode="after")
     def _model_files(self) -> Settings:
@@ -235,6 +301,20 @@ class Settings(BaseModel):
     @classmethod
     def _cidrs(cls, value: Any) -> list[IPNetwork]:
         return [ipaddress.ip_network(str(v), strict=False) for v in _split_list(value)]
+
+    @field_validator("evidence_labels", mode="before")
+    @classmethod
+    def _evidence_labels(cls, value: Any) -> list[str]:
+        labels = [str(v) for v in _split_list(value)]
+        unknown = sorted(set(labels) - set(EVIDENCE_LABELS))
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown}; known: {sorted(EVIDENCE_LABELS)}")
+        return labels
+
+    @property
+    def effective_evidence_dir(self) -> Path:
+        """Where sealed evidence and the evidence key files live (``evidence_dir``, or data_dir/evidence)."""
+        return self.evidence_dir if self.evidence_dir is not None else self.data_dir / "evidence"
 
     @field_validator("detectors", "reject_labels", mode="before")
     @classmethod
@@ -316,6 +396,8 @@ class Settings(BaseModel):
         data["worker_keys"] = [f"{c.name}:***" for c in self.worker_keys]
         data["worker_key"] = "***" if self.worker_key else None
         data["database_url"] = _mask_url(self.effective_database_url)
+        data["config_file"] = str(self._config_file) if self._config_file else None
+        data["desk_secret"] = "***" if self.desk_secret else None
         return data
 
 
@@ -327,6 +409,11 @@ def _check_labels(labels: list[str]) -> None:
     unknown = sorted(set(labels) - set(LABELS))
     if unknown:
         raise ValueError(f"unknown label(s) {unknown}; known: {sorted(LABELS)}")
+
+
+def mask_url(url: str) -> str:
+    """A database URL as it may be shown: its password hidden."""
+    return _mask_url(url)
 
 
 def _mask_url(url: str) -> str:
@@ -344,48 +431,162 @@ def _mask_url(url: str) -> str:
 _SECRET_QUERY = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
+CONFIG_SEARCH_PATH = (
+    "./fediguard.toml, $XDG_CONFIG_HOME/fediguard/fediguard.toml, /etc/fediguard/fediguard.toml"
+)
+"""Where the TOML file is looked for when neither ``--config`` nor ``FEDIGUARD_CONFIG`` names one."""
+
+_PATH_SETTINGS = frozenset(
+    name for name, field in Settings.model_fields.items() if "Path" in str(field.annotation)
+)
+"""Settings that are file or folder paths: relative ones in a TOML file are relative to its folder."""
+
+_SERVICE_LINK = re.compile(
+    r"FEDIGUARD_(?:\w+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT_\d+_(?:TCP|UDP|SCTP)(?:_\w+)?)"
+)
+"""Variables Kubernetes injects into every pod for a Service named ``fediguard`` (or
+``fediguard-…``): ``FEDIGUARD_SERVICE_HOST``, ``FEDIGUARD_PORT_14051_TCP_ADDR`` and so on."""
+
+_NOT_OURS = re.compile(r"^(?:tcp|udp|sctp)://", re.IGNORECASE)
+"""A service address as Kubernetes and Docker links write them (``FEDIGUARD_PORT=tcp://IP:PORT``):
+never a value of any setting."""
+
+_EXPLAINED = {
+    "FEDIGUARD_TOKEN": "the example compose .env uses it only to build FEDIGUARD_CLIENT_TOKENS "
+    "(pictrs:${FEDIGUARD_TOKEN}) and pict-rs's validation URL; fediguard reads FEDIGUARD_CLIENT_TOKENS",
+}
+"""Names an admin is likely to set that are not settings, with what to set instead."""
+
+
+def config_search_path(environ: Mapping[str, str]) -> list[Path]:
+    """The files looked for, in order, when neither ``--config`` nor ``FEDIGUARD_CONFIG`` names one."""
+    paths = [Path("fediguard.toml")]
+    config_home = environ.get("XDG_CONFIG_HOME") or (
+        str(Path(environ["HOME"]) / ".config") if environ.get("HOME") else ""
+    )
+    if config_home:
+        paths.append(Path(config_home) / "fediguard" / "fediguard.toml")
+    paths.append(Path("/etc/fediguard/fediguard.toml"))
+    return paths
+
+
+def find_config_file(config_file: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """``config_file``, else ``$FEDIGUARD_CONFIG``, else the first file of the search path that
+    exists (None: there is none)."""
+    if config_file is not None:
+        return config_file
+    if environ.get("FEDIGUARD_CONFIG"):
+        return Path(environ["FEDIGUARD_CONFIG"])
+    return next((path.absolute() for path in config_search_path(environ) if path.is_file()), None)
+
+
+def _from_env(environ: Mapping[str, str], warnings: list[str]) -> dict[str, str]:
     known = set(Settings.model_fields)
     values: dict[str, str] = {}
-    for key, value in environ.items():
+    injected: list[str] = []
+    for key, value in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name == "config":
             continue
-        if name not in known:
-            raise ConfigError(f"unknown setting {key}; see `fediguard config` for the known ones")
-        values[name] = value
+        if name in known:
+            if _NOT_OURS.match(value.strip()):
+                raise ConfigError(_not_ours(key, value))
+            values[name] = value
+        elif _SERVICE_LINK.fullmatch(key):
+            injected.append(key)
+        elif key in _EXPLAINED:
+            warnings.append(f"{key} is not a fediguard setting and is ignored: {_EXPLAINED[key]}")
+        else:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {ENV_PREFIX}{near[0].upper()}? " if near else ""
+            warnings.append(
+                f"unknown setting {key} is ignored ({hint}`fediguard config` shows the known ones)"
+            )
+    if injected:
+        warnings.append(
+            f"ignoring {', '.join(injected)}: variables Kubernetes sets for a Service named like "
+            "fediguard, not settings"
+        )
+    return values
+
+
+def _not_ours(key: str, value: str) -> str:
+    return (
+        f"{key}={value!r} is a service address, not a value fediguard set: Kubernetes puts "
+        f"{key.removesuffix('_PORT')}_PORT=tcp://IP:PORT into every pod of a namespace with a Service "
+        "named like fediguard (Docker's --link does the same for a linked container). Set "
+        f"{key} to the value fediguard should use in the container's environment, or stop the "
+        "injection (`enableServiceLinks: false` in the pod spec, or another name for the Service)"
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's settings, with relative paths made relative to the file's folder."""
+    try:
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    folder = path.resolve().parent
+    for name in _PATH_SETTINGS & set(values):
+        if isinstance(values[name], str) and values[name] and not Path(values[name]).is_absolute():
+            values[name] = str(folder / values[name])
     return values
 
 
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    warnings: list[str] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Read the settings: defaults < TOML file < environment < explicit overrides (CLI flags).
 
-    The TOML file is ``config_file`` or ``$FEDIGUARD_CONFIG``. Raises ConfigError naming the setting.
+    The TOML file is ``config_file``, else ``$FEDIGUARD_CONFIG``, else the first of
+    :func:`config_search_path` that exists. Raises ConfigError naming the setting and where its
+    value came from. Unknown ``FEDIGUARD_*`` variables are warnings: appended to ``warnings`` when
+    given, else logged.
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    path = config_file or (Path(env["FEDIGUARD_CONFIG"]) if env.get("FEDIGUARD_CONFIG") else None)
+    origin: dict[str, str] = {}
+    path = find_config_file(config_file, env)
     if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                values.update(tomllib.load(fh))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    values.update(_from_env(env))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update(_read_toml(path))
+        origin.update({name: f"in {path}" for name in values})
+    notes: list[str] = [] if warnings is None else warnings
+    from_env = _from_env(env, notes)
+    if warnings is None:
+        for note in notes:
+            log.warning("%s", note)
+    values.update(from_env)
+    origin.update({name: f"env {ENV_PREFIX}{name.upper()}" for name in from_env})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    origin.update({name: "command line" for name in given})
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{name} (env {ENV_PREFIX}{name.upper()}): {err['msg']}")
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from exc
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(_problems(exc, origin, path))) from exc
+    settings._config_file = path
+    return settings
+
+
+def _problems(exc: ValidationError, origin: Mapping[str, str], path: Path | None) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        if not loc:  # a check of several settings together: its message names them
+            problems.append(str(err["msg"]))
+            continue
+        name = loc[0]
+        where = origin.get(name, "default")
+        if err["type"] == "extra_forbidden" and len(loc) == 1:
+            problems.append(f"unknown key {name!r} {where} (`fediguard config` shows the known ones)")
+            continue
+        problems.append(f"{'.'.join(loc)} ({where}): {err['msg']}")
+    return problems

@@ -24,3 +24,9 @@ class DetectorError(FediguardError):
 
 class DetectorUnavailable(FediguardError):
     """A detector cannot be loaded on this machine (missing package or model file)."""
+
+
+class RecordError(FediguardError):
+    """The records database failed (locked, full, read-only, down or corrupt); the message names
+    the setting (``database_url``, ``data_dir``) and the database's own error. On an upload's way to
+    a verdict it is answered by the fail policy (reason ``record_error``)."""

@@ -48,6 +48,18 @@ class Metrics:
             "Decisions answered but not recorded (database error).",
             registry=self.registry,
         )
+        self.database_errors = Counter(
+            "fediguard_database_errors",
+            "Errors from the records database: writing decisions (record) or looking up the verdict "
+            "cache and banks on an upload's way to a verdict (lookup, answered by the fail policy).",
+            ["where"],
+            registry=self.registry,
+        )
+        self.spool_depth = Gauge(
+            "fediguard_spool_depth",
+            "Decisions kept in the local spool (data_dir/spool) until the records database takes them.",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "fediguard_queue_depth", "Jobs waiting for a scanner.", registry=self.registry
         )

@@ -111,7 +111,7 @@ MIN_FACE_SHARPNESS = 150.0
 """Below this contrast-normalised variance of the Laplacian (on a 64 px grey crop of the face) a face
 has less detail than a ~24 px face or one blurred with a Gaussian of sigma 2 (the astronaut's face:
 1073; shrunk to 24 px and enlarged back 157; blurred sigma 2 116, sigma 3 57): too blurred to age.
-Measured by bench/evidence.py (docs/detection.md)."""
+Measured by bench/face_gates.py (docs/detection.md)."""
 LINK_DISTANCE_FACES = 5.0
 """A face belongs to the body of an explicit box when the box is within this many face heights of
 the face's centre (a standing adult measures ~7.5 heads; genitals ~4 below the chin)..."""

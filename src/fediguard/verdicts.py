@@ -30,6 +30,9 @@ class FailReason(StrEnum):
     within ``body_timeout_s``."""
     CLIENT_DISCONNECT = "client_disconnect"
     """The client hung up before its whole body arrived: recorded, though nobody hears the answer."""
+    RECORD_ERROR = "record_error"
+    """The records database failed on the way to a verdict (a verdict-cache or bank lookup): locked,
+    full, read-only, down or corrupt."""
 
 
 class FailPolicy(StrEnum):

@@ -386,6 +386,16 @@ def test_png_declaring_30000_squared_is_refused_fast(make: Any) -> None:
     assert rss.delta < 20_000_000
 
 
+def test_an_image_over_pillows_own_bound_is_refused_in_fediguards_terms(make: Any) -> None:
+    """Pillow refuses 900 MP itself, quoting its 178,956,970 pixels: the message quotes max_pixels."""
+    data = make.png_header(30_000, 30_000) + make.png_chunk(b"IDAT", b"x\x9c" + b"\x00" * 100)
+    with pytest.raises(MediaError) as info:
+        decode(data, limits=MediaLimits(max_pixels=40_000_000))
+    message = str(info.value)
+    assert "900 MP" in message and "pixel limit of 40 MP (max_pixels)" in message, message
+    assert "178956970" not in message
+
+
 def test_compressible_png_bomb_is_refused_fast(make: Any) -> None:
     """A real, valid 9000x9000 PNG (81 MP) of ~80 kB: refused before inflating 81 MB of pixels."""
     data = make.compressible_png(9_000, 9_000)

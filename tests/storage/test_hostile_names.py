@@ -285,10 +285,10 @@ def test_hostile_names_are_swept_and_never_reach_the_log_raw(tmp_path: Path) -> 
     assert again.returncode == 0 and "1 listed, 0 scanned, 1 skipped" in again.stderr, again.stderr
     restored = run_cli(data, "restore", stored_id(data, "new\nline\x1b[31mred.png"), "--no-allow")
     assert restored.returncode == 0, restored.stderr
-    assert (
-        restored.stdout
-        == "restored new\\nline\\x1b[31mred.png from quarantine (new\\nline\\x1b[31mred.png)\n"
+    assert restored.stdout.startswith(
+        "restored new\\nline\\x1b[31mred.png from quarantine (new\\nline\\x1b[31mred.png)\n"
     )
+    assert "\x1b" not in restored.stdout
     assert (store / "new\nline\x1b[31mred.png").read_bytes() == picture(12)
     restored = run_cli(data, "restore", stored_id(data, "back\\\\slash.png"), "--no-allow")  # stored escaped
     assert restored.returncode == 0 and "restored back\\\\slash.png" in restored.stdout, restored.stderr

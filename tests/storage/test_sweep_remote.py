@@ -18,6 +18,7 @@ from fediguard.banks.formats import BankEntry
 from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore
 from support.daemon import wait_for
+from support.workers import CHILD_PYTHONPATH
 
 from .images import picture
 
@@ -27,7 +28,7 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 
 def environment(data_dir: Path, **env: str) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("FEDIGUARD_", "AWS_"))}
-    environ.update(PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DATA_DIR=str(data_dir),
+    environ.update(PYTHONPATH=CHILD_PYTHONPATH, FEDIGUARD_DATA_DIR=str(data_dir),
                    FEDIGUARD_DETECTORS="support.plugins:benign", **env)  # fmt: skip
     return environ
 

@@ -83,7 +83,7 @@ def start_gateway(settings: Settings, *makers: Callable[[], Detector]) -> Runnin
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    store = RecordStore(settings.effective_database_url)
+    store = RecordStore(settings.effective_database_url, busy_timeout_s=settings.db_busy_timeout_s)
     service = ScanService(settings, store)
     if makers:
         service.pipeline_factory = pipelines(settings, *makers, service=service)

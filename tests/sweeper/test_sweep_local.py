@@ -23,8 +23,8 @@ from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore
 from support.daemon import wait_for
 from support.images import encode
+from support.workers import CHILD_PYTHONPATH
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 UUIDS = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(1, 40)]
 
 
@@ -49,7 +49,7 @@ def pictrs_tree(root: Path, count: int) -> dict[str, bytes]:
 
 def env_for(data_dir: Path, detectors: str = "support.plugins:benign", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIGUARD_")}
-    env.update(PYTHONPATH=str(TESTS_DIR), FEDIGUARD_DATA_DIR=str(data_dir), FEDIGUARD_DETECTORS=detectors,
+    env.update(PYTHONPATH=CHILD_PYTHONPATH, FEDIGUARD_DATA_DIR=str(data_dir), FEDIGUARD_DETECTORS=detectors,
                FEDIGUARD_LOG_LEVEL="INFO", **extra)  # fmt: skip
     return env
 
@@ -180,7 +180,7 @@ def test_bad_objects_never_stop_a_sweep(tmp_path: Path) -> None:
     (store / "dirlink").symlink_to(outside)
     os.mkfifo(store / "fifo.png")
     run = sweep(data, f"file://{store}")
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 3, run.stderr  # the undecodable one is left without a verdict
     # good + truncated are media; empty and notes.txt are not; links and the FIFO are never listed.
     assert "4 listed, 1 scanned, 0 skipped (unchanged), 2 not media" in run.stderr, run.stderr
     assert "0 unscanned (retried next run), 1 undecodable, 0 too large" in run.stderr
@@ -350,6 +350,75 @@ def test_restore_after_a_later_sweep_without_quarantine(tmp_path: Path) -> None:
     assert (store / key).read_bytes() == body and not (quarantine / key).exists()
 
 
+def test_a_later_quarantine_sweep_uses_the_remembered_location(tmp_path: Path) -> None:
+    store, quarantine, data, _, _ = quarantine_one(tmp_path)
+    newcomer = f"files/01/8f/3a/dd/0e/7b/{UUIDS[33]}.png"
+    (store / newcomer).parent.mkdir(parents=True)
+    (store / newcomer).write_bytes(picture(33))
+    deny(data, picture(33))
+    later = sweep(data, f"file://{store}", "--layout", "pictrs", "--action", "quarantine")
+    assert later.returncode == 1, later.stderr
+    assert (quarantine / newcomer).read_bytes() == picture(33) and not (store / newcomer).exists()
+
+
+def test_quarantine_without_a_location_to_remember_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    run = sweep(data, f"file://{store}", "--action", "quarantine")
+    assert run.returncode == 2 and "--action quarantine needs --quarantine LOCATION" in run.stderr, run.stderr
+    assert "no earlier sweep" in run.stderr and not data.exists()
+
+
+def test_a_plain_path_is_a_local_folder(tmp_path: Path) -> None:
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    pictrs_tree(store, 2)
+    first = sweep(data, str(store), "--layout", "pictrs")
+    assert first.returncode == 0 and "2 listed, 2 scanned" in first.stderr, first.stderr
+    again = sweep(data, f"file://{store}", "--layout", "pictrs")  # the same source
+    assert again.returncode == 0 and "2 listed, 0 scanned, 2 skipped" in again.stderr, again.stderr
+    # The summary is given once (a log line), not also printed beside it.
+    assert len([line for line in again.stderr.splitlines() if "2 listed, 0 scanned" in line]) == 1
+
+
+def test_restore_of_an_object_a_deny_entry_still_matches_moves_nothing(tmp_path: Path) -> None:
+    store, quarantine, data, key, body = quarantine_one(tmp_path)
+    oid = object_id(data, key)
+    refused = restore(data, oid)
+    assert refused.returncode == 1, refused.stderr
+    assert "is NOT restored; it stays in quarantine" in refused.stderr, refused.stderr
+    assert "deny bank 'known-bad' entry" in refused.stderr and "fediguard banks remove known-bad --id" in (
+        refused.stderr
+    )
+    assert f"fediguard restore {oid} --no-allow" in refused.stderr
+    assert (quarantine / key).read_bytes() == body and not (store / key).exists()
+    assert action_of(data, key) == ("quarantine", "done")
+    # What it says to run works: remove the entry, then the same restore.
+    entry = re.search(r"fediguard banks remove known-bad --id ([\d ]+)", refused.stderr)
+    assert entry is not None
+    removed = subprocess.run(
+        [sys.executable, "-m", "fediguard", "banks", "remove", "known-bad", "--id", *entry.group(1).split()],
+        env=env_for(data), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    restored = restore(data, oid)
+    assert restored.returncode == 0, restored.stderr
+    assert (store / key).read_bytes() == body and "overturned" in restored.stdout
+    twice = restore(data, oid)
+    assert twice.returncode == 0 and "restored already" in twice.stdout, twice.stderr
+    assert "overturned already" in twice.stdout
+
+
+def test_restore_names_the_database_it_read(tmp_path: Path) -> None:
+    _, _, data, key, _ = quarantine_one(tmp_path)
+    missing = restore(data, 999)
+    assert missing.returncode == 2, missing.stderr
+    assert f"no swept object 999 in the SQLite database {data / 'fediguard.sqlite3'}" in missing.stderr
+    nowhere = restore(tmp_path / "elsewhere", object_id(data, key))
+    assert nowhere.returncode == 2 and f"no records database at {tmp_path / 'elsewhere'}" in nowhere.stderr
+    assert not (tmp_path / "elsewhere").exists(), "a restore creates no database"
+
+
 def test_restore_from_a_quarantine_location_given_again(tmp_path: Path) -> None:
     store, quarantine, data, key, body = quarantine_one(tmp_path)
     elsewhere = tmp_path / "new-quarantine"
@@ -451,12 +520,14 @@ def test_objects_without_a_verdict_are_retried(tmp_path: Path) -> None:
     store.mkdir()
     pictrs_tree(store, 3)
     blind = sweep(data, f"file://{store}", "--layout", "pictrs", FEDIGUARD_LOCAL_SCANNER="false")
+    assert blind.returncode == 3, blind.stderr  # nothing got a verdict: not a clean sweep
     assert "3 listed, 0 scanned" in blind.stderr and "3 unscanned (retried next run)" in blind.stderr, (
         blind.stderr
     )
     statuses = {s for (s,) in db(data).execute("select status || ' ' || error from sweep_objects")}
     assert statuses == {"unscanned no_scanner"}
     seeing = sweep(data, f"file://{store}", "--layout", "pictrs")
+    assert seeing.returncode == 0, seeing.stderr
     assert "3 listed, 3 scanned, 0 skipped" in seeing.stderr and "0 unscanned" in seeing.stderr, seeing.stderr
     # Records of an older version, which saved "no verdict" as scanned, are retried too; and errors.
     with db(data) as conn:
@@ -473,7 +544,7 @@ def test_large_files_are_judged_before_being_read(tmp_path: Path) -> None:
     (store / "huge.png").write_bytes(picture(1) + bytes(3_000_000))  # media, over the limit
     (store / "fine.png").write_bytes(picture(2))
     first = sweep(data, f"file://{store}", FEDIGUARD_MAX_BODY_MB="1")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 3, first.stderr  # the one too large is left without a verdict
     assert "3 listed, 1 scanned" in first.stderr and "1 not media" in first.stderr, first.stderr
     assert "1 too large" in first.stderr and "0 errors" in first.stderr, first.stderr
     statuses = dict(db(data).execute("select key, status from sweep_objects"))
@@ -532,7 +603,9 @@ def test_daemon_outlives_a_folder_that_disappears_and_comes_back(tmp_path: Path)
         away.rename(store)
         key = f"files/01/8f/3a/ee/0e/7b/{UUIDS[31]}.png"
         (store / key).parent.mkdir(parents=True)
-        (store / key).write_bytes(picture(31))
+        written = tmp_path / "newcomer.png"  # whole before it appears: no pass sees half of it
+        written.write_bytes(picture(31))
+        written.replace(store / key)
         wait_for(lambda: newcomer_scanned.search(log_path.read_text()), proc)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ from fediguard.banks.formats import BankEntry
 from fediguard.banks.pdq import MIN_QUALITY
 from fediguard.banks.store import BankStore, StoredEntry
 from fediguard.errors import FediguardError
-from fediguard.records import RecordStore
+from fediguard.records import DecisionRecord, RecordStore
 
 REVIEWS = {"confirmed": "deny", "overturned": "allow"}
 """Review → the kind of bank the decision's hashes go into."""
@@ -39,15 +39,70 @@ class DenyConflict(FediguardError):
         super().__init__("\n".join(lines))
 
 
+class NeverScanned(FediguardError):
+    """An overturn of an ``unscanned`` decision without ``force``: its bytes were never scanned."""
+
+    def __init__(self, record: DecisionRecord) -> None:
+        self.record_id = record.id
+        why = f" ({'; '.join(record.reasons)})" if record.reasons else ""
+        super().__init__(
+            f"decision {record.id} is NOT overturned: it is unscanned{why}, so its bytes were never "
+            "scanned, and allow-listing them would let exactly these bytes pass unscanned from now on. "
+            "Nothing was changed. If a person has looked at the image and it is fine: "
+            f"fediguard allow {record.id} --force"
+        )
+
+
 def review_decision(
-    records: RecordStore, banks: BankStore, record_id: int, review: str, bank: str, note: str, by: str
+    records: RecordStore,
+    banks: BankStore,
+    record_id: int,
+    review: str,
+    bank: str,
+    note: str,
+    by: str,
+    force: bool = False,
 ) -> int:
     """Apply a review; returns how many hashes were new to the bank. Raises FediguardError, and
-    :class:`DenyConflict` (changing nothing) for an overturn that deny entries would still beat."""
+    (changing nothing) :class:`DenyConflict` for an overturn that deny entries would still beat,
+    :class:`NeverScanned` for an overturn of an unscanned decision unless ``force``."""
     kind = REVIEWS[review]
+    record, entries = _review_entries(records, record_id, review, note)
+    if kind == "allow":
+        check_overturn(banks, record, entries, force)
+    banks.ensure(bank, kind)
+    added = banks.add(bank, entries, source=f"record {record.id}", added_by=by)
+    records.set_review(record.id, review, note, by)
+    return added
+
+
+def check_overturn(
+    banks: BankStore, record: DecisionRecord, entries: Sequence[BankEntry], force: bool = False
+) -> None:
+    """Raise what refuses overturning ``record`` (whose hashes are ``entries``), changing nothing."""
+    if record.verdict == "unscanned" and not force:
+        raise NeverScanned(record)
+    blocking = banks.find("deny", [(e.kind, e.value) for e in entries])
+    if blocking:
+        raise DenyConflict(record.id, blocking)
+
+
+def overturn_refusal(records: RecordStore, banks: BankStore, record_id: int) -> FediguardError | None:
+    """What would refuse overturning decision ``record_id`` now (None: nothing), changing nothing."""
+    try:
+        record, entries = _review_entries(records, record_id, "overturned", "")
+        check_overturn(banks, record, entries)
+    except FediguardError as exc:
+        return exc
+    return None
+
+
+def _review_entries(
+    records: RecordStore, record_id: int, review: str, note: str
+) -> tuple[DecisionRecord, list[BankEntry]]:
     record = records.get(record_id)
     if record is None:
-        raise FediguardError(f"no decision record {record_id}")
+        raise FediguardError(f"no decision record {record_id} in {records.label}")
     if not record.sha256:
         raise FediguardError(f"decision {record.id} has no hash (the upload was never read whole)")
     entry_note = note or f"{review} decision {record.id}"
@@ -55,11 +110,4 @@ def review_decision(
     for item in record.pdq or []:
         if int(item.get("quality", 0)) >= MIN_QUALITY:
             entries.append(BankEntry("pdq", str(item["hash"]), entry_note))
-    if kind == "allow":
-        blocking = banks.find("deny", [(e.kind, e.value) for e in entries])
-        if blocking:
-            raise DenyConflict(record.id, blocking)
-    banks.ensure(bank, kind)
-    added = banks.add(bank, entries, source=f"record {record.id}", added_by=by)
-    records.set_review(record.id, review, note, by)
-    return added
+    return record, entries

@@ -14,6 +14,7 @@ from fediguard.banks._hex import parse_hex256
 from fediguard.banks.formats import BankEntry
 from fediguard.errors import FediguardError
 from fediguard.records.schema import bank_entries, bank_generation, banks
+from fediguard.records.store import database_label
 
 BANK_KINDS = ("deny", "allow")
 
@@ -76,7 +77,8 @@ class BankStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(banks).where(banks.c.name == name)).mappings().first()
             if row is None:
-                raise BankError(f"no bank named {name!r} (see `fediguard banks list`)")
+                where = database_label(self.engine.url.render_as_string(hide_password=False))
+                raise BankError(f"no bank named {name!r} in {where} (see `fediguard banks list`)")
             count, variants = conn.execute(
                 select(func.count(), func.count(bank_entries.c.variant_of)).where(
                     bank_entries.c.bank_id == row["id"]
@@ -94,7 +96,8 @@ class BankStore:
         except BankError:
             return self.create(name, kind)
         if bank.kind != kind:
-            raise BankError(f"bank {name!r} is a {bank.kind} bank, not {kind}")
+            article = "an" if bank.kind == "allow" else "a"
+            raise BankError(f"bank {name!r} is {article} {bank.kind} bank, not {kind}")
         return bank
 
     def list(self) -> list[Bank]:

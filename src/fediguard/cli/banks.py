@@ -18,9 +18,10 @@ from fediguard.banks.formats import (
     parse_signal_list,
 )
 from fediguard.banks.pdq import crop_variants, pdq_hash
-from fediguard.banks.review import DenyConflict, review_decision
+from fediguard.banks.review import DenyConflict, NeverScanned, review_decision
 from fediguard.banks.store import BankError, BankStore
 from fediguard.cli.common import add_command, add_config_option, settings_from
+from fediguard.cli.database import open_records
 from fediguard.config import Settings
 from fediguard.errors import FediguardError, MediaError
 from fediguard.records import RecordStore
@@ -124,13 +125,19 @@ def add_parser(sub: Any) -> None:
         p.add_argument("record_id", type=int, metavar="RECORD_ID")
         p.add_argument("--bank", default=default_bank, help=f"{kind} bank to use (default {default_bank!r})")
         p.add_argument("--note", default="", help="why (kept with the entries and the record)")
+        if name == "allow":
+            p.add_argument(
+                "--force", action="store_true",
+                help="allow an unscanned decision too (its bytes were never scanned: look first)",
+            )  # fmt: skip
         add_config_option(p)
         p.set_defaults(func=_review, review=review, bank_kind=kind)
 
 
-def _stores(args: argparse.Namespace) -> tuple[Settings, RecordStore, BankStore]:
+def _stores(args: argparse.Namespace, create: bool = False) -> tuple[Settings, RecordStore, BankStore]:
+    """Settings and the database; only commands that add to it (``create``) make a new one."""
     settings = settings_from(args)
-    records = RecordStore(settings.effective_database_url)
+    records = open_records(settings, create=create)
     return settings, records, BankStore(records.engine)
 
 
@@ -176,7 +183,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    _, records, banks = _stores(args)
+    _, records, banks = _stores(args, create=True)
     bank = banks.create(args.name, args.kind, args.description)
     records.close()
     print(f"created {bank.kind} bank {bank.name!r}")
@@ -217,7 +224,7 @@ def _remove(args: argparse.Namespace) -> int:
     missing = [f"entry {i}" for i in args.ids or () if i not in gone_ids]
     missing += [f"hash {h}" for h in args.hashes or () if h.strip().lower() not in gone_values]
     if missing:
-        print(f"not in bank {args.name!r}: {', '.join(missing)}", file=sys.stderr)
+        print(f"not in bank {args.name!r}: {', '.join(missing)} (in {records.label})", file=sys.stderr)
         return 1
     return 0
 
@@ -246,7 +253,7 @@ def file_entries(path: Path, settings: Settings, note: str, crops: bool = False)
 
 
 def _add(args: argparse.Namespace) -> int:
-    settings, records, banks = _stores(args)
+    settings, records, banks = _stores(args, create=True)
     if not args.files and not args.hash:
         raise FediguardError("give FILEs or --hash values to add")
     crops = args.crops if args.crops is not None else banks.get(args.name).kind == "deny"
@@ -268,12 +275,12 @@ def _add(args: argparse.Namespace) -> int:
     noun = "entry" if added == 1 else "entries"
     variants = sum(1 for e in entries if e.variant)
     of_which = f"; {variants} of the hashes are of cropped copies" if variants else ""
-    print(f"added {added} new {noun} to {args.name!r} ({len(entries) - added} were there already{of_which})")
+    print(f"added {added} new {noun} to {args.name!r} ({len(entries) - added} already there{of_which})")
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    _, records, banks = _stores(args)
+    _, records, banks = _stores(args, create=True)
     banks.get(args.name)  # fail before reading a large file
     fmt = args.format or ("csv" if args.file.suffix.lower() == ".csv" else "signals")
     try:
@@ -311,8 +318,11 @@ def _export(args: argparse.Namespace) -> int:
 def _review(args: argparse.Namespace) -> int:
     _, records, banks = _stores(args)
     try:
-        added = review_decision(records, banks, args.record_id, args.review, args.bank, args.note, _who())
-    except DenyConflict as exc:
+        added = review_decision(
+            records, banks, args.record_id, args.review, args.bank, args.note, _who(),
+            force=getattr(args, "force", False),
+        )  # fmt: skip
+    except (DenyConflict, NeverScanned) as exc:
         print(f"fediguard: {exc}", file=sys.stderr)
         return 1
     except BankError as exc:

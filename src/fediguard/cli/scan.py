@@ -6,18 +6,24 @@ import argparse
 import asyncio
 import json
 import mimetypes
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fediguard.cli.common import add_config_option, settings_from
+from fediguard.cli.database import open_records
 from fediguard.config import Settings
-from fediguard.records import RecordStore
+from fediguard.media.sniff import sniff
+from fediguard.records.store import RecordStore, sqlite_file
 from fediguard.scanning.service import DecisionOutcome, ScanService
 from fediguard.verdicts import Verdict
 
 HELP = """\
-Scan local files with the same detectors and policy as the gateway, and record each decision.
+Scan local files with the same pipeline as the gateway (hash banks, detectors, policy), and record
+each decision; --no-record writes nothing (the banks are still matched). A FOLDER is scanned file by
+file, with every media file under it (files that are not media are skipped and counted).
 One line per file (or one JSON object per line with --json).
 Exit status: 0 every file passed, 1 at least one was rejected, 2 an error or an undecided file.
 """
@@ -30,7 +36,7 @@ def add_parser(sub: Any) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE|FOLDER")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--explain", action="store_true", help="show every detector's scores for every frame")
     p.add_argument("--deadline", type=float, default=120.0, help="seconds allowed per file (default 120)")
@@ -46,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _scan_all(settings: Settings, args: argparse.Namespace) -> int:
-    store = None if args.no_record else await asyncio.to_thread(RecordStore, settings.effective_database_url)
-    service = ScanService(settings, store)
+    store = await asyncio.to_thread(_records, settings, args.no_record)
+    service = ScanService(settings, store, record=not args.no_record)
     await service.start()
     worst = 0
     try:
-        for path in args.files:
+        for path in _files(args.files):
             code = await _scan_one(service, settings, path, args)
             worst = max(worst, code) if worst != 2 else 2
     finally:
@@ -59,6 +65,44 @@ async def _scan_all(settings: Settings, args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     return worst
+
+
+def _records(settings: Settings, no_record: bool) -> RecordStore | None:
+    """The records database: written to, or with --no-record only read (its banks, the verdict
+    cache). Without a database there are no banks either, and --no-record creates none."""
+    path = sqlite_file(settings.effective_database_url)
+    if no_record and path is not None and not path.exists():
+        return None
+    return open_records(settings, create=True)
+
+
+def _files(paths: list[Path]) -> Iterator[Path]:
+    """The files named, and the media files under the folders named (symlinks not followed)."""
+    for path in paths:
+        if not path.is_dir():
+            yield path
+            continue
+        skipped = 0
+        for root, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
+                found = Path(root, name)
+                if found.is_symlink() or not found.is_file():
+                    continue
+                if _is_media(found):
+                    yield found
+                else:
+                    skipped += 1
+        if skipped:
+            print(f"{path}: {skipped} file(s) that are not media skipped", file=sys.stderr)
+
+
+def _is_media(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return sniff(fh.read(4096)) is not None
+    except OSError:
+        return True  # scanned, so that the error is reported
 
 
 async def _scan_one(service: ScanService, settings: Settings, path: Path, args: argparse.Namespace) -> int:

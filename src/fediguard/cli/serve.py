@@ -16,6 +16,12 @@ Run the validation gateway that pict-rs calls for every upload and every federat
 Answers 200 (pass), 406 (reject); when no verdict can be reached in time the fail policy answers:
 200 with verdict "unscanned" (FEDIGUARD_FAIL_POLICY=open) or 503 (closed, the default).
 Health: GET /healthz, readiness: GET /readyz, Prometheus: GET /metrics.
+When the records database cannot be written, decisions wait in DATA_DIR/spool and are written when it
+is back (answers then say "id": null, "spooled": true; /readyz answers 503 meanwhile). It refuses to
+start on a database or data_dir it cannot write.
+
+The moderators' review desk is served beside it on desk_host:desk_port (127.0.0.1:14052; desk=false
+turns it off); accounts come from `fediguard admin add NAME --role admin`.
 """
 
 
@@ -38,13 +44,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fediguard.desk.server import serve_all
     from fediguard.detectors.registry import check_detectors
-    from fediguard.gateway.server import serve
 
     overrides: dict[str, Any] = {"host": args.host, "port": args.port}
     if args.no_local_scanner:
         overrides["local_scanner"] = False
     settings = settings_from(args, **overrides)
     check_detectors(settings)
-    serve(settings)
+    serve_all(settings)
     return 0

@@ -4,32 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from fediguard.cli.common import add_config_option, settings_from
+from fediguard.cli.common import add_config_option, parse_duration, settings_from
+from fediguard.cli.database import open_records
 from fediguard.config import Settings
 from fediguard.errors import ConfigError, FediguardError
 from fediguard.logs import shown
 from fediguard.records import RecordStore
+from fediguard.records.store import sqlite_file
 from fediguard.storage import LAYOUTS, Source, get_layout, open_source
-from fediguard.sweeper.actions import ACTIONS, restore
+from fediguard.sweeper.actions import ACTIONS, in_quarantine, restore
 from fediguard.sweeper.daemon import Schedule, run_passes
 from fediguard.sweeper.judges import GatewayJudge, Judge, LocalJudge
+from fediguard.sweeper.progress import EXIT_STATUSES
 from fediguard.sweeper.run import SweepOptions
-from fediguard.sweeper.state import QUARANTINE_OPTIONS, SweepState
+from fediguard.sweeper.state import QUARANTINE_OPTIONS, ObjectRecord, SweepState
 
-HELP = """\
+HELP = (
+    """\
 Scan media already stored, with the same pipeline and policy as uploads, and act on what is rejected.
 
 SOURCE is one of:
-  file:///srv/pict-rs/files          a local folder (symlinks are never followed)
+  file:///srv/pict-rs/files          a local folder (symlinks are never followed); a plain path too
   s3://bucket/prefix                 S3-compatible storage; credentials from the usual AWS variables
                                      or profile, --endpoint-url for B2, Wasabi, MinIO, Garage, R2…
   ssh://user@host[:port]/path        a remote server over SFTP, with a key (--ssh-key)
@@ -50,18 +54,10 @@ than --interval, for as long as the daemon runs; without --daemon, the sweep sto
 
   fediguard sweep file:///srv/pict-rs/files --layout pictrs --action quarantine --quarantine /srv/quarantine
   fediguard sweep s3://media/ --endpoint-url https://s3.example.org --layout mastodon --since 1d --daemon
+
 """
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """'30s', '20m', '2h', '1d' or plain seconds → seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 20m, 2h, 1d)")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    + EXIT_STATUSES
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -103,7 +99,10 @@ def add_parser(sub: Any) -> None:
     r: argparse.ArgumentParser = sub.add_parser(
         "restore", help="put a quarantined object back",
         description="Move a quarantined object back to where it was swept from, and overturn its "
-        "decision (its hashes join the allow bank, so it is not flagged again).",
+        "decision (its hashes join the allow bank, so it is not flagged again). When the overturn "
+        "would be refused (a deny entry holds the object's own hash), nothing moves and the message "
+        "says what to run; run again after a restore, it finishes an allow-listing that failed. "
+        "Exit status: 0 done, 1 refused (nothing moved) or restored but not allow-listed, 2 an error.",
     )  # fmt: skip
     r.add_argument("object_id", type=int, metavar="ID", help="the object ID the sweep logged")
     r.add_argument("--no-allow", action="store_true", help="only move it back; do not allow-list it")
@@ -150,19 +149,46 @@ def source_options(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def source_url(source: str) -> str:
+    """SOURCE as a URL: a plain path (no ``scheme://``) is a local folder, ``file://`` + its
+    absolute path."""
+    if "://" in source:
+        return source
+    return Path(source).absolute().as_uri()
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    if args.action == "quarantine" and not args.quarantine and not args.dry_run:
-        raise ConfigError("--action quarantine needs --quarantine LOCATION")
+    args.source = source_url(args.source)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     return asyncio.run(_sweep(settings, args))
 
 
+def _check_quarantine(settings: Settings, args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """--action quarantine needs a location: given, or remembered from an earlier sweep of the source."""
+    if args.action != "quarantine" or args.dry_run or any(n in options for n in QUARANTINE_OPTIONS):
+        return
+    path = sqlite_file(settings.effective_database_url)
+    remembered: dict[str, Any] = {}
+    if path is None or path.exists():
+        records = RecordStore(settings.effective_database_url)
+        try:
+            remembered = SweepState(records.engine).remembered(args.source, options)
+        finally:
+            records.close()
+    if not any(n in remembered for n in QUARANTINE_OPTIONS):
+        raise ConfigError(
+            f"--action quarantine needs --quarantine LOCATION: no earlier sweep of {args.source} "
+            "gave one to remember"
+        )
+
+
 async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     options = source_options(args.source, args)
     source = open_source(args.source, **options)
-    records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
+    await asyncio.to_thread(_check_quarantine, settings, args, options)
+    records = await asyncio.to_thread(open_records, settings, create=True)
     state = SweepState(records.engine)
     # A dry run changes nothing, not even the quarantine location remembered for the source.
     source_id, remembered = await asyncio.to_thread(
@@ -197,7 +223,7 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         ended = await run_passes(source, source_id, state, judge, sweep_options, schedule, stop)
         if ended.interrupted:
             return 130
-        return 1 if ended.stats is not None and ended.stats.flagged else 0
+        return ended.stats.exit_status() if ended.stats is not None else 0
     finally:
         if service is not None:
             await service.stop()
@@ -213,13 +239,31 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 async def _restore(settings: Settings, args: argparse.Namespace) -> int:
-    records = await asyncio.to_thread(RecordStore, settings.effective_database_url)
+    records = await asyncio.to_thread(open_records, settings, create=False)
     state = SweepState(records.engine)
     source: Source | None = None
     try:
         record = await asyncio.to_thread(state.get, args.object_id)
         if record is None:
-            raise FediguardError(f"no swept object {args.object_id}")
+            raise FediguardError(f"no swept object {args.object_id} in {records.label}")
+        allow = not args.no_allow and record.decision_id is not None
+        if record.action == "restore" and record.action_state == "done":
+            print(f"object {record.id} ({shown(record.key)}) was restored already; nothing moved")
+            return await _overturn(records, record, args.bank) if allow else 0
+        if allow and in_quarantine(record):
+            # Refused before anything moves: the object stays in quarantine, and the same command
+            # works once what refuses it is gone.
+            refusal = await asyncio.to_thread(_refusal, records, record)
+            if refusal is not None:
+                print(
+                    f"object {record.id} ({shown(record.key)}) is NOT restored; it stays in quarantine "
+                    f"as '{shown(record.quarantine_key or '')}', because its decision cannot be "
+                    f"overturned:\n{refusal}\nOr put it back without allow-listing it: "
+                    f"fediguard restore {record.id} --no-allow (a later sweep with --action quarantine "
+                    "or delete then acts on it again)",
+                    file=sys.stderr,
+                )
+                return 1
         url, options = await asyncio.to_thread(state.source, record.source_id)
         given = {k: v for k, v in source_options(url, args).items() if v}
         if any(name in given for name in QUARANTINE_OPTIONS):  # replaces the remembered location
@@ -235,28 +279,53 @@ async def _restore(settings: Settings, args: argparse.Namespace) -> int:
                 f"as '{shown(done.quarantine_key or '')}' and can be restored again"
             )
         print(f"restored {shown(done.key)} from quarantine ({shown(done.quarantine_key or '')})")
-        if args.no_allow or done.decision_id is None:
-            return 0
-        return await _overturn(records, done.decision_id, done.id, args.bank)
+        if allow:
+            return await _overturn(records, done, args.bank)
+        if done.decision_id is not None:
+            print(
+                f"not allow-listed (--no-allow): while decision {done.decision_id} stands, a sweep with "
+                f"--action quarantine or delete acts on it again; `fediguard allow {done.decision_id}` "
+                "allow-lists it"
+            )
+        return 0
     finally:
         if source is not None:
             await source.close()
         records.close()
 
 
-async def _overturn(records: RecordStore, decision_id: int, object_id: int, bank: str) -> int:
-    """Allow-list a restored object's decision; the object stays restored when that is refused."""
+def _refusal(records: RecordStore, record: ObjectRecord) -> FediguardError | None:
+    from fediguard.banks.review import overturn_refusal
+    from fediguard.banks.store import BankStore
+
+    assert record.decision_id is not None
+    return overturn_refusal(records, BankStore(records.engine), record.decision_id)
+
+
+async def _overturn(records: RecordStore, record: ObjectRecord, bank: str) -> int:
+    """Allow-list a restored object's decision (once); the object stays restored when that is
+    refused, and the same restore command finishes the allow-listing later."""
     from fediguard.banks.review import review_decision
     from fediguard.banks.store import BankStore
 
+    assert record.decision_id is not None
+    decision = await asyncio.to_thread(records.get, record.decision_id)
+    if decision is not None and decision.review == "overturned":
+        print(f"decision {record.decision_id} is overturned already (allow-listed)")
+        return 0
     by = f"restore:{time.strftime('%Y-%m-%d')}"
-    note = f"restored swept object {object_id}"
+    note = f"restored swept object {record.id}"
     try:
         added = await asyncio.to_thread(
-            review_decision, records, BankStore(records.engine), decision_id, "overturned", bank, note, by
-        )
+            review_decision, records, BankStore(records.engine), record.decision_id, "overturned", bank,
+            note, by,
+        )  # fmt: skip
     except FediguardError as exc:
-        print(f"restored, but not allow-listed:\n{exc}", file=sys.stderr)
+        print(
+            f"restored, but not allow-listed:\n{exc}\n(`fediguard restore {record.id}` allow-lists "
+            "it once that is done)",
+            file=sys.stderr,
+        )
         return 1
-    print(f"decision {decision_id} overturned: {added} hash(es) added to allow bank {bank!r}")
+    print(f"decision {record.decision_id} overturned: {added} hash(es) added to allow bank {bank!r}")
     return 0

@@ -52,7 +52,7 @@ import onnxruntime as ort
 from fediguard.detectors.age_model import PathAgeModel, ShippedAgeModel, load_shipped_age_model
 from fediguard.detectors.base import DetectorResult, Finding, FrameScores, Subject
 from fediguard.detectors.base import Face as FaceFinding
-from fediguard.detectors.evidence import face_sharpness
+from fediguard.detectors.imagestats import face_sharpness
 from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 

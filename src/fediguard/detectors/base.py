@@ -57,7 +57,7 @@ class Face:
     """A face in one frame. ``age``/``age_sd`` (years) are None when the face could not be aged
     (too small, say): it never makes a frame ``csam_suspect``, though beside explicit content it
     makes it ``review``. ``sharpness`` is the face's contrast-normalised variance of the Laplacian
-    (:func:`fediguard.detectors.evidence.face_sharpness`; None: not measured); ``finders`` how many
+    (:func:`fediguard.detectors.imagestats.face_sharpness`; None: not measured); ``finders`` how many
     independent face finders agree on this box (other detectors' overlapping faces add to it)."""
 
     frame: int

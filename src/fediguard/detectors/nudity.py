@@ -34,7 +34,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from fediguard.detectors.base import DetectorResult, Explicit, Face, Finding, FrameScores, Subject
-from fediguard.detectors.evidence import MIN_TEXTURE, texture
+from fediguard.detectors.imagestats import MIN_TEXTURE, texture
 from fediguard.detectors.onnx import (
     check_rgb_frame,
     cpu_session,
@@ -248,7 +248,7 @@ rocket, chelsea or drawings)."""
 
 def frame_findings(index: int, image: npt.NDArray[np.uint8], found: list[Detection]) -> list[Finding]:
     """The policy's view of one frame's boxes: explicit ones, each marked ``flat`` when its region has
-    no photographic texture (:data:`~fediguard.detectors.evidence.MIN_TEXTURE`) and no other body
+    no photographic texture (:data:`~fediguard.detectors.imagestats.MIN_TEXTURE`) and no other body
     class was found in the frame; and the faces NudeNet saw."""
     body = {d.label for d in found if d.label not in FACE_LABELS}
     findings: list[Finding] = []

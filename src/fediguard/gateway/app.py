@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,7 +16,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fediguard.config import Settings, match_credential
-from fediguard.gateway.auth import AuthError, address_allowed, authenticate_client
+from fediguard.errors import RecordError
+from fediguard.gateway.auth import AuthError, address_allowed, admitting, authenticate_client
 from fediguard.gateway.body import (
     BODY_TIMEOUT,
     CLIENT_DISCONNECT,
@@ -62,7 +64,25 @@ def decision_body(outcome: DecisionOutcome) -> dict[str, Any]:
         "policy": d.fail_policy.value if d.fail_policy else None,
         "fail_reason": d.fail_reason.value if d.fail_reason else None,
         "sha256": outcome.sha256 or None,
+        "spooled": outcome.spooled,
     }
+
+
+def open_records(settings: Settings) -> RecordStore:
+    """The gateway's records store, with its short busy timeout, checked to take writes: raises
+    RecordError naming ``database_url`` / ``data_dir`` when it cannot (blocking)."""
+    store = RecordStore(settings.effective_database_url, busy_timeout_s=settings.db_busy_timeout_s)
+    try:
+        store.check_writable()
+    except RecordError:
+        store.close()
+        raise
+    return store
+
+
+def spool_dir(settings: Settings) -> Path:
+    """Where decisions wait when the database cannot take them."""
+    return settings.data_dir / "spool"
 
 
 class Gateway:
@@ -82,13 +102,21 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         if self.service.store is None:
-            self.service.store = await asyncio.to_thread(RecordStore, self.settings.effective_database_url)
-        await self.service.start()
+            self.service.store = await asyncio.to_thread(open_records, self.settings)
+        else:
+            await asyncio.to_thread(self.service.store.check_writable)
+        await self.service.start(spool_dir=spool_dir(self.settings))
+        if self.settings.legacy_lease_s is not None:
+            log.warning(
+                "legacy_lease_s (FEDIGUARD_LEGACY_LEASE_S) is no longer used: a fedi-safety worker now "
+                "holds a job until the upload's deadline minus legacy_lease_margin_s; remove it"
+            )
         log.info(
-            "gateway ready: fail policy %s, deadline %g s, max body %g MB",
+            "gateway ready: fail policy %s, deadline %g s, max body %g MB, records in %s",
             self.settings.fail_policy.value,
             self.settings.deadline_s,
             self.settings.max_body_mb,
+            self.service.store.label,
         )
         try:
             yield
@@ -105,7 +133,8 @@ class Gateway:
             )
         except AuthError as exc:
             self.metrics.auth_failures.labels(exc.kind).inc()
-            log.warning("refused scan request from %s: %s", peer, exc)
+            hint = admitting(peer) if exc.kind == "address" else "the token is not in client_tokens"
+            log.warning("refused scan request from %s: %s; %s", peer, exc, hint)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         try:
             upload = await read_upload(request, self.body_limits)
@@ -139,6 +168,7 @@ class Gateway:
             "queue_depth": self.service.queue.depth,
             "queued_work_s": round(self.service.queue.wait_estimate(), 3),
             "detectors": self.service.detector_fingerprint,
+            "records": self.service.records_problem or "ok",
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -148,6 +178,7 @@ class Gateway:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         by_token = scheme.lower() == "bearer" and match_credential(presented, self.settings.client_tokens)
         if not by_token and not address_allowed(peer, self.settings.allowed_cidrs):
+            log.warning("refused a workers listing from %s: %s", peer, admitting(peer))
             return JSONResponse({"error": "listing workers needs a client token or an allowed address"}, 403)
         now = time.time()
         rows = [
@@ -155,7 +186,8 @@ class Gateway:
                 "name": s.name,
                 "kind": "remote" if s.remote else "local",
                 "detectors": s.detectors,
-                "last_seen_s_ago": round(now - s.last_seen, 1),
+                # One waiting for a job (an idle slot, a long-polling worker) is in touch right now.
+                "last_seen_s_ago": 0.0 if s.waiting > 0 else round(now - s.last_seen, 1),
                 "waiting": s.waiting,
                 "busy": s.busy,
                 "completed": s.completed,

@@ -7,7 +7,10 @@ import socket
 import uvicorn
 
 from fediguard.config import Settings
-from fediguard.gateway.app import Gateway, create_app
+from fediguard.errors import FediguardError
+from fediguard.gateway.app import Gateway, create_app, open_records, spool_dir
+from fediguard.metrics import Metrics
+from fediguard.records.spool import Spool
 from fediguard.scanning.service import ScanService
 
 
@@ -40,6 +43,9 @@ def make_server(settings: Settings, service: ScanService | None = None) -> uvico
         # In-flight uploads finish (or get their fail-policy answer) before the process exits.
         timeout_graceful_shutdown=int(settings.deadline_s) + 2,
         lifespan="on",
+        # pict-rs keeps pooled connections ~90 s and does not retry an upload on one the server has
+        # just closed: idle connections outlive its pool (uvicorn's own default is 5 s).
+        timeout_keep_alive=settings.keep_alive_s,
         # HTTPS without a reverse proxy, e.g. for workers that connect over the internet.
         ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
         ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
@@ -48,6 +54,12 @@ def make_server(settings: Settings, service: ScanService | None = None) -> uvico
 
 
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    server = make_server(settings)
+    """Serve until SIGINT/SIGTERM. Refuses to start (RecordError, naming the setting) on a records
+    database or spool folder it cannot write: no decision may be lost."""
+    Spool(spool_dir(settings)).probe()
+    store = open_records(settings)
+    service = ScanService(settings, store, Metrics())
+    server = make_server(settings, service)
     server.run(sockets=[sock] if sock else None)
+    if not server.started:
+        raise FediguardError("the gateway did not start; the log above says why")

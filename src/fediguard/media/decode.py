@@ -64,10 +64,23 @@ def decode(
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own guard (the warning only arrives as an exception under -W error).
-        raise MediaError(f"{label} is over the pixel limit ({_clean(exc)})") from exc
+        # Pillow's own guard (the warning only arrives as an exception under -W error), which
+        # refuses what is far over its own bound before our header check runs: say it in our terms.
+        raise MediaError(_over_pixel_limit(label, exc, limits)) from exc
     except Exception as exc:  # every library failure means the same thing here: undecodable
         raise MediaError(_describe_failure(label, exc)) from exc
+
+
+def _over_pixel_limit(label: str, exc: BaseException, limits: MediaLimits) -> str:
+    found = _PILLOW_PIXELS.search(str(exc))
+    size = f" is {int(found.group(1)) / 1_000_000:.4g} MP," if found else " is"
+    if found and int(found.group(1)) <= limits.max_pixels:  # max_pixels set above Pillow's bound
+        return f"{label}{size} over Pillow's own bound of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels"
+    return f"{label}{size} over the pixel limit of {limits.max_pixels / 1_000_000:.4g} MP (max_pixels)"
+
+
+_PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
+"""How Pillow's DecompressionBombError quotes the image's size."""
 
 
 def _describe_failure(label: str, exc: BaseException) -> str:

@@ -122,3 +122,63 @@ sweep_objects = Table(
     UniqueConstraint("source_id", "key", name="uq_sweep_objects_key"),
     Index("ix_sweep_objects_action_state", "action_state"),
 )
+
+spool_marks = Table(
+    "spool_marks",
+    metadata,
+    # How far each spool segment (records/spool.py; one generation per segment file) has been written
+    # to the database: raised in the same transaction as the decisions it covers, so a segment is
+    # applied exactly once whatever crashes between that commit and the segment's removal.
+    Column("generation", String(100), primary_key=True),
+    Column("applied_seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# --- the moderators' review desk (fediguard.desk) -----------------------------------------------
+
+decision_flags = Table(
+    "decision_flags",
+    metadata,
+    # The review queue's index: one row per label of a decision (but ``allowlisted``) and for the
+    # verdict ``unscanned``, plus one row ``*`` for any of them; written with the decision. Its key
+    # (flag, decision_id) gives the queue its newest flagged decisions without reading the passes.
+    Column("flag", String(32), primary_key=True),
+    Column("decision_id", BigInteger, primary_key=True, autoincrement=False),
+)
+
+desk_accounts = Table(
+    "desk_accounts",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # admin | reviewer
+    Column("password_hash", String(200), nullable=False),  # Argon2id, PHC string
+    Column("blur", Integer, nullable=False, default=16),  # the thumbnails' blur radius, per reviewer
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+desk_audit = Table(
+    "desk_audit",
+    metadata,
+    # Every account change, review action and reveal: who, what, when (and why, when a reason is asked).
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(100), nullable=False),  # account name, or "cli:<user>", or "system"
+    Column("action", String(32), nullable=False),
+    Column("decision_id", BigInteger, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_desk_audit_at", "at"),
+)
+
+desk_items = Table(
+    "desk_items",
+    metadata,
+    # A decision's state on the desk: who holds it (until when), and its report to a hotline.
+    Column("decision_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("claimed_by", String(100), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("report_ref", String(200), nullable=True),
+    Column("reported_by", String(100), nullable=True),
+    Column("reported_at", DateTime(timezone=True), nullable=True),
+)

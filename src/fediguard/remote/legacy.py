@@ -3,7 +3,10 @@
 Their protocol: ``GET /api/v1/pop`` with an ``apikey`` header (the same ``worker_keys``) answers 200
 with the file as an attachment, or 204; ``POST /api/v1/pop`` takes ``{"image", "is_csam",
 "is_nsfw"}``. Such a worker decides by itself, so its answer is a
-:class:`~fediguard.detectors.base.Report`, recorded but never reused as a cached verdict.
+:class:`~fediguard.detectors.base.Report`, recorded but never reused as a cached verdict. It cannot
+renew a lease, so it holds a job until the upload's deadline minus ``legacy_lease_margin_s``; it
+opens files with Pillow, so it gets only what the gateway decoded first: an upload as it came, or
+frames rendered from it (:mod:`fediguard.scanning.stills`).
 """
 
 from __future__ import annotations
@@ -25,17 +28,6 @@ LEGACY_DETECTOR = "fedi-safety"
 LEGACY_WAIT_S = 1.0
 """fedi-safety workers poll in a loop with a 2 s client timeout: answer well within it, so a job is
 never handed to a poll its worker has already given up on."""
-LEGACY_STILL_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/x-icon"}
-)
-"""What fedi-safety workers are given, by the type sniffed from the bytes (a declared type is never
-trusted: an MP4 declared ``image/png`` must not reach them): they open files with Pillow, which reads
-no video, and they answer nothing for a file they cannot open, so any other type would wait out their
-lease."""
-
-
-def _still_image(sniffed_type: str | None) -> bool:
-    return sniffed_type in LEGACY_STILL_TYPES
 
 
 class LegacyRoutes(RouteSet):
@@ -50,13 +42,18 @@ class LegacyRoutes(RouteSet):
         queue = self.backend.queue
         if queue.remote_closed or queue.closed:
             return error(503, "the gateway is shutting down")
-        queue.scanners.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, takes=_still_image)
-        # No renewal in that protocol: one lease of legacy_lease_s, then the job goes elsewhere.
-        lease_s = min(self.settings.legacy_lease_s, self.settings.deadline_s)
-        lease = await lease_unless_disconnected(
-            request,
-            queue.lease(worker.name, timeout=LEGACY_WAIT_S, lease_s=lease_s, protocol=LeaseProtocol.LEGACY),
+        # It opens stills with Pillow: it gets only what the gateway decoded first (an upload Pillow
+        # opens as it is, or frames rendered from one it cannot), by the type sniffed from the bytes.
+        queue.scanners.register(worker.name, remote=True, detectors=LEGACY_DETECTOR, stills_only=True)
+        # That protocol cannot renew a lease, and a worker's model may take seconds (CPU torch, a
+        # cold GPU): it holds the job for as long as the upload can still be answered.
+        leasing = queue.lease(
+            worker.name,
+            timeout=LEGACY_WAIT_S,
+            protocol=LeaseProtocol.LEGACY,
+            deadline_margin_s=self.settings.legacy_lease_margin_s,
         )
+        lease = await lease_unless_disconnected(request, leasing)
         if lease is None:
             return Response(status_code=204)
         ext = mimetypes.guess_extension(lease.job.detected_type or "") or ".bin"

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fediguard.config import Credential, Settings, match_credential
+from fediguard.errors import RecordError
 from fediguard.metrics import Metrics
 from fediguard.remote import protocol
 from fediguard.remote.checks import problem_with, sane_timings
@@ -81,7 +82,10 @@ def job_response(backend: ScanBackend, lease: Lease, extra: dict[str, str] | Non
     """The job's bytes, typed as the gateway sniffed them (the caller's declared type is not passed on)."""
     job = lease.job
     banks = backend.banks is not None and backend.banks.has_pdq()
-    headers = protocol.job_headers(lease.id, backend.queue.lease_s, job.sha256, job.detected_type, banks)
+    lease_s = backend.queue.lease_s
+    if lease.to_deadline:
+        lease_s = max(0.0, lease.expires - asyncio.get_running_loop().time())
+    headers = protocol.job_headers(lease.id, lease_s, job.sha256, job.detected_type, banks)
     headers.update(extra or {})
     return Response(job.data, media_type=job.detected_type or "application/octet-stream", headers=headers)
 
@@ -176,7 +180,11 @@ class WorkerRoutes(RouteSet):
         except ValueError as exc:
             return error(422, f"expected {{'pdq': [{{'frame', 'hash', 'quality'}}, …]}}: {exc}")
         gate = self.backend.banks
-        found = await asyncio.to_thread(gate.check, hashes) if gate is not None else None
+        try:
+            found = await asyncio.to_thread(gate.check, hashes) if gate is not None else None
+        except RecordError as exc:  # the worker runs its models; the result meets the banks again
+            log.warning("could not match worker %s's hashes against the banks: %s", worker.name, exc)
+            return error(503, "the banks cannot be read right now")
         return JSONResponse(protocol.encode_bank_answer(found))
 
     async def result(self, request: Request) -> Response:

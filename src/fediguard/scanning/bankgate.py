@@ -16,15 +16,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from fediguard.banks.matcher import DETECTOR as BANKS_DETECTOR
 from fediguard.banks.matcher import BankMatcher
 from fediguard.banks.pdq import FrameHash, frame_hashes
 from fediguard.banks.store import BankStore
 from fediguard.detectors.base import DetectorResult, ListMatch
-from fediguard.errors import MediaError
+from fediguard.errors import MediaError, RecordError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.media.sandbox import Decoder
 from fediguard.records import RecordStore
+from fediguard.records.store import describe_error
 from fediguard.scanning.job import ScanOutcome
 from fediguard.verdicts import FailReason
 
@@ -83,8 +86,14 @@ class BankGate:
         return self.matcher.has_pdq("allow") or self.matcher.has_pdq("deny")
 
     def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
-        """The banks' result for frames' hashes, or None (blocking: call in a thread)."""
-        return self.matcher.check(hashes)
+        """The banks' result for frames' hashes, or None (blocking: call in a thread). Raises
+        RecordError when the database that describes the matched entries fails."""
+        try:
+            return self.matcher.check(hashes)
+        except SQLAlchemyError as exc:
+            raise RecordError(
+                f"{self.records.where} failed while matching the banks: {describe_error(exc)}"
+            ) from exc
 
     async def triage(self, data: bytes, media_type: str | None, sha256: str) -> ScanOutcome | None:
         """The outcome of an exact SHA-256 bank match, which needs no scanner; None without one."""

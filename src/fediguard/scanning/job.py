@@ -46,6 +46,15 @@ class ScanJob:
     future: asyncio.Future[ScanOutcome]
     detected_type: str | None = None
     """As sniffed from the bytes by the gateway: what decides which scanners may take the job."""
+    decoded: bool = False
+    """The gateway decoded the upload before queuing it: only then may a scanner that opens nothing
+    else (a fedi-safety worker) take it (:mod:`fediguard.scanning.stills`)."""
+    frame: int | None = None
+    """Set when the job is not the upload but one of its frames the gateway rendered as a still
+    (that frame's index): only scanners that open stills only take it."""
+    pdq: list[FrameHash] | None = field(default=None, repr=False)
+    """The frames' hashes the gateway made when it decoded the upload first (so a remote result
+    needs no second decode to be rechecked against the banks)."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     attempts: int = 0
     enqueued_at: float = 0.0

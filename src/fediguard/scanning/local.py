@@ -54,6 +54,8 @@ class LocalScanner:
         self.stuck = 0  # slots written off so far
         self._still_stuck = 0  # of those, the ones whose call has not returned yet
         self.started = False
+        self.fingerprint = ""
+        """The detectors (names and versions) the slots run, as `fediguard workers` lists them."""
 
     @property
     def ready(self) -> bool:
@@ -66,6 +68,7 @@ class LocalScanner:
         Returns the detector fingerprint (names and versions) the slots run."""
         slots = [self._new_slot() for _ in range(self.slot_count)]
         prints = await asyncio.gather(*(slot.call(_warm_up) for slot in slots))
+        self.fingerprint = str(prints[0])
         for slot in slots:
             self._begin(slot)
         self.started = True
@@ -79,7 +82,7 @@ class LocalScanner:
 
     def _begin(self, slot: ScannerThread) -> None:
         self._slots.append(slot)
-        self.queue.scanners.register(slot.name, remote=False)
+        self.queue.scanners.register(slot.name, remote=False, detectors=self.fingerprint)
         task = asyncio.create_task(self._serve(slot), name=slot.name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -22,7 +22,7 @@ from fediguard.banks.pdq import FrameHash, frame_hashes
 from fediguard.config import Settings
 from fediguard.detectors.base import Detector, DetectorResult, Explicit, Subject
 from fediguard.detectors.registry import build_detectors, fingerprint
-from fediguard.errors import MediaError
+from fediguard.errors import MediaError, RecordError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.media.frames import DecodedMedia
 from fediguard.media.sandbox import Decoder, SandboxLimits
@@ -151,6 +151,10 @@ class Pipeline:
         except _DetectorFailed as exc:
             return ScanOutcome(
                 timings=timings, error=FailReason.SCANNER_ERROR, error_detail=str(exc), scanner=self.scanner
+            )
+        except RecordError as exc:  # the banks' database failed (in-process bank check)
+            return ScanOutcome(
+                timings=timings, error=FailReason.RECORD_ERROR, error_detail=str(exc), scanner=self.scanner
             )
         detected = subject.media.media_type if "media" in subject.__dict__ else None
         return ScanOutcome(

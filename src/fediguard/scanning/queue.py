@@ -6,17 +6,21 @@ expires; a lease that expires without a result puts the job back at the head of 
 another scanner, so a scanner that dies loses no job. Results for an unknown or expired lease are
 refused. Everything runs on one event loop, so no locks are needed.
 
-A scanner may take only some media types (fedi-safety workers open stills only), as sniffed from
-the bytes, never as declared: jobs go to the first waiting scanner that takes them (who is alive
-and what each takes is the :class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an
-upload no live scanner takes gets the fail policy at once. The queue also estimates how long a new
-job would wait (jobs ahead, scanners alive, the recent time per job), so an upload that cannot be
-scanned before its deadline is answered at once.
+A scanner may take only some jobs (fedi-safety workers open only stills the gateway decoded first,
+:mod:`~fediguard.scanning.stills`), by the type sniffed from the bytes, never as declared: jobs go
+to the first waiting scanner that takes them (who is alive and what each takes is the
+:class:`~fediguard.scanning.scanners.ScannerRegistry`'s to know), and an upload no live scanner
+takes gets the fail policy at once. A scanner whose protocol cannot renew a lease (fedi-safety's)
+holds a job until its deadline minus a margin instead; when that runs out the job gets no verdict
+rather than going to another scanner too late. Every lease that runs out is logged with its holder.
+The queue also estimates how long a new job would wait (jobs ahead, scanners alive, the recent time
+per job), so an upload that cannot be scanned before its deadline is answered at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +29,8 @@ from enum import StrEnum
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.scanners import REMOTE_STALE_S, ScannerRegistry, ScannerState
 from fediguard.verdicts import FailReason
+
+log = logging.getLogger(__name__)
 
 ESTIMATE_AFTER = 8
 """Completed jobs needed before the time per job is trusted for :meth:`JobQueue.wait_estimate`."""
@@ -43,6 +49,14 @@ class LeaseProtocol(StrEnum):
     LEGACY = "legacy"
 
 
+_KIND = {
+    LeaseProtocol.LOCAL: "in-process",
+    LeaseProtocol.NATIVE: "remote",
+    LeaseProtocol.LEGACY: "fedi-safety",
+}
+"""How a lease's holder is named in logs and reasons, by the protocol it was handed out through."""
+
+
 @dataclass
 class Lease:
     id: str
@@ -51,6 +65,9 @@ class Lease:
     expires: float
     started: float = 0.0
     protocol: LeaseProtocol = LeaseProtocol.LOCAL
+    to_deadline: bool = False
+    """Held until the job's deadline minus a margin (a protocol that cannot renew a lease): when it
+    runs out nobody else could scan the job in time, so the job gets no verdict instead of going back."""
     ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     """Set when the lease ends, however (a result, expiry, withdrawal, abandonment, shutdown)."""
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -63,7 +80,7 @@ class JobQueue:
         self.scanners = ScannerRegistry(remote_stale_s)
         self._pending: deque[ScanJob] = deque()
         # A waiter's result is its lease, or None when the queue closes under it.
-        self._waiters: deque[tuple[asyncio.Future[Lease | None], str, float, LeaseProtocol]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._leases: dict[str, Lease] = {}
         self.requeued = 0
         self.orphaned = 0
@@ -118,11 +135,14 @@ class JobQueue:
         timeout: float | None = None,
         lease_s: float | None = None,
         protocol: LeaseProtocol = LeaseProtocol.LOCAL,
+        deadline_margin_s: float | None = None,
     ) -> Lease | None:
         """Wait up to ``timeout`` seconds for a job; None when none came (or the queue closed).
 
         The job is leased for ``lease_s`` seconds (default: the queue's), renewable with :meth:`extend`
-        through the same ``protocol``."""
+        through the same ``protocol``; with ``deadline_margin_s``, for as long as its upload can
+        still be answered instead: until the job's deadline minus that margin (a scanner that cannot
+        renew its lease, however long its model takes), and only jobs with that much time left."""
         state = self._state(scanner)
         state.seen()
         state.left = False  # polling again: back (a restarted worker keeps its name)
@@ -130,7 +150,7 @@ class JobQueue:
         if self.closed or (self.remote_closed and state.remote):
             return None
         waiter: asyncio.Future[Lease | None] = loop.create_future()
-        entry = (waiter, scanner, lease_s or self.lease_s, protocol)
+        entry = _Waiter(waiter, scanner, lease_s or self.lease_s, protocol, deadline_margin_s)
         self._waiters.append(entry)
         state.waiting += 1
         self._dispatch()
@@ -246,7 +266,7 @@ class JobQueue:
         take fail at once with ``why`` (in-process slots keep scanning what they can)."""
         self.scanners.remote_closed = True
         for entry in list(self._waiters):
-            waiter, scanner, _, _ = entry
+            waiter, scanner = entry.future, entry.scanner
             state = self.scanners.get(scanner)
             if state is not None and state.remote:
                 self._waiters.remove(entry)
@@ -256,7 +276,7 @@ class JobQueue:
             self._drop_lease(lease)
             self._state(lease.scanner).busy -= 1
             self._fail(lease.job, why)
-        for job in [job for job in self._pending if not self.scanners.able_to_take(job.detected_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take_job(job)]:
             self._pending.remove(job)
             self._fail(job, why)
 
@@ -264,7 +284,7 @@ class JobQueue:
         """Stop handing out jobs; wake every waiting scanner with None."""
         self.closed = True
         while self._waiters:
-            waiter, _, _, _ = self._waiters.popleft()
+            waiter = self._waiters.popleft().future
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -278,31 +298,36 @@ class JobQueue:
         for entry in list(self._waiters):
             if not self._pending:
                 return
-            waiter, scanner, lease_s, protocol = entry
+            waiter, scanner, protocol, margin = entry.future, entry.scanner, entry.protocol, entry.margin
             if waiter.done():
                 self._waiters.remove(entry)
                 continue
-            job = self._take(self._state(scanner), loop.time())
+            job = self._take(self._state(scanner), loop.time() + (margin or 0.0))
             if job is None:
                 continue
             self._waiters.remove(entry)
             now = loop.time()
-            lease = Lease(uuid.uuid4().hex, job, scanner, now + lease_s, started=now, protocol=protocol)
+            expires = now + entry.lease_s if margin is None else job.deadline - margin
+            lease = Lease(
+                uuid.uuid4().hex, job, scanner, expires, started=now, protocol=protocol,
+                to_deadline=margin is not None,
+            )  # fmt: skip
             lease._timer = loop.call_at(lease.expires, self._expire, lease.id)
             self._leases[lease.id] = lease
             job.attempts += 1
             self._state(scanner).busy += 1
             waiter.set_result(lease)
 
-    def _take(self, state: ScannerState, now: float) -> ScanJob | None:
-        """Remove and return the oldest queued job this scanner takes; jobs whose caller is gone
-        (settled, or past their deadline) are dropped on the way."""
+    def _take(self, state: ScannerState, until: float) -> ScanJob | None:
+        """Remove and return the oldest queued job this scanner takes whose deadline is after
+        ``until``; jobs whose caller is gone (settled, or past their deadline) are dropped on the way."""
+        now = asyncio.get_running_loop().time()
         chosen: ScanJob | None = None
         gone: list[ScanJob] = []
         for job in self._pending:
             if job.settled or job.deadline <= now:
                 gone.append(job)
-            elif state.scans(job.detected_type):
+            elif job.deadline > until and state.scans(job):
                 chosen = job
                 break
         for job in gone:
@@ -324,6 +349,22 @@ class JobQueue:
         state = self._state(lease.scanner)
         state.busy -= 1
         state.failed += 1
+        loop = asyncio.get_running_loop()
+        held_s = loop.time() - lease.started
+        if lease.to_deadline:
+            self._drop_lease(lease)
+            why = (
+                f"{_KIND[lease.protocol]} worker {lease.scanner} held it {held_s:.1f} s without an "
+                "answer, until too little of the deadline was left for another scanner"
+            )
+            log.warning("lease %s of worker %s expired: %s", lease.id, lease.scanner, why)
+            self._fail(lease.job, why, FailReason.DEADLINE)
+            return
+        log.warning(
+            "lease %s of %s worker %s expired after %.1f s without a result or renewal: its job goes "
+            "back to the queue",
+            lease.id, _KIND[lease.protocol], lease.scanner, held_s,
+        )  # fmt: skip
         self._requeue(lease)
 
     def _requeue(self, lease: Lease) -> None:
@@ -347,11 +388,24 @@ class JobQueue:
         if self._orphan_check is not None:
             self._orphan_check.cancel()
             self._orphan_check = None
-        for job in [job for job in self._pending if not self.scanners.able_to_take(job.detected_type)]:
+        for job in [job for job in self._pending if not self.scanners.able_to_take_job(job)]:
             self._pending.remove(job)
             self._fail(job, "no scanner is left to take it (the last worker that could went away)")
 
-    def _fail(self, job: ScanJob, why: str) -> None:
+    def _fail(self, job: ScanJob, why: str, reason: FailReason = FailReason.NO_SCANNER) -> None:
         if not job.future.done():
-            self.orphaned += 1
-            job.future.set_result(ScanOutcome(error=FailReason.NO_SCANNER, error_detail=why, scanner="-"))
+            if reason is FailReason.NO_SCANNER:
+                self.orphaned += 1
+            job.future.set_result(ScanOutcome(error=reason, error_detail=why, scanner="-"))
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A scanner waiting in :meth:`JobQueue.lease`, and how the lease it gets is to be made."""
+
+    future: asyncio.Future[Lease | None]
+    scanner: str
+    lease_s: float
+    protocol: LeaseProtocol
+    margin: float | None
+    """None: a lease of ``lease_s``; else one until the job's deadline minus this margin."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fediguard.metrics import Metrics
+from fediguard.scanning.job import ScanJob
 
 REMOTE_STALE_S = 1.0
 """A remote worker polls again the moment it posts a result, so one that has neither waited nor
@@ -40,6 +41,9 @@ class ScannerState:
     """It said it is leaving (a worker stopped by SIGTERM): not alive for new jobs until it polls again."""
     takes: MediaFilter | None = field(default=None, repr=False)
     """Which media types it scans (None: all)."""
+    stills_only: bool = False
+    """It opens only stills the gateway decoded first (a fedi-safety worker): it takes uploads the
+    gateway decoded (``ScanJob.decoded``) and the frames it rendered, nothing else."""
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
     """Monotonic times of recent completions, for the jobs-per-minute figure."""
 
@@ -55,7 +59,16 @@ class ScannerState:
         self.recent.append(time.monotonic())
         self.last_seen = time.time()
 
-    def scans(self, media_type: str | None) -> bool:
+    def scans(self, job: ScanJob) -> bool:
+        """Whether it takes this job: a rendered frame only if it opens stills only; an upload by its
+        sniffed type, and only once decoded if it opens stills only."""
+        if job.frame is not None:
+            return self.stills_only
+        return self.takes_type(job.detected_type, decoded=job.decoded)
+
+    def takes_type(self, media_type: str | None, decoded: bool = False) -> bool:
+        if self.stills_only and not decoded:
+            return False
         return self.takes is None or self.takes(media_type)
 
     def seen(self) -> None:
@@ -72,11 +85,17 @@ class ScannerRegistry:
         """The gateway is shutting down: remote workers no longer count as alive."""
 
     def register(
-        self, name: str, remote: bool, detectors: str = "", takes: MediaFilter | None = None
+        self,
+        name: str,
+        remote: bool,
+        detectors: str = "",
+        takes: MediaFilter | None = None,
+        stills_only: bool = False,
     ) -> ScannerState:
         state = self.state(name, remote)
         state.detectors = detectors or state.detectors
         state.takes = takes
+        state.stills_only = stills_only
         state.seen()
         return state
 
@@ -123,9 +142,19 @@ class ScannerRegistry:
         """Whether any scanner is alive now."""
         return bool(self.alive())
 
-    def able_to_take(self, media_type: str | None) -> bool:
-        """Whether a scanner alive now takes this media type (an unknown one, None: one that takes any)."""
-        return any(s.scans(media_type) for s in self.alive())
+    def able_to_take(self, media_type: str | None, decoded: bool = False) -> bool:
+        """Whether a scanner alive now takes an upload of this media type (an unknown one, None: one
+        that takes any), not decoded by the gateway first unless ``decoded``."""
+        return any(s.takes_type(media_type, decoded) for s in self.alive())
+
+    def able_to_take_job(self, job: ScanJob) -> bool:
+        """Whether a scanner alive now takes this job."""
+        return any(s.scans(job) for s in self.alive())
+
+    def stills_only_alive(self) -> bool:
+        """Whether a scanner that opens stills only (a fedi-safety worker) is alive now: uploads are
+        then decoded first, for it (:mod:`fediguard.scanning.stills`)."""
+        return any(s.stills_only for s in self.alive())
 
 
 class ScannerGauges:

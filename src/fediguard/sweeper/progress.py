@@ -11,6 +11,12 @@ from typing import TextIO
 log = logging.getLogger("fediguard.sweep")
 
 
+EXIT_STATUSES = """\
+Exit status (the first that applies): 2 an error (the sweep failed, an object could not be read or an
+action failed), 1 objects were flagged, 3 objects were left without a verdict (no scanner, deadline,
+undecodable, too large), 0 everything listed has a verdict and none was flagged (130: interrupted)."""
+
+
 @dataclass
 class SweepStats:
     listed: int = 0
@@ -28,6 +34,21 @@ class SweepStats:
     counted: int = 0  # objects counted by a second listing running ahead of the throttled one
     counting_done: bool = False
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def without_verdict(self) -> int:
+        """Objects this sweep left without a verdict: unscanned (tried again next run), undecodable
+        or over the size limit."""
+        return self.unscanned + self.undecodable + self.too_large
+
+    def exit_status(self) -> int:
+        """The sweep's exit status: 2 errors (objects not read, actions that failed), else 1 objects
+        flagged, else 3 objects left without a verdict, else 0 (see EXIT_STATUSES)."""
+        if self.errors:
+            return 2
+        if self.flagged:
+            return 1
+        return 3 if self.without_verdict else 0
 
     @property
     def processed(self) -> int:
@@ -108,6 +129,8 @@ class Progress:
             log.info("sweep progress: %s", self.stats.line())
 
     def finish(self, label: str) -> None:
+        """Give the summary once: as a log line (stderr), or on the stream when the log level
+        hides INFO lines."""
         if self.tty:
             self.stream.write("\r\x1b[K")
         s = self.stats
@@ -118,6 +141,8 @@ class Progress:
             f"{s.undecodable:,} undecodable, {s.too_large:,} too large, {s.flagged:,} flagged, "
             f"{s.actions:,} actions, {s.errors:,} errors, {s.gone:,} vanished, in {_duration(elapsed)}"
         )
-        self.stream.write(summary + "\n")
-        self.stream.flush()
-        log.info("%s", summary)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", summary)
+        else:
+            self.stream.write(summary + "\n")
+            self.stream.flush()

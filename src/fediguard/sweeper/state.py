@@ -226,6 +226,13 @@ class SweepState:
         conn.execute(update(sweep_sources).where(sweep_sources.c.id == row["id"]).values(url=own))
         return None
 
+    def remembered(self, url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options remembered for this source ({} for one never swept); changes nothing."""
+        query = select(sweep_sources.c.options).where(sweep_sources.c.url == source_key(url, options))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row[0]) if row is not None else {}
+
     def source(self, source_id: int) -> tuple[str, dict[str, Any]]:
         with self.engine.connect() as conn:
             row = conn.execute(select(sweep_sources).where(sweep_sources.c.id == source_id)).mappings().one()
@@ -304,6 +311,24 @@ class SweepState:
                 update(sweep_objects)
                 .where(sweep_objects.c.id == object_id)
                 .values(quarantine_key=escape_key(quarantine_key))
+            )
+
+    def objects_of(self, sha256: str, decision_id: int | None = None) -> list[ObjectRecord]:
+        """The stored objects the sweeper found with these bytes (or recorded with this decision)."""
+        match = sweep_objects.c.sha256 == sha256
+        if decision_id is not None:
+            match = match | (sweep_objects.c.decision_id == decision_id)
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(select(sweep_objects).where(match)).mappings()]
+
+    def begin_action(self, object_id: int, action: str) -> None:
+        """Record ``action`` as pending for an object (a reviewer's removal): done by
+        :class:`~fediguard.sweeper.actions.ActionTaker` now, or by the next sweep of its source."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sweep_objects)
+                .where(sweep_objects.c.id == object_id)
+                .values(action=action, action_state="pending", error=None)
             )
 
     def begin_restore(self, object_id: int) -> None:

@@ -1,6 +1,6 @@
 """The figures behind the policy's evidence gates (docs/detection.md), on benign images only:
 
-    python bench/evidence.py
+    python bench/face_gates.py
 
 - adults counted as minors on scikit-image's 100 LFW faces (25 px, enlarged to 128 px on grey) by
   age factor, with and without the size/sharpness/two-finder gates;
@@ -22,7 +22,7 @@ from skimage import data
 
 from fediguard.detectors.age import AgeDetector
 from fediguard.detectors.base import Subject
-from fediguard.detectors.evidence import face_sharpness, texture
+from fediguard.detectors.imagestats import face_sharpness, texture
 from fediguard.detectors.nudity import NudityDetector
 from fediguard.media.frames import DecodedMedia, Frame
 from fediguard.policy import MIN_AGED_FACE_PX, MIN_FACE_SHARPNESS, decide

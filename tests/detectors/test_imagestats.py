@@ -14,7 +14,7 @@ import pytest
 
 from fediguard.detectors.age import AgeDetector
 from fediguard.detectors.base import Explicit, Subject
-from fediguard.detectors.evidence import MIN_TEXTURE, face_sharpness, texture
+from fediguard.detectors.imagestats import MIN_TEXTURE, face_sharpness, texture
 from fediguard.detectors.nudity import NudityDetector
 from fediguard.policy import MIN_FACE_SHARPNESS, decide
 from fediguard.verdicts import CSAM_SUSPECT, PolicyConfig

@@ -1,0 +1,145 @@
+"""What a reviewer does to a decision, each with a reason, each in the audit log: confirm (its
+hashes into a deny bank), overturn (into an allow bank), remove the stored objects the sweeper
+found with its bytes, export an evidence package, mark it reported with the hotline's reference."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fediguard.banks.review import review_decision
+from fediguard.banks.store import BankStore
+from fediguard.desk.audit import AuditLog
+from fediguard.desk.queue import DeskQueue
+from fediguard.errors import FediguardError
+from fediguard.logs import shown
+from fediguard.media.sniff import sniff
+from fediguard.records import DecisionRecord, RecordStore
+from fediguard.storage import open_source
+from fediguard.sweeper.actions import ActionTaker
+from fediguard.sweeper.state import SweepState
+
+CONFIRM_BANK = "confirmed"
+OVERTURN_BANK = "allowed"
+"""The banks `fediguard confirm` and `fediguard allow` use by default: the desk uses the same."""
+ACTIONS = ("confirm", "overturn", "remove", "report", "export")
+
+
+class ActionError(FediguardError):
+    """An action that cannot be taken as asked (no reason, no such decision, ...)."""
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    name: str
+    role: str
+
+
+class DeskActions:
+    def __init__(self, records: RecordStore, audit: AuditLog, queue: DeskQueue) -> None:
+        self.records = records
+        self.banks = BankStore(records.engine)
+        self.state = SweepState(records.engine)
+        self.audit = audit
+        self.queue = queue
+
+    def _decision(self, decision_id: int) -> DecisionRecord:
+        record = self.records.get(decision_id)
+        if record is None:
+            raise ActionError(f"no decision {decision_id}")
+        return record
+
+    def review(self, decision_id: int, review: str, reason: str, by: str) -> str:
+        """Confirm (``confirmed``) or overturn (``overturned``) a decision, as `fediguard confirm`
+        and `allow` do; raises for a missing reason, and (changing nothing) for an overturn that
+        deny entries would still beat."""
+        reason = _reason(reason)
+        bank = CONFIRM_BANK if review == "confirmed" else OVERTURN_BANK
+        added = review_decision(self.records, self.banks, decision_id, review, bank, reason, by)
+        action = "confirm" if review == "confirmed" else "overturn"
+        self.audit.record(by, action, f"{reason} ({added} hash(es) into bank {bank})", decision_id)
+        return f"decision {decision_id} {review}: {added} new hash(es) in bank {bank!r}"
+
+    async def remove(self, decision_id: int, reason: str, by: str) -> str:
+        """Delete the stored objects the sweeper recorded with this decision's bytes. A source that
+        cannot be opened here keeps the deletion pending, for its next sweep to finish."""
+        reason = _reason(reason)
+        record = self._decision(decision_id)
+        objects = self.state.objects_of(record.sha256, record.id) if record.sha256 else []
+        if not objects:
+            raise ActionError(
+                f"decision {decision_id}: no stored object with these bytes is known to the sweeper "
+                "(sweep the media storage first; the pict-rs purge API is not used yet)"
+            )
+        done, pending = [], []
+        for obj in objects:
+            self.state.begin_action(obj.id, "delete")
+            url, options = self.state.source(obj.source_id)
+            try:
+                source = open_source(url, **options)
+            except Exception as exc:  # credentials live with the sweep, not here: it finishes it
+                pending.append(f"{shown(obj.key)} (pending until the next sweep of {url}: {exc})")
+                continue
+            try:
+                await ActionTaker(source, self.state).perform(obj.id, "delete", obj.key, obj.quarantine_key)
+            finally:
+                await source.close()
+            after = self.state.get(obj.id)
+            if after is not None and after.action_state == "done":
+                done.append(shown(obj.key))
+            else:
+                pending.append(f"{shown(obj.key)} ({after.error if after else 'gone'})")
+        summary = f"deleted {len(done)}: {', '.join(done) or '-'}"
+        summary += f"; not yet {len(pending)}: {', '.join(pending) or '-'}"
+        self.audit.record(by, "remove", f"{reason}; {summary}", decision_id)
+        return summary
+
+    def report(self, decision_id: int, reference: str, reason: str, by: str) -> str:
+        reference = reference.strip()
+        if not reference:
+            raise ActionError("a report needs the hotline's reference")
+        reason = _reason(reason)
+        self._decision(decision_id)
+        self.queue.mark_reported(decision_id, reference[:200], by)
+        self.audit.record(by, "report", f"reference {reference[:200]}: {reason}", decision_id)
+        return f"decision {decision_id} marked reported ({reference[:200]})"
+
+    def export(self, decision_id: int, reason: str, by: str, media: bytes | None) -> bytes:
+        """A zip for a report to NCMEC, INHOPE or a national hotline: the media (when kept and
+        unlocked) and manifest.json (hashes, times, client, source, scores, reasons, reviewer)."""
+        reason = _reason(reason)
+        record = self._decision(decision_id)
+        manifest: dict[str, Any] = {
+            "decision": record.to_json(),
+            "exported_at": datetime.now(UTC).isoformat(),
+            "exported_by": by,
+            "reason": reason,
+            "media": None,
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            if media is not None:
+                kind = sniff(media) or "application/octet-stream"
+                name = f"media/{record.sha256}.{kind.split('/')[-1].removeprefix('x-')}"
+                zf.writestr(name, media)
+                manifest["media"] = {"file": name, "sha256": record.sha256, "type": kind, "size": len(media)}
+            else:
+                manifest["media_missing"] = (
+                    "the bytes were not kept (sealed evidence off or expired) or are locked"
+                )
+            zf.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+        self.audit.record(
+            by, "export", f"{reason} (media {'included' if media else 'not included'})", decision_id
+        )
+        return buf.getvalue()
+
+
+def _reason(reason: str) -> str:
+    reason = " ".join(reason.split())
+    if not reason:
+        raise ActionError("every action needs a reason")
+    return reason[:2000]
