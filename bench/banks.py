@@ -3,6 +3,11 @@
 Run: ``python bench/banks.py`` (add ``--multihash`` to also time faiss IndexBinaryMultiHash at each
 size, which needs ~335 MB a million). Targets: hash ≤ 20 ms; match ≤ 1 ms p99 at 1M; ≤ 100 MB a
 million. Uses only benign scikit-image photos and random hashes; nothing is downloaded.
+
+Issue 15: ``--sizes 1000000,10000000 --memory-sizes 1000000,10000000 --dihedral`` times matching and
+memory at 10 M (target ≤ 2 ms p99, ≤ 1.5 GB; the 10 M run holds ~4 GB while it builds, run it once)
+and what dihedral matching costs (8 hashes a frame: hashing and one query of 8); ``--feed 100000``
+times a feed of 100 000 entries from one real gateway to a subscriber over loopback HTTP.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import skimage.data
 from PIL import Image
 
 from fediguard.banks.index import HashIndex
-from fediguard.banks.pdq import CROPS, MATCH_DISTANCE, crop_variants, pdq_hash
+from fediguard.banks.pdq import CROPS, HASH_LONG_SIDE, MATCH_DISTANCE, crop_variants, frame_hashes, pdq_hash
+from fediguard.media.frames import Frame
 
 SIZES = (10_000, 100_000, 1_000_000)
 QUERIES = 2_000
@@ -72,10 +78,17 @@ def bench_hashing(rounds: int) -> None:
     shrunk, shrunk_cpu = _time_both(lambda i: pdq_hash(images[i % len(images)]), rounds * len(images))
     full, full_cpu = _time_both(lambda i: pdqhash.compute(images[i % len(images)]), rounds * len(images))
     crops, crops_cpu = _time_both(lambda i: crop_variants(images[i % len(images)]), len(images) * 2)
+    frames = [Frame(0, image) for image in images]
+    one, one_cpu = _time_both(lambda i: frame_hashes([frames[i % len(frames)]]), rounds * len(images))
+    eight, eight_cpu = _time_both(
+        lambda i: frame_hashes([frames[i % len(frames)]], dihedral=True), rounds * len(images)
+    )
     print(f"PDQ hashing, 1024x768 benign photos (5 photos x {rounds} rounds); wall, then thread CPU")
     for label, wall, cpu in (
-        ("pdq_hash (shrink to 512 px)", shrunk, shrunk_cpu),
+        (f"pdq_hash (shrink to {HASH_LONG_SIDE} px)", shrunk, shrunk_cpu),
         ("pdqhash at full size", full, full_cpu),
+        ("frame_hashes (one view)", one, one_cpu),
+        ("frame_hashes, dihedral (8)", eight, eight_cpu),
         (f"crop_variants ({len(CROPS)}, banks add)", crops, crops_cpu),
     ):
         print(
@@ -137,7 +150,18 @@ def _latency(search: Callable[[int], object], passes: int) -> tuple[float, float
     return p50, p99, _percentiles(cpu, 99)[0]
 
 
-def bench_fediguard(n: int, codes: np.ndarray, query_hex: list[str], hexes: list[str]) -> None:
+def bench_dihedral(n: int, index: HashIndex, query_hex: list[str]) -> None:
+    """One frame's query with dihedral matching on: its 8 hashes in one search_many."""
+    rng = np.random.default_rng(3)
+    eights = [[query_hex[i]] + [bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex() for _ in range(7)]
+              for i in range(QUERIES)]  # fmt: skip
+    _row("fediguard search_many of 8 (one dihedral frame)", n,
+         *_latency(lambda i: index.search_many(eights[i], MATCH_DISTANCE), 2))  # fmt: skip
+
+
+def bench_fediguard(
+    n: int, codes: np.ndarray, query_hex: list[str], hexes: list[str], dihedral: bool = False
+) -> None:
     start = time.perf_counter()
     index = HashIndex()
     index.add_many(zip(range(n), hexes, strict=True))
@@ -149,6 +173,8 @@ def bench_fediguard(n: int, codes: np.ndarray, query_hex: list[str], hexes: list
         n,
         *_latency(lambda i: index.search(query_hex[i], MATCH_DISTANCE), 2),
     )
+    if dihedral:
+        bench_dihedral(n, index, query_hex)
     batches = _time_each(lambda i: index.search_many(query_hex[i * 100 : (i + 1) * 100], MATCH_DISTANCE), 20)
     _row("fediguard search_many, per query (batch 100)", n, statistics.median(batches) * 1e3 / 100, None)
     added = _time_each(lambda i: index.add(n + i, query_hex[i]), 1_000)
@@ -186,7 +212,7 @@ def bench_faiss(n: int, codes: np.ndarray, queries: list[np.ndarray], multihash:
         )
 
 
-def bench_matching(sizes: list[int], multihash: bool) -> None:
+def bench_matching(sizes: list[int], multihash: bool, dihedral: bool = False) -> None:
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(7)
     print(
@@ -196,8 +222,10 @@ def bench_matching(sizes: list[int], multihash: bool) -> None:
     for n in sizes:
         codes, hexes = _random_bank(n, rng)
         queries = _queries(codes, rng)
-        bench_fediguard(n, codes, [bytes(q).hex() for q in queries], hexes)
-        bench_faiss(n, codes, queries, multihash)
+        bench_fediguard(n, codes, [bytes(q).hex() for q in queries], hexes, dihedral)
+        if n <= 1_000_000:  # a flat scan of 10 M takes ~10 ms a query: not a contender
+            bench_faiss(n, codes, queries, multihash)
+        del codes, hexes, queries
         gc.collect()
 
 
@@ -234,8 +262,7 @@ def _memory_child(n: int) -> None:
     )
 
 
-def bench_memory() -> None:
-    n = 1_000_000
+def bench_memory(n: int = 1_000_000) -> None:
     out = subprocess.run(
         [sys.executable, __file__, "--memory-child", str(n)], check=True, capture_output=True, text=True
     ).stdout
@@ -254,6 +281,13 @@ def main() -> None:
     parser.add_argument("--multihash", action="store_true", help="also time faiss IndexBinaryMultiHash")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="bank sizes, comma-separated")
     parser.add_argument("--skip-hashing", action="store_true", help="only time matching and memory")
+    parser.add_argument("--memory-sizes", default="1000000", help="bank sizes whose memory is measured")
+    parser.add_argument(
+        "--dihedral", action="store_true", help="also time dihedral matching (8 hashes a frame)"
+    )
+    parser.add_argument(
+        "--feed", type=int, default=0, help="time a feed of this many entries between gateways"
+    )
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -263,8 +297,14 @@ def main() -> None:
     print(f"numpy {np.__version__}, faiss {faiss.__version__}, {os.cpu_count()} CPUs, load average {load}")
     if not args.skip_hashing:
         bench_hashing(args.rounds)
-    bench_matching([int(n) for n in args.sizes.split(",")], args.multihash)
-    bench_memory()
+    if args.feed:
+        from feeds import bench_feed  # bench/feeds.py: it starts real gateways
+
+        bench_feed(args.feed)
+        return
+    bench_matching([int(n) for n in args.sizes.split(",")], args.multihash, args.dihedral)
+    for n in args.memory_sizes.split(","):
+        bench_memory(int(n))
 
 
 if __name__ == "__main__":

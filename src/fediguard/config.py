@@ -184,6 +184,9 @@ class Settings(BaseModel):
     banks: bool = True
     bank_refresh_s: float = Field(5.0, gt=0, le=3600)
     pdq_max_distance: int = Field(31, ge=0, le=128)
+    pdq_dihedral: bool = False
+    feed_key_file: Path | None = None
+    feed_poll_s: float = Field(60.0, gt=0, le=86_400)
     verdict_cache: bool = True
     worker_keys: list[Credential] = Field(default_factory=list)
     lease_s: float = Field(5.0, gt=0, le=3600)
@@ -388,6 +391,11 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'fediguard.sqlite3'}"
+
+    @property
+    def effective_feed_key_file(self) -> Path:
+        """The Ed25519 key that signs this gateway's feeds (``fediguard feed keygen`` writes it)."""
+        return self.feed_key_file or self.data_dir / "feed-ed25519.pem"
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with every secret replaced by ``***``."""

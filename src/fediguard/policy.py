@@ -3,7 +3,8 @@ and no knowledge of which detector found what: the policy reasons over the kinds
 (:mod:`fediguard.detectors.base`), so a plugin or a stronger model takes part without edits here.
 
 - :class:`ListMatch` — the closest allow match passes at once, unless a deny match is at least as
-  close (an exact deny beats a near allow; ties go to deny); a deny match labels ``denylisted``;
+  close (an exact deny beats a near allow; ties go to deny); a deny match labels ``denylisted``, a
+  ``review`` match (a list that only flags) labels ``review``, which rejects only if listed to;
 - :class:`Report` — a scanner's own yes gives its label;
 - :class:`Explicit` at or above ``explicit_threshold`` in a frame (unless ``flat``: a drawn
   graphic no other body part supports) labels it ``nsfw``; or ``csam_suspect`` on strong evidence
@@ -58,6 +59,10 @@ def decide(results: Iterable[DetectorResult], config: PolicyConfig) -> Decision:
     if deny is not None:
         for note in deny[1]:
             found.add(DENYLISTED, note)
+    review = _closest(results, "review")
+    if review is not None:
+        for note in review[1]:
+            found.add(REVIEW, note)
     for result in results:
         for finding in result.findings:
             if isinstance(finding, Report):

@@ -40,7 +40,7 @@ def pipelines(
         detectors = [make() for make in makers]
         return Pipeline(
             detectors, limits, scanner=name, hash_frames=settings.banks, matcher=matcher,
-            decoder=service.decoder if service else decode,
+            decoder=service.decoder if service else decode, dihedral=settings.pdq_dihedral,
         )  # fmt: skip
 
     return make

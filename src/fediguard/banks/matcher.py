@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from fediguard.banks.feeds.subscriber import Subscriptions
 from fediguard.banks.index import HashIndex
-from fediguard.banks.pdq import MATCH_DISTANCE, MIN_QUALITY, FrameHash
+from fediguard.banks.pdq import DIHEDRAL, DISPLAYED, MATCH_DISTANCE, MIN_QUALITY, STORED, FrameHash
 from fediguard.banks.sha256 import Sha256Index
 from fediguard.banks.store import BankStore
 from fediguard.detectors.base import DetectorResult, ListMatch
@@ -26,6 +27,20 @@ log = logging.getLogger(__name__)
 
 DETECTOR = "banks"
 VERSION = "1"
+_VIEW_TEXT = {
+    "": "",
+    DISPLAYED: ", as displayed",
+    STORED: ", as stored: EXIF orientation not applied, alpha dropped, as Meta's tools hash it",
+}
+
+
+def _view_text(view: str) -> str:
+    """How a reason names the picture of the frame that matched (see ``FrameHash.view``)."""
+    base, _, transform = view.partition(", ") if view not in DIHEDRAL else ("", "", view)
+    return _VIEW_TEXT.get(base, "") + (f", its {transform} copy (dihedral matching)" if transform else "")
+
+
+_VERBS = {"deny": "denied: matches", "allow": "allowed: matches", "review": "flagged for review: matches"}
 MAX_NOTED = 20
 """Matches named in one result, of each kind: an image in a bank with many near copies stays readable."""
 
@@ -37,6 +52,8 @@ class Hit:
     hash_kind: str  # pdq | sha256
     distance: int
     frame: int | None = None
+    view: str = ""
+    """Which picture of the frame matched (``FrameHash.view``): "" when it has only one."""
 
 
 @dataclass
@@ -56,6 +73,8 @@ class BankMatcher:
         self.max_distance = max_distance
         self.min_quality = min_quality
         self._reload_lock = threading.Lock()
+        self.subscriptions = Subscriptions(store.engine)
+        self._review_banks: frozenset[str] = frozenset()
         self._indexes = _Indexes({k: Sha256Index() for k in ("deny", "allow")},
                                  {k: HashIndex() for k in ("deny", "allow")}, -1)  # fmt: skip
 
@@ -86,6 +105,7 @@ class BankMatcher:
                 indexes.pdq[kind] = HashIndex()
                 indexes.pdq[kind].add_many(pdq[kind])
             self._indexes = indexes
+            self._review_banks = self.subscriptions.review_banks()
             deny, allow = len(sha["deny"]) + len(pdq["deny"]), len(sha["allow"]) + len(pdq["allow"])
             log.info(
                 "banks loaded (generation %d): %d entries (%d deny, %d allow) in %.2f s",
@@ -103,7 +123,7 @@ class BankMatcher:
 
     def match_pdq(self, hashes: Sequence[FrameHash]) -> list[Hit]:
         """Hits for frames' hashes; hashes under ``min_quality`` are ignored."""
-        usable = [(fh.frame, fh.hash) for fh in hashes if fh.hash.quality >= self.min_quality]
+        usable = [fh for fh in hashes if fh.hash.quality >= self.min_quality]
         if not usable:
             return []
         indexes = self._indexes
@@ -112,9 +132,16 @@ class BankMatcher:
             index = indexes.pdq[kind]
             if not len(index):
                 continue
-            found = index.search_many([h.hex for _, h in usable], self.max_distance)
-            for (frame, _), matches in zip(usable, found, strict=True):
-                hits.extend(Hit(entry_id, kind, "pdq", distance, frame) for entry_id, distance in matches)
+            found = index.search_many([fh.hash.hex for fh in usable], self.max_distance)
+            # One hit per entry and frame, the closest of the frame's views (displayed, stored, flips).
+            best: dict[tuple[int, int], Hit] = {}
+            for fh, matches in zip(usable, found, strict=True):
+                for entry_id, distance in matches:
+                    hit = Hit(entry_id, kind, "pdq", distance, fh.frame, fh.view)
+                    known = best.get((entry_id, fh.frame))
+                    if known is None or distance < known.distance:
+                        best[(entry_id, fh.frame)] = hit
+            hits.extend(best.values())
         return hits
 
     def check(self, hashes: Sequence[FrameHash]) -> DetectorResult | None:
@@ -132,13 +159,16 @@ class BankMatcher:
             entry = described.get(hit.entry_id)
             if entry is None or (entry.bank_kind, entry.hash_kind) != (hit.bank_kind, hit.hash_kind):
                 continue  # deleted since the indexes were built (its id possibly reused by SQLite)
-            key: Literal["deny", "allow"] = "deny" if hit.bank_kind == "deny" else "allow"
+            key: Literal["deny", "allow", "review"] = "deny" if hit.bank_kind == "deny" else "allow"
+            if key == "deny" and entry.bank in self._review_banks:
+                key = "review"  # a feed subscribed to flag, not to reject
             if key not in scores:
                 scores[key] = 1.0
                 scores[f"{key}_distance"] = float(hit.distance)
             where = f", frame {hit.frame}" if hit.frame is not None else ""
+            where += _view_text(hit.view)
             note = f" — {entry.note}" if entry.note else ""
-            verb = "denied: matches" if key == "deny" else "allowed: matches"
+            verb = _VERBS[key]
             how = f"{hit.hash_kind}, distance {hit.distance}{where}"
             if entry.variant:  # a crop of the image behind entry variant_of: name that entry
                 crop = f"{hit.hash_kind} of its crop {entry.variant!r} (entry {entry.id})"
@@ -154,8 +184,11 @@ class BankMatcher:
         # crowded out, since the policy weighs the closest deny against the closest allow.
         kept = [f for f in findings if f.list_kind == "deny"][:MAX_NOTED]
         kept += [f for f in findings if f.list_kind == "allow"][:MAX_NOTED]
+        kept += [f for f in findings if f.list_kind == "review"][:MAX_NOTED]
         kept.sort(key=findings.index)
         notes = [f.note for f in kept][:MAX_NOTED]
+        # Only flagged for review: not decisive, the models still run.
+        decisive = "deny" in scores or "allow" in scores
         return DetectorResult(
-            DETECTOR, VERSION, scores=scores, notes=notes, decisive=True, findings=list(kept)
+            DETECTOR, VERSION, scores=scores, notes=notes, decisive=decisive, findings=list(kept)
         )

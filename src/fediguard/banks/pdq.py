@@ -19,11 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pdqhash
 from PIL import Image
 
 from fediguard.banks._hex import parse_hex256
 from fediguard.media.frames import Frame, RGBArray
+from fediguard.media.rgb import as_stored
 
 MATCH_DISTANCE = 31
 """Hashes at most this many bits apart (out of 256) are the same picture.
@@ -44,14 +46,15 @@ apart, as unrelated as random hashes. Such a hash can neither be trusted to matc
 not match something else. python-threatexchange refuses to hash below 50 for the same reason.
 """
 
-HASH_LONG_SIDE = 512
+HASH_LONG_SIDE = 640
 """Images are shrunk so their long side is at most this many pixels before hashing.
 
 PDQ reduces every image to 64x64 anyway; hashing a 1024x768 upload at full size costs ~27 ms here
-against ~7 ms after shrinking (p95 7 ms; bench/banks.py). The price, measured on benign 1024x768
-photos: the shrunken hash is 2-10 bits from the full-size hash (median 6), and up to 16 bits on very
-fine-grained images (a star field, a retina scan). That comes out of the 31-bit budget only when the
-bank hash was made at full size by another tool (python-threatexchange and HMA hash at full size).
+against ~9 ms of CPU after shrinking to 640 px (7 ms at 512; bench/banks.py). The price, measured on
+Meta's reference images (tests/data/pdq/README.md): at 640 every image of quality >= 80 lands 0-10
+bits from the hash Meta's C++ hasher gives it (median 2); at 512 it was 0-12 (median 6; two of the
+1600x1004 rotated bridges at 12), at 1024 0-10 (median 4). 640 is the smallest size that keeps every
+reference image within 10 bits, for ~2 ms more CPU a frame than 512.
 """
 
 
@@ -68,16 +71,44 @@ class PdqHash:
         return self.quality >= MIN_QUALITY
 
 
+DISPLAYED = "displayed"
+"""The view of a frame as people see it: EXIF orientation applied, alpha composited on white."""
+STORED = "stored"
+"""The view of a frame as Meta's tools hash it: the stored pixels, EXIF orientation not applied, alpha
+dropped (the C++ ``pdq-photo-hasher``, python-threatexchange and HMA all do so)."""
+DIHEDRAL = ("", "rotate90", "rotate180", "rotate270", "flipx", "flipy", "flipplus1", "flipminus1")
+"""PDQ's eight dihedral transforms, by PDQ's own names, in the order ``pdqhash.compute_dihedral``
+returns them: ``flipy`` is the mirror image left to right (about the vertical axis), ``flipx`` top to
+bottom, ``flipplus1``/``flipminus1`` about the diagonals."""
+VIEWS = frozenset(", ".join(p for p in (v, t) if p) for v in ("", DISPLAYED, STORED) for t in DIHEDRAL)
+"""Every ``FrameHash.view``: ``""`` when the frame looks the same stored and displayed (one hash),
+else ``displayed`` or ``stored``; with dihedral matching a transform may follow (``stored, flipx``,
+or only ``flipx`` for a frame of one view)."""
+
+
 @dataclass(frozen=True)
 class FrameHash:
     """The PDQ hash of one frame of an upload, as scanners report it, records keep it and remote
-    workers send it (``{"frame", "hash", "quality"}`` in JSON)."""
+    workers send it (``{"frame", "hash", "quality"}`` in JSON, and ``"view"`` when not ``""``).
+
+    ``view`` says which picture of the frame was hashed (:data:`VIEWS`): a frame with an EXIF
+    orientation or real transparency gets two hashes, ``displayed`` and ``stored``, so bank entries
+    made by Meta's tools (which hash the stored pixels) and by fediguard both match it."""
 
     frame: int
     hash: PdqHash
+    view: str = ""
+
+    @property
+    def dihedral(self) -> bool:
+        """Whether this is a flipped or rotated copy's hash (matched, never added to a bank)."""
+        return self.view.rsplit(", ", 1)[-1] in DIHEDRAL[1:]
 
     def to_json(self) -> dict[str, object]:
-        return {"frame": self.frame, "hash": self.hash.hex, "quality": self.hash.quality}
+        data: dict[str, object] = {"frame": self.frame, "hash": self.hash.hex, "quality": self.hash.quality}
+        if self.view:
+            data["view"] = self.view
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> FrameHash:
@@ -88,14 +119,40 @@ class FrameHash:
             quality = int(data["quality"])
             if not 0 <= quality <= 100:
                 raise ValueError(f"quality {quality} is outside 0..100")
-            return cls(int(data["frame"]), PdqHash(parse_pdq(str(data["hash"])), quality))
+            view = data.get("view", "")
+            if view not in VIEWS:
+                raise ValueError(f"unknown frame hash view {str(view)[:40]!r}")
+            return cls(int(data["frame"]), PdqHash(parse_pdq(str(data["hash"])), quality), view)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed frame hash: {exc!r}") from exc
 
 
-def frame_hashes(frames: Iterable[Frame]) -> list[FrameHash]:
-    """The PDQ hash of every non-empty frame."""
-    return [FrameHash(f.index, pdq_hash(f.image)) for f in frames if min(f.image.shape[:2]) > 0]
+def frame_views(frame: Frame) -> list[tuple[str, RGBArray]]:
+    """The pictures of a frame to hash, as (view, RGB): one when it looks the same stored and
+    displayed, else the displayed and the stored one (see :data:`DISPLAYED`, :data:`STORED`)."""
+    if frame.orientation == 1 and frame.opaque is None:
+        return [("", frame.image)]
+    stored = frame.opaque if frame.opaque is not None else frame.image
+    return [(DISPLAYED, frame.image), (STORED, as_stored(stored, frame.orientation))]
+
+
+def frame_hashes(frames: Iterable[Frame], *, dihedral: bool = False) -> list[FrameHash]:
+    """The PDQ hashes of every non-empty frame: of each of its views (:func:`frame_views`), and with
+    ``dihedral`` also of each view's seven flipped and rotated copies (PDQ's dihedral hashes, which
+    cost little more than one: they come from the same DCT)."""
+    out: list[FrameHash] = []
+    for frame in frames:
+        if min(frame.image.shape[:2]) == 0:
+            continue
+        for view, image in frame_views(frame):
+            if not dihedral:
+                out.append(FrameHash(frame.index, pdq_hash(image), view))
+                continue
+            vectors, quality = pdqhash.compute_dihedral(_shrink(_checked(image)))
+            for transform, bits in zip(DIHEDRAL, vectors, strict=True):
+                named = ", ".join(part for part in (view, transform) if part)
+                out.append(FrameHash(frame.index, PdqHash(_hex(bits), int(quality)), named))
+    return out
 
 
 def pdq_hash(image: RGBArray) -> PdqHash:
@@ -115,9 +172,13 @@ def _checked(image: RGBArray) -> RGBArray:
 
 def _hash(image: RGBArray) -> PdqHash:
     bits, quality = pdqhash.compute(image)
+    return PdqHash(hex=_hex(bits), quality=int(quality))
+
+
+def _hex(bits: npt.NDArray[np.generic]) -> str:
     # pdqhash returns the 256 bits most significant first; packbits keeps that order, which gives the
     # canonical hex that python-threatexchange derives from the same vector.
-    return PdqHash(hex=np.packbits(bits.astype(np.uint8)).tobytes().hex(), quality=int(quality))
+    return np.packbits(bits.astype(np.uint8)).tobytes().hex()
 
 
 def _shrink(image: RGBArray) -> RGBArray:

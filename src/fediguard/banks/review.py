@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Sequence
 
 from fediguard.banks.formats import BankEntry
-from fediguard.banks.pdq import MIN_QUALITY
+from fediguard.banks.pdq import MIN_QUALITY, FrameHash
 from fediguard.banks.store import BankStore, StoredEntry
 from fediguard.errors import FediguardError
 from fediguard.records import DecisionRecord, RecordStore
@@ -108,6 +108,8 @@ def _review_entries(
     entry_note = note or f"{review} decision {record.id}"
     entries = [BankEntry("sha256", record.sha256, entry_note)]
     for item in record.pdq or []:
-        if int(item.get("quality", 0)) >= MIN_QUALITY:
+        # Every view of a frame (displayed, and stored as Meta's tools hash it), never the flipped
+        # and rotated copies of dihedral matching.
+        if int(item.get("quality", 0)) >= MIN_QUALITY and not FrameHash.from_json(item).dihedral:
             entries.append(BankEntry("pdq", str(item["hash"]), entry_note))
     return record, entries

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "decisions": "decisions",
     "admin": "admin",
     "evidence": "evidence",
+    "feed": "feed",
     "db": "db",
     "config": "config_cmd",
     "eval": "eval",

@@ -17,7 +17,7 @@ from fediguard.banks.formats import (
     parse_csv,
     parse_signal_list,
 )
-from fediguard.banks.pdq import crop_variants, pdq_hash
+from fediguard.banks.pdq import STORED, crop_variants, frame_views, pdq_hash
 from fediguard.banks.review import DenyConflict, NeverScanned, review_decision
 from fediguard.banks.store import BankError, BankStore
 from fediguard.cli.common import add_command, add_config_option, settings_from
@@ -243,12 +243,14 @@ def file_entries(path: Path, settings: Settings, note: str, crops: bool = False)
         print(f"{path}: only its SHA-256 was added: {exc}", file=sys.stderr)
         return entries
     for frame in media.frames:
-        h = pdq_hash(frame.image)
-        if h.usable:
-            entries.append(BankEntry("pdq", h.hex, note))
-            if crops and len(media.frames) == 1:
-                variants = crop_variants(frame.image)
-                entries += [BankEntry("pdq", v.hex, note, name, h.hex) for name, v in variants]
+        # As displayed and, for a frame with an EXIF orientation or transparency, as stored (Meta's view).
+        for view, image in frame_views(frame):
+            h = pdq_hash(image)
+            if h.usable:
+                entries.append(BankEntry("pdq", h.hex, note))
+                if crops and len(media.frames) == 1 and view != STORED:
+                    variants = crop_variants(image)
+                    entries += [BankEntry("pdq", v.hex, note, name, h.hex) for name, v in variants]
     return entries
 
 

@@ -8,7 +8,7 @@ import socket
 import uvicorn
 
 from fediguard.config import Settings
-from fediguard.gateway.server import make_server
+from fediguard.gateway.server import checked_server, ensure_started
 from fediguard.records import RecordStore
 
 
@@ -49,9 +49,10 @@ def make_desk_server(
 
 def serve_all(settings: Settings, sock: socket.socket | None = None) -> None:
     """The gateway, and the desk beside it when ``desk`` is on, until SIGINT/SIGTERM."""
-    gateway = make_server(settings)
+    gateway = checked_server(settings)
     if not settings.desk:
         gateway.run(sockets=[sock] if sock else None)
+        ensure_started(gateway)
         return
     desk = make_desk_server(settings, companion=gateway)
 
@@ -64,3 +65,4 @@ def serve_all(settings: Settings, sock: socket.socket | None = None) -> None:
             await desk_task
 
     asyncio.run(both())
+    ensure_started(gateway)

@@ -79,10 +79,12 @@ class Face:
 class ListMatch:
     """The upload (or one frame of it) matches an entry of a list of known images.
 
-    ``list_kind`` is ``deny`` or ``allow``; ``distance`` is 0 for an exact (SHA-256) match, else the
-    PDQ Hamming distance; ``note`` says which list and entry ("denied: matches bank 'x' entry 4 …")."""
+    ``list_kind`` is ``deny`` or ``allow``, or ``review`` for a list whose matches only flag the
+    upload for an admin's review (a feed subscribed that way: banks/feeds/); ``distance`` is 0 for
+    an exact (SHA-256) match, else the PDQ Hamming distance; ``note`` says which list and entry
+    ("denied: matches bank 'x' entry 4 …")."""
 
-    list_kind: Literal["deny", "allow"]
+    list_kind: Literal["deny", "allow", "review"]
     distance: float
     note: str
     frame: int | None = None
@@ -126,8 +128,8 @@ def finding_from_json(data: Any) -> Finding:
                     _opt_float(data.get("sharpness")), finders)  # fmt: skip
     if kind == "list_match":
         list_kind = data["list_kind"]
-        if list_kind not in ("deny", "allow"):
-            raise ValueError(f"list_kind must be deny or allow, not {list_kind!r}")
+        if list_kind not in ("deny", "allow", "review"):
+            raise ValueError(f"list_kind must be deny, allow or review, not {list_kind!r}")
         frame = data.get("frame")
         return ListMatch(list_kind, float(data["distance"]), str(data["note"])[:2000],
                          None if frame is None else int(frame))  # fmt: skip

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from fediguard.banks.feeds.poller import FeedPoller
 from fediguard.config import Settings, match_credential
 from fediguard.errors import RecordError
 from fediguard.gateway.auth import AuthError, address_allowed, admitting, authenticate_client
@@ -26,6 +27,7 @@ from fediguard.gateway.body import (
     BodyLimits,
     read_upload,
 )
+from fediguard.gateway.feeds import FeedRoutes
 from fediguard.metrics import Metrics
 from fediguard.records import RecordStore
 from fediguard.remote.legacy import LegacyRoutes
@@ -98,6 +100,8 @@ class Gateway:
         )
         self.workers = WorkerRoutes(settings, self.service, self.metrics)
         self.legacy = LegacyRoutes(settings, self.service, self.metrics)
+        self.feeds = FeedRoutes(settings, self.service)
+        self.feed_poller: FeedPoller | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -111,6 +115,9 @@ class Gateway:
                 "legacy_lease_s (FEDIGUARD_LEGACY_LEASE_S) is no longer used: a fedi-safety worker now "
                 "holds a job until the upload's deadline minus legacy_lease_margin_s; remove it"
             )
+        if self.service.store is not None:  # subscribed feeds, polled every feed_poll_s
+            self.feed_poller = FeedPoller(self.service.store.engine, self.settings.feed_poll_s)
+            self.feed_poller.start()
         log.info(
             "gateway ready: fail policy %s, deadline %g s, max body %g MB, records in %s",
             self.settings.fail_policy.value,
@@ -121,6 +128,8 @@ class Gateway:
         try:
             yield
         finally:
+            if self.feed_poller is not None:
+                await self.feed_poller.stop()
             await self.service.stop()
             if self.service.store is not None:
                 self.service.store.close()
@@ -205,6 +214,7 @@ class Gateway:
         return [
             *self.workers.routes(),
             *self.legacy.routes(),
+            *self.feeds.routes(),
             Route("/api/v1/workers", self.workers_listing, methods=["GET"]),
             Route("/api/v1/scan/{client}", self.scan, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),

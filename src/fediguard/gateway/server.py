@@ -53,13 +53,21 @@ def make_server(settings: Settings, service: ScanService | None = None) -> uvico
     return _Server(config, app.state.gateway)
 
 
-def serve(settings: Settings, sock: socket.socket | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. Refuses to start (RecordError, naming the setting) on a records
-    database or spool folder it cannot write: no decision may be lost."""
+def checked_server(settings: Settings) -> uvicorn.Server:
+    """The gateway's server, once its records database and spool folder were found writable:
+    raises RecordError (naming the setting) when they are not, since no decision may be lost."""
     Spool(spool_dir(settings)).probe()
     store = open_records(settings)
-    service = ScanService(settings, store, Metrics())
-    server = make_server(settings, service)
+    return make_server(settings, ScanService(settings, store, Metrics()))
+
+
+def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (the gateway alone; ``fediguard serve`` runs the desk beside it)."""
+    server = checked_server(settings)
     server.run(sockets=[sock] if sock else None)
+    ensure_started(server)
+
+
+def ensure_started(server: uvicorn.Server) -> None:
     if not server.started:
         raise FediguardError("the gateway did not start; the log above says why")

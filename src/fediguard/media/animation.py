@@ -16,9 +16,9 @@ from typing import Final
 from PIL import ImageFile
 
 from fediguard.errors import MediaError
-from fediguard.media.frames import DecodedMedia, Frame
+from fediguard.media.frames import DecodedMedia
 from fediguard.media.limits import MediaLimits, check_pixels, check_side, spread_indices
-from fediguard.media.rgb import displayed_size, exif_orientation, to_rgb
+from fediguard.media.rgb import displayed_size, exif_orientation, to_frame
 
 # Pillow formats whose decoder stamps each frame with its own start time (random access).
 _TIMESTAMPED_FORMATS: Final = frozenset({"WEBP", "AVIF"})
@@ -50,7 +50,7 @@ def decode_animation(
     width, height = displayed_size(im.size, orientation)
     wanted = spread_indices(count, limits.sample_frames)
     frames = [
-        Frame(index, to_rgb(im, limits.max_frame_side, orientation), time_s)
+        to_frame(im, limits.max_frame_side, orientation, index, time_s)
         for index, time_s in _seek_frames(im, wanted, limits, label)
     ]
     return DecodedMedia(media_type, width, height, frames, frame_count=count, animated=True)

@@ -16,12 +16,17 @@ class Frame:
     """One frame handed to detectors.
 
     ``index`` is the frame's position in the source (0 for a still image); ``time_s`` its
-    presentation time in seconds when the container says so.
+    presentation time in seconds when the container says so. ``image`` is the frame as displayed:
+    upright, alpha composited on white. Meta's PDQ tools hash the stored pixels instead, so a frame
+    also says which EXIF ``orientation`` (1-8) was undone to make it upright, and, only when it has
+    real transparency, holds ``opaque``: the same pixels (upright, same size) with the alpha dropped.
     """
 
     index: int
     image: RGBArray
     time_s: float | None = None
+    orientation: int = 1
+    opaque: RGBArray | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ A child that dies, is killed or hit its memory limit is replaced, and the job ge
 :class:`~fediguard.errors.MediaError` naming the limit. Children are forked from a forkserver that
 has imported Pillow, PyAV and numpy once (the parent runs onnxruntime threads, which plain fork
 would copy in an unknown state), so a replacement starts in milliseconds. Frames come back as raw
-bytes read straight into the parent's arrays; the upload goes to the child the same way.
+bytes read straight into the parent's arrays (a frame's ``opaque`` pixels too, when it has them:
+see :class:`~fediguard.media.frames.Frame`); the upload goes to the child the same way.
 """
 
 from __future__ import annotations
@@ -223,18 +224,21 @@ class _Child:
                     raise _ChildGone(message)
                 raise MediaError(message)
             _, (media_type, width, height, frame_count, animated, frames) = reply
-            images = []
-            for _, _, shape in frames:
-                image = np.empty(shape, dtype=np.uint8)
-                self._read_into(conn, image.data.cast("B"), deadline)
-                images.append(image)
+            decoded = []
+            for index, time_s, shape, orientation, has_opaque in frames:
+                image = self._read_array(conn, shape, deadline)
+                opaque = self._read_array(conn, shape, deadline) if has_opaque else None
+                decoded.append(Frame(index, image, time_s, orientation, opaque))
         except (EOFError, OSError) as exc:
             raise _ChildGone(self._death()) from exc
-        return DecodedMedia(
-            media_type, width, height,
-            [Frame(index, image, time_s) for (index, time_s, _), image in zip(frames, images, strict=True)],
-            frame_count=frame_count, animated=animated,
-        )  # fmt: skip
+        return DecodedMedia(media_type, width, height, decoded, frame_count=frame_count, animated=animated)
+
+    def _read_array(
+        self, conn: multiprocessing.connection.Connection, shape: tuple[int, ...], deadline: float
+    ) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        image = np.empty(shape, dtype=np.uint8)
+        self._read_into(conn, image.data.cast("B"), deadline)
+        return image
 
     def _receive(self, conn: multiprocessing.connection.Connection, deadline: float) -> Any:
         self._wait(conn, deadline)
@@ -322,12 +326,16 @@ def _child_main(conn: multiprocessing.connection.Connection, memory_mb: int, dec
             conn.send(("error", f"the decoder failed: {type(exc).__name__}: {exc}", True))
             return
         del data
-        frames = [(f.index, f.time_s, f.image.shape) for f in media.frames]
+        frames = [
+            (f.index, f.time_s, f.image.shape, f.orientation, f.opaque is not None) for f in media.frames
+        ]
         conn.send(
             ("ok", (media.media_type, media.width, media.height, media.frame_count, media.animated, frames))
         )
         for frame in media.frames:
             _write_all(conn, np.ascontiguousarray(frame.image).data.cast("B"))
+            if frame.opaque is not None:  # the same shape as the image (Frame's contract)
+                _write_all(conn, np.ascontiguousarray(frame.opaque).data.cast("B"))
 
 
 # Bulk bytes (the upload, the frames) go as raw bytes after the message that announces their size:

@@ -17,10 +17,10 @@ from typing import Final
 from PIL import Image
 
 from fediguard.media.animation import decode_animation
-from fediguard.media.frames import DecodedMedia, Frame
+from fediguard.media.frames import DecodedMedia
 from fediguard.media.jxl import JXL_SUPPORTED, jxl_size
 from fediguard.media.limits import MediaLimits, check_pixels, fit
-from fediguard.media.rgb import displayed_size, exif_orientation, to_rgb
+from fediguard.media.rgb import displayed_size, exif_orientation, to_frame
 
 # Register every Pillow plugin once, at import: Image.open() would otherwise do it lazily, from
 # whichever scanner thread gets there first.
@@ -58,6 +58,6 @@ def decode_image(data: bytes, media_type: str, label: str, limits: MediaLimits) 
             im.draft("RGB", fit(im.size, limits.max_frame_side))
         im.load()
         orientation = exif_orientation(im)  # after load(): a PNG may keep its eXIf chunk after the pixels
-        frame = Frame(index=0, image=to_rgb(im, limits.max_frame_side, orientation))
+        frame = to_frame(im, limits.max_frame_side, orientation, 0)
         width, height = displayed_size(source_size, orientation)
         return DecodedMedia(media_type, width, height, [frame], frame_count=1, animated=False)

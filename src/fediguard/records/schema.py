@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -33,7 +34,7 @@ decisions = Table(
     Column("detected_type", String(100), nullable=True),  # as sniffed from the bytes
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("pdq", JSON, nullable=True),  # [{"frame": i, "hash": hex, "quality": q}, ...]
+    Column("pdq", JSON, nullable=True),  # [{"frame": i, "hash": hex, "quality": q, "view"?: v}, ...]
     Column("verdict", String(16), nullable=False),
     Column("labels", JSON, nullable=False),
     Column("reasons", JSON, nullable=False),
@@ -181,4 +182,59 @@ desk_items = Table(
     Column("report_ref", String(200), nullable=True),
     Column("reported_by", String(100), nullable=True),
     Column("reported_at", DateTime(timezone=True), nullable=True),
+)
+
+# --- hash feeds (banks/feeds/, docs/feeds.md) ------------------------------------------------------
+
+feed_publications = Table(
+    "feed_publications",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("banks", JSON, nullable=False),  # names of the deny banks published
+    Column("notes", Boolean, nullable=False),  # whether entries' notes are published
+    Column("token_sha256", String(64), nullable=True),  # None: a public feed
+    Column("synced_generation", BigInteger, nullable=False),  # bank_generation last turned into batches
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+feed_batches = Table(
+    "feed_batches",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("publication_id", _Id, ForeignKey("feed_publications.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),  # the canonical JSON that is signed
+    Column("signature", String(100), nullable=False),  # Ed25519, base64
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("publication_id", "seq", name="uq_feed_batches_seq"),
+)
+
+feed_published = Table(
+    "feed_published",
+    metadata,
+    # What a feed's batches add up to: the set the next batch is the difference from.
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("publication_id", _Id, ForeignKey("feed_publications.id"), nullable=False),
+    Column("hash_kind", String(8), nullable=False),
+    Column("value", String(64), nullable=False),
+    UniqueConstraint("publication_id", "hash_kind", "value", name="uq_feed_published_hash"),
+)
+
+feed_subscriptions = Table(
+    "feed_subscriptions",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("url", String(1000), nullable=False),
+    Column("public_key", String(100), nullable=False),  # ed25519:BASE64
+    Column("token", Text, nullable=True),  # the publisher's read token (None: a public feed)
+    Column("action", String(8), nullable=False),  # deny | review
+    Column("bank", String(100), nullable=False),  # the local bank the entries go to
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_digest", String(64), nullable=False),  # SHA-256 of the last applied batch's body
+    Column("polled_at", DateTime(timezone=True), nullable=True),
+    Column("synced_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=True),  # why the last poll was refused or failed; None when it was fine
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -86,7 +86,10 @@ def sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(str(parsed.database))
+    database = str(parsed.database)
+    if database.startswith("file:"):  # a URI filename (``?uri=true``): its path, without options
+        database = database.removeprefix("file:").partition("?")[0]
+    return Path(database)
 
 
 def database_label(url: str) -> str:

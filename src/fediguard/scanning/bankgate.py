@@ -49,8 +49,10 @@ class BankGate:
         max_distance: int,
         refresh_s: float,
         decoder: Decoder = decode,
+        dihedral: bool = False,
     ) -> None:
         self.records = records
+        self.dihedral = dihedral
         self.limits = limits
         self.decoder = decoder
         self.max_distance = max_distance
@@ -60,8 +62,10 @@ class BankGate:
 
     @property
     def state(self) -> str:
-        """Changes whenever the banks or the match radius change (for cached verdicts)."""
-        return f"{self.matcher.state};pdq<={self.max_distance}"
+        """Changes whenever the banks, the match radius or the hashing change (for cached verdicts):
+        ``views`` since frames are hashed as stored too, ``dihedral`` with flips and rotations."""
+        flips = ";dihedral" if self.dihedral else ""
+        return f"{self.matcher.state};pdq<={self.max_distance};views{flips}"
 
     async def start(self) -> None:
         """Load the banks, then pick up changes made by other processes (the CLI, another node)."""
@@ -108,8 +112,8 @@ class BankGate:
             if pdq:
                 hits += await asyncio.to_thread(self.matcher.match_pdq, pdq)
         result = await asyncio.to_thread(self.matcher.result, hits)
-        if result is None:
-            return None
+        if result is None or not result.decisive:
+            return None  # nothing, or only flagged for review: scan it (its PDQ meets the flag again)
         if pdq is None:
             pdq = await asyncio.to_thread(self._known_pdq, data, media_type, sha256)
         return ScanOutcome(results=[result], scanner="gateway", pdq=pdq)
@@ -135,7 +139,7 @@ class BankGate:
             return replace(outcome, pdq=None)
         started = time.perf_counter()
         try:
-            hashes = frame_hashes(self.decoder(data, limits=self.limits).frames)
+            hashes = frame_hashes(self.decoder(data, limits=self.limits).frames, dihedral=self.dihedral)
         except MediaError as exc:
             detail = (
                 f"worker {outcome.scanner} scanned it, but the gateway cannot decode it to hash it: {exc}"
@@ -155,7 +159,7 @@ class BankGate:
             media = self.decoder(data, declared_type=media_type, limits=self.limits)
         except MediaError:
             return None
-        return frame_hashes(media.frames)
+        return frame_hashes(media.frames, dihedral=self.dihedral)
 
     def _known_pdq(self, data: bytes, media_type: str | None, sha256: str) -> list[FrameHash] | None:
         """The PDQ hashes to record for bytes decided by their SHA-256 alone: as recorded before for

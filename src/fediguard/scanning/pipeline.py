@@ -61,8 +61,9 @@ class Pipeline:
     ``decoder`` decodes uploads: :func:`~fediguard.media.decode.decode` in this thread, or a
     :class:`~fediguard.media.sandbox.DecoderPool`'s, in a child process under OS limits. With
     ``hash_frames`` every decoded frame gets a PDQ hash (recorded, and matched against the banks
-    by the gateway); with a ``matcher`` (in-process scanners) the banks are checked right after
-    hashing, so an allow or deny hit runs no model at all.
+    by the gateway; with ``dihedral`` their flipped and rotated copies too); with a ``matcher``
+    (in-process scanners) the banks are checked right after hashing, so an allow or deny hit runs no
+    model at all.
     """
 
     def __init__(
@@ -74,11 +75,13 @@ class Pipeline:
         matcher: BankCheck | None = None,
         decoder: Decoder = decode,
         screening: float = 0.0,
+        dihedral: bool = False,
     ) -> None:
         if not 0.0 <= screening <= 1.0:
             raise ValueError(f"screening must be within 0..1, got {screening}")
         self.detectors = sorted(detectors, key=lambda d: (screened(d), d.cost))
         self.screening = screening
+        self.dihedral = dihedral
         self.decoder = decoder
         self.limits = limits
         self.scanner = scanner
@@ -122,7 +125,8 @@ class Pipeline:
                     pdq, hit = self._hash(subject, timings, matcher)
                     if hit is not None:
                         results.append(hit)
-                        break
+                        if hit.decisive:  # a match that only flags for review lets the models run
+                            break
                 result = self._screen(detector, subject, results)
                 if result is None:
                     result = self._detect(detector, subject, timings)
@@ -201,7 +205,7 @@ class Pipeline:
     ) -> tuple[list[FrameHash], DetectorResult | None]:
         frames = subject.media.frames
         started = time.perf_counter()
-        hashes = frame_hashes(frames)
+        hashes = frame_hashes(frames, dihedral=self.dihedral)
         timings["pdq"] = time.perf_counter() - started
         if matcher is None:
             return hashes, None
@@ -246,6 +250,7 @@ def make_pipeline_factory(
         return Pipeline(
             detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher, decoder=decoder,
             screening=settings.screening_threshold,
+            dihedral=settings.pdq_dihedral,
         )  # fmt: skip
 
     return _make

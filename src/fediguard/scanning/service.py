@@ -36,7 +36,7 @@ from fediguard.scanning.pipeline import Pipeline, make_pipeline_factory, media_l
 from fediguard.scanning.queue import JobQueue, QueueFull
 from fediguard.scanning.scanners import ScannerGauges
 from fediguard.scanning.stills import AS_IS_TYPES, Stills, prepare, scan_frames
-from fediguard.verdicts import Decision, FailReason, PolicyConfig, Verdict, fail_decision
+from fediguard.verdicts import REVIEW, Decision, FailReason, PolicyConfig, Verdict, fail_decision
 
 log = logging.getLogger("fediguard.decisions")
 
@@ -147,8 +147,9 @@ class ScanService:
                 self.writer = RecordWriter(self.store, spool, on_error=self._record_write_failed)
             if s.banks:
                 self.banks = BankGate(
-                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder
-                )
+                    self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder,
+                    dihedral=s.pdq_dihedral,
+                )  # fmt: skip
                 await self.banks.start()
         if self.settings.local_scanner:
             self.local = LocalScanner(self.queue, self.pipeline_factory, self.settings.scanner_threads)
@@ -209,8 +210,9 @@ class ScanService:
 
         await self._keep_evidence(decision, sha256, data)
         timings["total"] = loop.time() - started
-        # A verdict only the configured detectors reached may be reused for the same bytes later.
-        cacheable = outcome is None or outcome.cacheable
+        # A verdict only the configured detectors reached may be reused for the same bytes later; a
+        # pass flagged for review is not (a reuse would pass it without the flag).
+        cacheable = (outcome is None or outcome.cacheable) and REVIEW not in decision.labels
         record_id, spooled = await self._record(
             decision, data, sha256, media_type, client, source, timings, outcome,
             cache_key=cache_key if cacheable else None, wait_until=deadline,

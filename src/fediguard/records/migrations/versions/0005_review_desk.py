@@ -2,7 +2,7 @@
 ``decision_flags``, the review queue's index of flagged decisions, filled in for existing decisions.
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 Create Date: 2026-12-03 06:16:23.539046
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
