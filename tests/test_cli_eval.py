@@ -3,6 +3,8 @@ from the colours (support.detectors.ColourExplicit / ColourAge): the expected ma
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,17 @@ ROWS = [
     ("minor.png", "csam_suspect", 10, 200, 64),  # age 10
     ("minor2.png", "csam_suspect", 12, 255, 80),  # age 12.5
 ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`fediguard eval` runs in this process and configures logging as a command does: put the
+    root logger back, or later tests' log capture would see other tests' records."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
