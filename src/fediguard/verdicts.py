@@ -52,7 +52,8 @@ LABELS: tuple[str, ...] = (CSAM_SUSPECT, NSFW, DENYLISTED, REVIEW)
 """Labels an admin may list in ``reject_labels``. ``allowlisted`` is not among them: it always passes.
 ``review``: explicit, with a face that may be a minor's but evidence too weak for ``csam_suspect``
 (the face too small or blurred to age, not linkable to the body, seen by one face finder only, or a
-minor only within the age model's uncertainty); recorded and counted, rejected only when listed."""
+minor only within the age model's uncertainty), or a match of a bank that only flags; recorded and
+counted, rejected only when listed."""
 
 
 POLICY_VERSION = "2"
