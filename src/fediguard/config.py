@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -240,6 +241,8 @@ class Settings(BaseModel):
     evidence_dir: Path | None = None
     evidence_recipient: str | None = None
     evidence_retention_days: float = Field(90.0, gt=0, le=36500)
+    pictrs_url: str | None = None  # the desk's "purge from pict-rs" (docs/desk.md), with its API key:
+    pictrs_api_key: SecretStr | None = None  # pict-rs's server.api_key; masked in `fediguard config`
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
