@@ -22,6 +22,7 @@ from fediguard.config import Settings
 from fediguard.desk.accounts import DEFAULT_BLUR, ROLES, AccountError, Accounts
 from fediguard.desk.actions import DeskActions
 from fediguard.desk.audit import AuditLog
+from fediguard.desk.flags import DeskFlags
 from fediguard.desk.queue import QUEUE_LABELS, SOURCES, STATES, DeskQueue, QueueFilter
 from fediguard.desk.sessions import COOKIE, LoginLimiter, Sessions, load_secret
 from fediguard.desk.thumbs import THUMB_DECODE_SIDE, placeholder, revealed, thumbnail
@@ -33,6 +34,7 @@ from fediguard.media.frames import DecodedMedia
 from fediguard.media.sandbox import DecoderPool
 from fediguard.records import RecordStore
 from fediguard.scanning.pipeline import media_limits, sandbox_limits
+from fediguard.storage.pictrs_api import PictrsAdmin
 
 log = logging.getLogger("fediguard.desk")
 PAGE = 50
@@ -58,7 +60,14 @@ class Desk:
         self.accounts = Accounts(records.engine)
         self.audit = AuditLog(records.engine)
         self.queue = DeskQueue(records.engine, self.settings.desk_claim_s)
-        self.actions = DeskActions(records, self.audit, self.queue)
+        self.flags = DeskFlags(records.engine)
+        s = self.settings
+        pictrs = (
+            PictrsAdmin(s.pictrs_url, s.pictrs_api_key.get_secret_value())
+            if s.pictrs_url and s.pictrs_api_key
+            else None
+        )
+        self.actions = DeskActions(records, self.audit, self.queue, pictrs)
         self.guard = Guard(self.sessions, self.accounts)
 
     @contextlib.asynccontextmanager
@@ -125,11 +134,12 @@ class Desk:
         before = int(q["before"]) if q.get("before", "").isdigit() else None
         f = QueueFilter(label, source, q.get("client") or None, since, None, state or "open", before)
         items, next_before = await asyncio.to_thread(self.queue.page, f, PAGE)
+        counts = await asyncio.to_thread(self.flags.counts)
         filters = {"label": label or "", "source": source or "", "client": f.client or "",
                    "hours": q.get("hours", ""), "state": state}  # fmt: skip
         return render(
             "queue.html", who=who, items=items, next_before=next_before, filters=filters,
-            labels=QUEUE_LABELS, sources=SOURCES, states=STATES, now=datetime.now(UTC),
+            labels=QUEUE_LABELS, sources=SOURCES, states=STATES, now=datetime.now(UTC), counts=counts,
         )  # fmt: skip
 
     async def item_page(self, request: Request, who: Who) -> Response:
@@ -142,8 +152,10 @@ class Desk:
         history = await asyncio.to_thread(self.audit.recent, 50, None, decision_id)
         kept = await asyncio.to_thread(self.vault.has, record.sha256)
         following = await asyncio.to_thread(self.queue.next_open, decision_id, who.name)
+        published = await asyncio.to_thread(self.actions.published_banks)
         return render(
             "item.html", who=who, record=record, item=item, held_by=held_by, history=history, kept=kept,
+            published=published, pictrs=self.actions.pictrs is not None,
             unlocked=who.session.identity is not None, revealed=decision_id in who.session.revealed,
             message=request.query_params.get("msg"), error=request.query_params.get("err"),
             following=following,
@@ -162,9 +174,16 @@ class Desk:
         try:
             if action in ("confirm", "overturn"):
                 review = "confirmed" if action == "confirm" else "overturned"
-                msg = await asyncio.to_thread(self.actions.review, decision_id, review, reason, who.name)
+                into = _text(form, "publish_into") if _text(form, "publish") == "1" else None
+                if _text(form, "publish") == "1" and not into:
+                    return _back(decision_id, err="publish: choose the published bank to confirm into")
+                msg = await asyncio.to_thread(
+                    self.actions.review, decision_id, review, reason, who.name, into
+                )
             elif action == "remove":
                 msg = await self.actions.remove(decision_id, reason, who.name)
+            elif action == "purge":
+                msg = await self.actions.purge(decision_id, _text(form, "alias"), reason, who.name)
             elif action == "report":
                 ref = _text(form, "reference")
                 msg = await asyncio.to_thread(self.actions.report, decision_id, ref, reason, who.name)
@@ -274,6 +293,33 @@ class Desk:
         await asyncio.to_thread(self.accounts.set_blur, who.name, strength)
         return RedirectResponse(_local(_text(form, "back")), 303)
 
+    # --- the banks' alerts, retroactive matches, flagged swept objects ----------------------------
+
+    async def flags_page(self, request: Request, who: Who) -> Response:
+        alerts = await asyncio.to_thread(self.flags.alerts)
+        found = await asyncio.to_thread(self.flags.rematches)
+        swept = await asyncio.to_thread(self.flags.swept)
+        q = request.query_params
+        return render(
+            "flags.html", who=who, alerts=alerts, rematches=found, swept=swept,
+            message=q.get("msg"), error=q.get("err"),
+        )  # fmt: skip
+
+    async def alert_answer(self, request: Request, who: Who) -> Response:
+        alert_id = int(request.path_params["id"])
+        form = await request.form()
+        alert = await asyncio.to_thread(self.flags.alert, alert_id)
+        try:
+            if alert is None:
+                raise FediguardError(f"no alert {alert_id}")
+            answer = _text(form, "answer")
+            msg = await asyncio.to_thread(
+                self.actions.answer_alert, alert, answer, _text(form, "reason"), who.name
+            )
+        except FediguardError as exc:
+            return secured(RedirectResponse(f"/flags?err={_q(str(exc))}", 303))
+        return secured(RedirectResponse(f"/flags?msg={_q(msg)}", 303))
+
     # --- admins ----------------------------------------------------------------------------------
 
     async def audit_page(self, request: Request, who: Who) -> Response:
@@ -334,6 +380,8 @@ class Desk:
             Route("/unlock", g.form(self.unlock_key), methods=["POST"]),
             Route("/lock", g.form(self.lock_key), methods=["POST"]),
             Route("/prefs", g.form(self.prefs), methods=["POST"]),
+            Route("/flags", g.page(self.flags_page), methods=["GET"]),
+            Route("/alerts/{id:int}", g.form(self.alert_answer, admin=True), methods=["POST"]),
             Route("/audit", g.page(self.audit_page, admin=True), methods=["GET"]),
             Route("/accounts", g.page(self.accounts_page, admin=True), methods=["GET"]),
             Route("/accounts", g.form(self.accounts_change, admin=True), methods=["POST"]),

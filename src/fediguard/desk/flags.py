@@ -58,7 +58,6 @@ class SweptView:
 class Counts:
     alerts: int
     rematches: int
-    swept: int
 
 
 _SWEPT_FLAGGED = or_(
@@ -117,17 +116,16 @@ class DeskFlags:
         return [_swept(row) for row in rows]
 
     def counts(self) -> Counts:
-        """Open alerts, rematches of decisions nobody reviewed yet, and flagged swept objects."""
+        """Open alerts and decisions with retroactive matches nobody reviewed yet (both small, cheap
+        to count on every queue page; flagged swept objects are not counted: the table is large)."""
         open_rematches = (
             select(func.count(func.distinct(rematches.c.decision_id)))
             .select_from(rematches.join(decisions, decisions.c.id == rematches.c.decision_id))
             .where(decisions.c.review.is_(None))
         )
-        swept = select(func.count()).select_from(sweep_objects).where(_SWEPT_FLAGGED)
         with self.engine.connect() as conn:
             n_rematches = int(conn.execute(open_rematches).scalar_one())
-            n_swept = int(conn.execute(swept).scalar_one())
-        return Counts(self.governance.open_alerts(), n_rematches, n_swept)
+        return Counts(self.governance.open_alerts(), n_rematches)
 
 
 def _swept(row: Any) -> SweptView:
