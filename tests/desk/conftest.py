@@ -3,6 +3,7 @@ sealed evidence on, and the review desk beside it sharing its records database."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,12 @@ class Stack:
         return int(answer.json()["id"])
 
 
-@pytest.fixture
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    """Settings may be overridden by indirect parametrization: ``{"decode_sandbox": True}``."""
+@contextlib.contextmanager
+def open_stack(tmp_path: Path, **overrides: object) -> Iterator[Stack]:
+    """The gateway and desk of :func:`stack` with these settings changed."""
     keygen(tmp_path / "data" / "evidence", PASSPHRASE)
     values = {"evidence_labels": "csam_suspect,denylisted", "decode_sandbox": False, "bank_refresh_s": 0.1}
-    values.update(getattr(request, "param", {}))
+    values.update(overrides)
     settings = make_settings(tmp_path, detectors=["nudity"], **values)
     scores: dict[str, float] = dict(FLAGGING)
     gateway = start_gateway(settings, lambda: ScoreDetector("nudity", scores, notes=["porn"]))
@@ -50,3 +51,10 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     finally:
         desk.stop()
         gateway.stop()
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """Settings may be overridden by indirect parametrization: ``{"decode_sandbox": True}``."""
+    with open_stack(tmp_path, **getattr(request, "param", {})) as running:
+        yield running

@@ -17,6 +17,13 @@ def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **params: Any) -> 
     return buf.getvalue()
 
 
+def photo(name: str) -> np.ndarray:
+    """A scikit-image sample picture by name ("astronaut", "chelsea", ...)."""
+    from skimage import data
+
+    return np.ascontiguousarray(getattr(data, name)())
+
+
 def astronaut_jpeg() -> bytes:
     from skimage import data
 
