@@ -24,7 +24,7 @@ from fediguard.logs import shown
 from fediguard.media.sniff import sniff
 from fediguard.records import DecisionRecord, RecordStore
 from fediguard.storage import open_source
-from fediguard.storage.pictrs_api import PictrsAdmin, PictrsError
+from fediguard.storage.pictrs_api import PictrsAdmin, PictrsError, alias_of
 from fediguard.sweeper.actions import ActionTaker
 from fediguard.sweeper.state import SweepState
 
@@ -106,12 +106,12 @@ class DeskActions:
         self._decision(decision_id)
         if self.pictrs is None:
             raise ActionError("purging from pict-rs needs the settings pictrs_url and pictrs_api_key")
+        alias = alias_of(alias)  # a bad one is refused here, before pict-rs is asked
         try:
             aliases = await self.pictrs.purge(alias)
         except PictrsError as exc:
             log.warning("desk: purge from pict-rs for decision %d by %s failed: %s", decision_id, by, exc)
-            self.audit.record(by, "purge_failed", f"{reason}; alias {shown(alias.strip()[:300])}: {exc}",
-                              decision_id)  # fmt: skip
+            self.audit.record(by, "purge_failed", f"{reason}; alias {shown(alias)}: {exc}", decision_id)
             raise
         summary = f"purged from pict-rs: {', '.join(shown(a) for a in aliases)}"
         self.audit.record(by, "purge", f"{reason}; {summary}", decision_id)
