@@ -58,7 +58,7 @@ class PictrsAdmin:
                 answer = await client.post(
                     target, params={"alias": alias}, headers={"X-Api-Token": self._api_key}
                 )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise PictrsError(
                 f"pict-rs at {self.url} (pictrs_url) could not be reached: {type(exc).__name__}: {exc}"
             ) from exc
