@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -26,7 +25,18 @@ from fediguard.desk.flags import DeskFlags
 from fediguard.desk.queue import QUEUE_LABELS, SOURCES, STATES, DeskQueue, QueueFilter
 from fediguard.desk.sessions import COOKIE, LoginLimiter, Sessions, load_secret
 from fediguard.desk.thumbs import THUMB_DECODE_SIDE, placeholder, revealed, thumbnail
-from fediguard.desk.web import HERE, Guard, Who, render, secured
+from fediguard.desk.web import (
+    HERE,
+    Guard,
+    Who,
+    as_number,
+    back_to_item,
+    form_text,
+    local_path,
+    quoted,
+    render,
+    secured,
+)  # fmt: skip
 from fediguard.errors import FediguardError, MediaError
 from fediguard.evidence import EvidenceKeyError, EvidenceVault, unlock
 from fediguard.media.decode import decode
@@ -91,9 +101,9 @@ class Desk:
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
-        name, password = _text(form, "name"), _text(form, "password")
+        name, password = form_text(form, "name"), form_text(form, "password")
         address = request.client.host if request.client else "-"
-        if not self.sessions.login_token_ok(_text(form, "csrf")):
+        if not self.sessions.login_token_ok(form_text(form, "csrf")):
             return secured(PlainTextResponse("missing or wrong CSRF token: reload the sign-in page", 403))
         if not self.limiter.allowed(name, address):
             await asyncio.to_thread(self.audit.record, name or "-", "login_limited", f"from {address}")
@@ -129,7 +139,7 @@ class Desk:
         label = q.get("label") if q.get("label") in QUEUE_LABELS else None
         source = q.get("source") if q.get("source") in SOURCES else None
         state = q.get("state") if q.get("state") in STATES else "open"
-        hours = _number(q.get("hours"))
+        hours = as_number(q.get("hours"))
         since = datetime.now(UTC) - timedelta(hours=hours) if hours else None
         before = int(q["before"]) if q.get("before", "").isdigit() else None
         f = QueueFilter(label, source, q.get("client") or None, since, None, state or "open", before)
@@ -167,49 +177,49 @@ class Desk:
     async def act(self, request: Request, who: Who) -> Response:
         decision_id = int(request.path_params["id"])
         form = await request.form()
-        action, reason = _text(form, "action"), _text(form, "reason")
+        action, reason = form_text(form, "action"), form_text(form, "reason")
         held_by = await asyncio.to_thread(self.queue.claim, decision_id, who.name)
         if held_by is not None and action != "release":
-            return _back(decision_id, err=f"{held_by} holds this item; nothing was done")
+            return back_to_item(decision_id, err=f"{held_by} holds this item; nothing was done")
         try:
             if action in ("confirm", "overturn"):
                 review = "confirmed" if action == "confirm" else "overturned"
-                into = _text(form, "publish_into") if _text(form, "publish") == "1" else None
-                if _text(form, "publish") == "1" and not into:
-                    return _back(decision_id, err="publish: choose the published bank to confirm into")
+                into = form_text(form, "publish_into") if form_text(form, "publish") == "1" else None
+                if form_text(form, "publish") == "1" and not into:
+                    return back_to_item(decision_id, err="publish: choose the published bank to confirm into")
                 msg = await asyncio.to_thread(
                     self.actions.review, decision_id, review, reason, who.name, into
                 )
             elif action == "remove":
                 msg = await self.actions.remove(decision_id, reason, who.name)
             elif action == "purge":
-                msg = await self.actions.purge(decision_id, _text(form, "alias"), reason, who.name)
+                msg = await self.actions.purge(decision_id, form_text(form, "alias"), reason, who.name)
             elif action == "report":
-                ref = _text(form, "reference")
+                ref = form_text(form, "reference")
                 msg = await asyncio.to_thread(self.actions.report, decision_id, ref, reason, who.name)
             elif action == "release":
                 await asyncio.to_thread(self.queue.release, decision_id, who.name)
                 return secured(RedirectResponse("/", 303))
             else:
-                return _back(decision_id, err=f"unknown action {action!r}")
+                return back_to_item(decision_id, err=f"unknown action {action!r}")
         except DenyConflict as exc:
-            return _back(decision_id, err=str(exc).splitlines()[0])
+            return back_to_item(decision_id, err=str(exc).splitlines()[0])
         except FediguardError as exc:
-            return _back(decision_id, err=str(exc))
-        if action in ("confirm", "overturn") and _text(form, "next") == "1":
+            return back_to_item(decision_id, err=str(exc))
+        if action in ("confirm", "overturn") and form_text(form, "next") == "1":
             following = await asyncio.to_thread(self.queue.next_open, decision_id, who.name)
             if following is not None:
-                return secured(RedirectResponse(f"/item/{following}?msg={_q(msg)}", 303))
-        return _back(decision_id, msg=msg)
+                return secured(RedirectResponse(f"/item/{following}?msg={quoted(msg)}", 303))
+        return back_to_item(decision_id, msg=msg)
 
     async def reveal(self, request: Request, who: Who) -> Response:
         decision_id = int(request.path_params["id"])
         if who.session.identity is None:
-            return _back(decision_id, err="unlock the evidence first")
-        reason = " ".join(_text(await request.form(), "reason").split()) or "-"
+            return back_to_item(decision_id, err="unlock the evidence first")
+        reason = " ".join(form_text(await request.form(), "reason").split()) or "-"
         who.session.revealed.add(decision_id)
         await asyncio.to_thread(self.audit.record, who.name, "reveal", reason, decision_id)
-        return _back(decision_id)
+        return back_to_item(decision_id)
 
     async def export(self, request: Request, who: Who) -> Response:
         decision_id = int(request.path_params["id"])
@@ -217,10 +227,10 @@ class Desk:
         try:
             media = await self._bytes(who, decision_id) if who.session.identity is not None else None
             package = await asyncio.to_thread(
-                self.actions.export, decision_id, _text(form, "reason"), who.name, media
+                self.actions.export, decision_id, form_text(form, "reason"), who.name, media
             )
         except FediguardError as exc:
-            return _back(decision_id, err=str(exc))
+            return back_to_item(decision_id, err=str(exc))
         headers = {"Content-Disposition": f'attachment; filename="fediguard-evidence-{decision_id}.zip"'}
         return Response(package, media_type="application/zip", headers=headers)
 
@@ -269,7 +279,7 @@ class Desk:
 
     async def unlock_key(self, request: Request, who: Who) -> Response:
         form = await request.form()
-        secret = _text(form, "passphrase")
+        secret = form_text(form, "passphrase")
         try:
             who.session.identity = await asyncio.to_thread(unlock, self.vault.folder, secret)
         except EvidenceKeyError as exc:
@@ -278,7 +288,7 @@ class Desk:
         await asyncio.to_thread(
             self.audit.record, who.name, "unlock", "evidence key unlocked for this session"
         )
-        return RedirectResponse(_local(_text(form, "back")), 303)
+        return RedirectResponse(local_path(form_text(form, "back")), 303)
 
     async def lock_key(self, request: Request, who: Who) -> Response:
         who.session.identity = None
@@ -288,10 +298,10 @@ class Desk:
 
     async def prefs(self, request: Request, who: Who) -> Response:
         form = await request.form()
-        blur = _number(_text(form, "blur"))
+        blur = as_number(form_text(form, "blur"))
         strength = int(blur if blur is not None else DEFAULT_BLUR)
         await asyncio.to_thread(self.accounts.set_blur, who.name, strength)
-        return RedirectResponse(_local(_text(form, "back")), 303)
+        return RedirectResponse(local_path(form_text(form, "back")), 303)
 
     # --- the banks' alerts, retroactive matches, flagged swept objects ----------------------------
 
@@ -312,13 +322,13 @@ class Desk:
         try:
             if alert is None:
                 raise FediguardError(f"no alert {alert_id}")
-            answer = _text(form, "answer")
+            answer = form_text(form, "answer")
             msg = await asyncio.to_thread(
-                self.actions.answer_alert, alert, answer, _text(form, "reason"), who.name
+                self.actions.answer_alert, alert, answer, form_text(form, "reason"), who.name
             )
         except FediguardError as exc:
-            return secured(RedirectResponse(f"/flags?err={_q(str(exc))}", 303))
-        return secured(RedirectResponse(f"/flags?msg={_q(msg)}", 303))
+            return secured(RedirectResponse(f"/flags?err={quoted(str(exc))}", 303))
+        return secured(RedirectResponse(f"/flags?msg={quoted(msg)}", 303))
 
     # --- admins ----------------------------------------------------------------------------------
 
@@ -336,11 +346,11 @@ class Desk:
 
     async def accounts_change(self, request: Request, who: Who) -> Response:
         form = await request.form()
-        op, name = _text(form, "op"), _text(form, "name")
+        op, name = form_text(form, "op"), form_text(form, "name")
         try:
             if op == "add":
-                role = _text(form, "role") or "reviewer"
-                await asyncio.to_thread(self.accounts.add, name, _text(form, "password"), role)
+                role = form_text(form, "role") or "reviewer"
+                await asyncio.to_thread(self.accounts.add, name, form_text(form, "password"), role)
                 detail = f"{name} ({role})"
             elif op == "remove":
                 if name == who.name:
@@ -349,14 +359,14 @@ class Desk:
                 self.sessions.drop_account(name)
                 detail = name
             elif op == "passwd":
-                await asyncio.to_thread(self.accounts.set_password, name, _text(form, "password"))
+                await asyncio.to_thread(self.accounts.set_password, name, form_text(form, "password"))
                 detail = name
             else:
                 raise AccountError(f"unknown operation {op!r}")
         except FediguardError as exc:
-            return RedirectResponse(f"/accounts?err={_q(str(exc))}", 303)
+            return RedirectResponse(f"/accounts?err={quoted(str(exc))}", 303)
         await asyncio.to_thread(self.audit.record, who.name, f"account_{op}", detail)
-        return RedirectResponse(f"/accounts?msg={_q(f'{op} {name}: done')}", 303)
+        return RedirectResponse(f"/accounts?msg={quoted(f'{op} {name}: done')}", 303)
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -398,31 +408,3 @@ def create_desk_app(settings: Settings, records: RecordStore | None = None) -> S
     app = Starlette(routes=desk.routes(), lifespan=desk.lifespan)
     app.state.desk = desk
     return app
-
-
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
-
-
-def _local(path: str) -> str:
-    """A path on this desk to go back to (the page a form was on), never another site."""
-    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def _q(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text[:300], safe="")
-
-
-def _back(decision_id: int, msg: str | None = None, err: str | None = None) -> Response:
-    query = f"?msg={_q(msg)}" if msg else f"?err={_q(err)}" if err else ""
-    return secured(RedirectResponse(f"/item/{decision_id}{query}", 303))

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
@@ -116,3 +118,32 @@ async def _threaded(fn: Callable[[Request], Who | None], request: Request) -> Wh
     import asyncio
 
     return await asyncio.to_thread(fn, request)
+
+
+# --- small helpers of the desk's handlers ---------------------------------------------------------
+
+
+def form_text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def local_path(path: str) -> str:
+    """A path on this desk to go back to (the page a form was on), never another site."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def as_number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def quoted(text: str) -> str:
+    return quote(text[:300], safe="")
+
+
+def back_to_item(decision_id: int, msg: str | None = None, err: str | None = None) -> Response:
+    query = f"?msg={quoted(msg)}" if msg else f"?err={quoted(err)}" if err else ""
+    return secured(RedirectResponse(f"/item/{decision_id}{query}", 303))
