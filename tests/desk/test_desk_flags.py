@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
-from conftest import Stack
+from conftest import Stack, open_stack
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.governance import BankGovernance
 from fediguard.banks.rematch import Rematcher
@@ -100,6 +101,16 @@ def test_a_suspended_entry_is_in_the_desk_until_an_admin_re_enables_or_removes_i
 
 
 def test_retroactive_matches_and_flagged_swept_objects_are_listed_with_their_decisions(stack: Stack) -> None:
+    _rematches_and_swept_objects(stack)
+
+
+def test_the_flags_page_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    with open_stack(tmp_path, database_url=postgres_url) as stack:
+        assert stack.gateway.store.engine.dialect.name == "postgresql"
+        _rematches_and_swept_objects(stack)
+
+
+def _rematches_and_swept_objects(stack: Stack) -> None:
     engine = stack.gateway.store.engine
     stack.scores.clear()
     passed = stack.gateway.post(encode(photo("chelsea"), "PNG"), "image/png").json()

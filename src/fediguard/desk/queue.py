@@ -1,8 +1,8 @@
 """The review queue: flagged decisions, newest first, filtered, paged by keyset (``id <``), each
 held by one reviewer at a time (a claim that expires); and the items' reports to a hotline.
 
-Flood-guard alerts (the ``banks`` engineer's alerts table) are meant to join the queue here: a
-second :class:`QueueItem` source merged by time in :meth:`DeskQueue.page`, under ``source=alert``.
+Flood-guard alerts, retroactive matches and flagged swept objects are listed beside the queue, on
+the Flags page (:mod:`fediguard.desk.flags`), each linking to the decision it points to.
 """
 
 from __future__ import annotations
