@@ -60,6 +60,7 @@ def test_a_suspended_entry_is_in_the_desk_until_an_admin_re_enables_or_removes_i
     (entry,) = [e.id for e in banks.stored_entries("flood")]
     _wait_for_banks(stack, before)
     _flood(stack, (95, 90))  # two distinct uploads: the limit, the entry is suspended
+    wait_for(lambda: bool(governance.alerts()), what="the flood guard's alert")
     (alert,) = governance.alerts()
     assert alert.entry_id == entry
 
@@ -93,6 +94,7 @@ def test_a_suspended_entry_is_in_the_desk_until_an_admin_re_enables_or_removes_i
 
     _wait_for_banks(stack, suspended_state)
     _flood(stack, (85, 80))  # its window began afresh: two more distinct uploads suspend it again
+    wait_for(lambda: bool(governance.alerts()), what="the second alert")
     (second,) = governance.alerts()
     done = _answer(alice, second.id, "remove", "a logo, not abuse")
     assert done.status_code == 303 and "removed" in done.headers["location"]
