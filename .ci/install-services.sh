@@ -6,7 +6,7 @@ set -euo pipefail
 
 # The review desk's browser tests (tests/desk/test_desk_browser.py): Debian's chromium and its driver.
 if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]] && [[ "$(id -u)" -eq 0 ]]; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+    bash "$(dirname "$0")/../scripts/apt-install.sh" chromium chromium-driver
 fi
 
 need=(/usr/bin/radosgw /usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/ceph /usr/bin/monmaptool

@@ -5,6 +5,10 @@ on loopback, and drives them with pict-rs-like clients (raw body, Content-Type, 
 
     python bench/gateway.py            # everything (~3 minutes on 2 cores)
     python bench/gateway.py --quick    # shorter runs
+    python bench/gateway.py --only models   # the default models on a benign 1024x768 photo
+
+The gateway runs the fediguard found on PYTHONPATH (so two checkouts can be compared side by side:
+``PYTHONPATH=/tmp/prev/src python bench/gateway.py --only models``).
 
 Load comes from wrk (`apt-get install wrk`) when installed, else from an httpx client in-process.
 
@@ -86,8 +90,9 @@ EXTRA: dict[str, str] = {}
 def base_env(data_dir: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIGUARD_")}
     env.update(
-        # The checkout this script is in, not whatever fediguard is installed.
-        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(TESTS)]),
+        # The fediguard on PYTHONPATH when one is set (to compare two checkouts side by side),
+        # else the checkout this script is in, not whatever fediguard is installed.
+        PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH") or str(ROOT / "src"), str(TESTS)]),
         FEDIGUARD_DATA_DIR=data_dir,
         FEDIGUARD_LOG_LEVEL="WARNING",
         FG_TEST_SLEEP_S=str(SLEEP_S),
@@ -119,7 +124,7 @@ local f = io.open(os.getenv("FG_BODY"), "rb")
 wrk.method = "POST"
 wrk.body = f:read("*all")
 f:close()
-wrk.headers["Content-Type"] = "image/png"
+wrk.headers["Content-Type"] = os.getenv("FG_TYPE")
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %.3f %.3f %.3f %.3f %d %d\\n", summary.requests,
     latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
@@ -128,7 +133,53 @@ end
 """
 
 
-def measure(url: str, body: bytes, concurrency: int, args: argparse.Namespace) -> Result:
+def photo_jpeg() -> bytes:
+    """A benign 1024x768 photo (scikit-image's astronaut, enlarged), JPEG q88."""
+    from skimage import data
+
+    image = Image.fromarray(data.astronaut()).resize((1024, 768))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+def has_setting(name: str) -> bool:
+    from fediguard.config import Settings
+
+    return name in Settings.model_fields
+
+
+def models_gateway(args: argparse.Namespace, data: str) -> None:
+    """The default detectors (nudity, age) with banks on and the verdict cache off, on a benign
+    photo: what nearly all traffic costs. With screening forced off (``screening_threshold=0``,
+    where the setting exists) the age model runs on the frame as it does on an explicit one."""
+    print("== default models (nudity + age), benign 1024x768 JPEG, verdict cache off, banks on")
+    body = photo_jpeg()
+    cases = [("benign photo", {})]
+    if has_setting("screening_threshold"):
+        cases.append(("screening off (explicit-frame cost)", {"FEDIGUARD_SCREENING_THRESHOLD": "0"}))
+    for name, extra in cases:
+        port = free_port()
+        env = base_env(data, FEDIGUARD_PORT=str(port), FEDIGUARD_BANKS="true", FEDIGUARD_QUEUE_MAX="1000",
+                       FEDIGUARD_DETECTORS="nudity,age", **extra)  # fmt: skip
+        env.pop("FG_TEST_SLEEP_S", None)
+        url = f"http://127.0.0.1:{port}"
+        with process([sys.executable, "-m", "fediguard", "serve"], env) as proc:
+            wait_ready(url, timeout=120)
+            for conc in (1, 4):
+                c0 = cpu_seconds(proc.pid)
+                result = measure(f"{url}/api/v1/scan/IPADDR", body, conc, args, "image/jpeg")
+                cpu = 1000 * (cpu_seconds(proc.pid) - c0) / result.n
+                report(f"{name}, {conc} concurrent", result, 0.0)
+                print(
+                    f"{'':44} gateway process CPU per upload (sandbox not counted): {cpu:.1f} ms",
+                    flush=True,
+                )
+
+
+def measure(
+    url: str, body: bytes, concurrency: int, args: argparse.Namespace, content_type: str = "image/png"
+) -> Result:
     """Latency percentiles (ms) and throughput for ``concurrency`` pict-rs-like clients.
 
     Uses wrk (a C load generator, Debian package `wrk`) when installed, so the client does not
@@ -140,7 +191,7 @@ def measure(url: str, body: bytes, concurrency: int, args: argparse.Namespace) -
             payload.write_bytes(body)
             wrk = ["wrk", "-t1", f"-c{concurrency}", f"-d{args.seconds}s", "--timeout", "30s"]
             cmd = [*wrk, "-s", str(script), url]
-            env = dict(os.environ, FG_BODY=str(payload))
+            env = dict(os.environ, FG_BODY=str(payload), FG_TYPE=content_type)
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
         fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
         n, p50, p95, p99, wall, bad, timeouts = (float(x) for x in fields[1:])
@@ -148,8 +199,8 @@ def measure(url: str, body: bytes, concurrency: int, args: argparse.Namespace) -
             raise RuntimeError(f"{int(bad)} non-2xx answers, {int(timeouts)} timeouts")
         return Result(int(n), p50, p95, p99, n / wall, "wrk")
     total = max(args.requests, concurrency * 4)
-    asyncio.run(drive(url, body, concurrency, min(concurrency, 8)))
-    lat, wall = asyncio.run(drive(url, body, concurrency, total))
+    asyncio.run(drive(url, body, concurrency, min(concurrency, 8), content_type))
+    lat, wall = asyncio.run(drive(url, body, concurrency, total, content_type))
     ms = [v * 1000 for v in lat]
     return Result(len(ms), pct(ms, 0.5), pct(ms, 0.95), pct(ms, 0.99), len(ms) / wall, "httpx")
 
@@ -164,7 +215,9 @@ class Result:
     client: str
 
 
-async def drive(url: str, body: bytes, concurrency: int, total: int) -> tuple[list[float], float]:
+async def drive(
+    url: str, body: bytes, concurrency: int, total: int, content_type: str = "image/png"
+) -> tuple[list[float], float]:
     """``total`` uploads from ``concurrency`` clients; returns latencies (s) and wall time."""
     latencies: list[float] = []
     remaining = total
@@ -176,7 +229,7 @@ async def drive(url: str, body: bytes, concurrency: int, total: int) -> tuple[li
             while remaining > 0:
                 remaining -= 1
                 t = time.perf_counter()
-                r = await http.post(url, content=body, headers={"Content-Type": "image/png"})
+                r = await http.post(url, content=body, headers={"Content-Type": content_type})
                 latencies.append(time.perf_counter() - t)
                 if r.status_code != 200:
                     raise RuntimeError(f"unexpected {r.status_code}: {r.text[:200]}")
@@ -292,7 +345,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["local", "remote"])
+    parser.add_argument("--only", choices=["local", "remote", "models"])
+    parser.add_argument("--requests", type=int, help="uploads per measurement (httpx client)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="an extra setting for the gateway, e.g. --set decode_sandbox=false",
@@ -302,7 +356,7 @@ def main() -> None:
         (f"FEDIGUARD_{name.strip().upper()}", value)
         for name, _, value in (item.partition("=") for item in args.set)
     )
-    args.requests = 100 if args.quick else 400
+    args.requests = args.requests or (100 if args.quick else 400)
     args.seconds = 4 if args.quick else 10
     args.idle_s = 3.0 if args.quick else 10.0
     body = sample_png()
@@ -312,6 +366,8 @@ def main() -> None:
             local_gateway(args, body, data)
         if args.only in (None, "remote"):
             remote_workers(args, body, data)
+        if args.only in (None, "models"):
+            models_gateway(args, data)
 
 
 if __name__ == "__main__":

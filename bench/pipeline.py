@@ -1,6 +1,10 @@
 """The whole default pipeline on a CPU: decode, PDQ hashes, bank match, nudity and apparent age.
 
-    python bench/pipeline.py [--repeats 15] [--photos 80]
+    python bench/pipeline.py [--repeats 15] [--photos 80] [--inputs photo,large,video,gif] [--screening 0]
+
+``--screening 0`` runs the age model on every frame (what an explicit frame costs) where the
+``screening_threshold`` setting exists. Runs the fediguard found on PYTHONPATH, so two checkouts
+compare side by side (docs/benchmarks.md).
 
 Per input (1024x768 and 4000x3000 JPEG photos, a 5 s 720p MP4, a 100-frame GIF): end-to-end
 latency p50/p95 of one pipeline run, with the per-stage medians. Then sustained photos per second
@@ -19,7 +23,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,16 +50,28 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def latency(repeats: int) -> None:
-    settings = load_settings(environ={})
+def overrides(screening: float | None) -> dict[str, Any]:
+    """``screening_threshold`` when asked for and this fediguard has the setting."""
+    from fediguard.config import Settings
+
+    if screening is None or "screening_threshold" not in Settings.model_fields:
+        return {}
+    return {"screening_threshold": screening}
+
+
+INPUTS: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "photo": ("photo 1024x768 JPEG", lambda: jpeg(1024, 768)),
+    "large": ("photo 4000x3000 JPEG", lambda: jpeg(4000, 3000)),
+    "video": ("video 5 s 720p MP4 (150 frames)", lambda: mp4(150, 1280, 720)),
+    "gif": ("GIF 100 frames 480x360", lambda: gif(100, 480, 360)),
+}
+
+
+def latency(repeats: int, keys: list[str], screening: float | None) -> None:
+    settings = load_settings(environ={}, **overrides(screening))
     pipeline = make_pipeline_factory(settings)("bench")
     pipeline.warm_up()
-    inputs = {
-        "photo 1024x768 JPEG": jpeg(1024, 768),
-        "photo 4000x3000 JPEG": jpeg(4000, 3000),
-        "video 5 s 720p MP4 (150 frames)": mp4(150, 1280, 720),
-        "GIF 100 frames 480x360": gif(100, 480, 360),
-    }
+    inputs = {INPUTS[key][0]: INPUTS[key][1]() for key in keys}
     print(f"{'input':34} {'p50 ms':>8} {'p95 ms':>8}  stage medians (ms)")
     for name, data in inputs.items():
         sha = hashlib.sha256(data).hexdigest()
@@ -85,9 +103,11 @@ def distinct_photos(count: int) -> list[bytes]:
     return photos
 
 
-async def sustained(photos: list[bytes]) -> None:
+async def sustained(photos: list[bytes], screening: float | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(environ={}, data_dir=Path(tmp), verdict_cache=False, queue_max=1000)
+        settings = load_settings(
+            environ={}, data_dir=Path(tmp), verdict_cache=False, queue_max=1000, **overrides(screening)
+        )
         records = RecordStore(settings.effective_database_url)
         service = ScanService(settings, records)
         await service.start()
@@ -111,10 +131,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--photos", type=int, default=80)
+    parser.add_argument("--inputs", default=",".join(INPUTS), help=f"of {', '.join(INPUTS)}")
+    parser.add_argument("--screening", type=float, help="screening_threshold (0: age on every frame)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-    latency(args.repeats)
-    asyncio.run(sustained(distinct_photos(args.photos)))
+    latency(args.repeats, [k for k in args.inputs.split(",") if k], args.screening)
+    asyncio.run(sustained(distinct_photos(args.photos), args.screening))
     print(f"peak RSS, all default models loaded (2 scanner threads + 1 pipeline): {peak_rss_mb():.0f} MB")
 
 

@@ -85,6 +85,31 @@ class Metrics:
         self.requeued = Gauge(
             "fediguard_jobs_requeued", "Jobs put back after a lease expired.", registry=self.registry
         )
+        self.bank_matches = Counter(
+            "fediguard_bank_matches",
+            "Decisions a bank entry matched, by bank kind and whether the entry was in force or "
+            "suspended (its match went to review).",
+            ["kind", "entry"],
+            registry=self.registry,
+        )
+        self.bank_suspensions = Counter(
+            "fediguard_bank_entries_suspended",
+            "Bank entries the flood guard suspended (too many distinct uploads matched in its window).",
+            ["bank"],
+            registry=self.registry,
+        )
+        self.bank_alerts_open = Gauge(
+            "fediguard_bank_alerts_open",
+            "Bank alerts (suspended entries) no admin has resolved yet, as of the last bank reload.",
+            registry=self.registry,
+        )
+        self.rematches = Counter(
+            "fediguard_rematches",
+            "Recorded decisions a bank entry added later matches (retroactive matching), by the "
+            "decision's source (gateway, sweep, scan).",
+            ["source"],
+            registry=self.registry,
+        )
         self._collect_hooks: list[Callable[[], None]] = []
 
     def on_collect(self, hook: Callable[[], None]) -> None:

@@ -48,8 +48,17 @@ DENYLISTED = "denylisted"
 ALLOWLISTED = "allowlisted"
 REVIEW = "review"
 
-LABELS: tuple[str, ...] = (CSAM_SUSPECT, NSFW, DENYLISTED)
-"""Labels an admin may list in ``reject_labels``. ``allowlisted`` is not among them: it always passes."""
+LABELS: tuple[str, ...] = (CSAM_SUSPECT, NSFW, DENYLISTED, REVIEW)
+"""Labels an admin may list in ``reject_labels``. ``allowlisted`` is not among them: it always passes.
+``review``: explicit, with a face that may be a minor's but evidence too weak for ``csam_suspect``
+(the face too small or blurred to age, not linkable to the body, seen by one face finder only, or a
+minor only within the age model's uncertainty), or a match of a bank that only flags; recorded and
+counted, rejected only when listed."""
+
+
+POLICY_VERSION = "2"
+"""Bump when :func:`fediguard.policy.decide` reasons differently over the same findings: cached
+verdicts made under another version are not reused."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class PolicyConfig:
     def fingerprint(self) -> str:
         """Changes whenever a setting that affects verdicts changes (for cached decisions)."""
         return (
+            f"policy={POLICY_VERSION};"
             f"reject={','.join(sorted(self.reject_labels))};explicit={self.explicit_threshold};"
             f"minor={self.minor_age};k={self.age_uncertainty_factor}"
         )

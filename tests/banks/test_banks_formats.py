@@ -48,7 +48,7 @@ def sample_entries() -> list[BankEntry]:
 def test_csv_round_trip_is_identity() -> None:
     entries = sample_entries()
     text = dump_csv(entries)
-    assert text.startswith("hash,kind,note\r\n")
+    assert text.startswith("hash,kind,note,variant,parent\r\n")
     assert parse_csv(text) == entries
     assert parse_csv(text.encode("utf-8")) == entries
     assert dump_csv(parse_csv(text)) == text
@@ -190,11 +190,30 @@ def test_signal_list_reports_every_bad_line_and_returns_nothing() -> None:
     assert "' ' at position 65" in messages[6]
 
 
-def test_signal_list_refuses_to_lose_notes() -> None:
-    entries = [BankEntry("pdq", PDQ_A, "reviewed 2024-05-01")]
-    with pytest.raises(ValueError, match="cannot hold notes"):
-        dump_signal_list(entries)
-    assert dump_signal_list(entries, drop_notes=True) == f"pdq {PDQ_A}\n"
+def test_signal_list_keeps_notes_as_comments_threatexchange_skips() -> None:
+    entries = [
+        BankEntry("pdq", PDQ_A, "reviewed 2024-05-01"),
+        BankEntry("sha256", SHA),
+        BankEntry("pdq", PDQ_B, "two\nlines\n\n  and a blank one  "),
+    ]
+    text = dump_signal_list(entries)
+    assert text == (
+        f"# reviewed 2024-05-01\npdq {PDQ_A}\nvideo_sha256 {SHA}\n"
+        f"# two\n# lines\n#\n#   and a blank one  \npdq {PDQ_B}\n"
+    )
+    assert parse_signal_list(text) == entries
+    assert parse_signal_list(text.encode()) == entries
+    # python-threatexchange's LocalFileSignalExchangeAPI splits each line at its first space and
+    # skips signal types it does not know: every comment line has the type "#".
+    typed = [line.partition(" ")[0] for line in text.splitlines()]
+    assert set(typed) == {"#", "pdq", "video_sha256"}
+    assert dump_signal_list(entries, drop_notes=True) == f"pdq {PDQ_A}\nvideo_sha256 {SHA}\npdq {PDQ_B}\n"
+    # A comment followed by a blank line belongs to no entry; bare hashes take comments too.
+    loose = f"# exported by hand\n\npdq {PDQ_A}\n# it\n{PDQ_B}\n"
+    assert parse_signal_list(loose.replace("pdq ", ""), signal_kind="pdq") == [
+        BankEntry("pdq", PDQ_A),
+        BankEntry("pdq", PDQ_B, "it"),
+    ]
 
 
 def test_bank_entry_validates_and_normalises() -> None:
@@ -205,21 +224,24 @@ def test_bank_entry_validates_and_normalises() -> None:
         BankEntry("sha256", SHA[:-2])
 
 
-def test_crop_variants_are_exported_as_plain_entries_whose_note_names_the_crop() -> None:
+def test_crop_variants_stay_tied_to_their_entry_through_csv() -> None:
     parent = "cd" * 32
     entries = [
         BankEntry("pdq", parent, "known"),
         BankEntry("pdq", "ef" * 32, "known", "left 5%", parent),
         BankEntry("pdq", "01" * 32, "", "top 2.5%", parent),
     ]
-    back = parse_csv(dump_csv(entries))
-    assert back == [
-        entries[0],
-        BankEntry("pdq", "ef" * 32, f"known (crop left 5% of pdq {parent})"),
-        BankEntry("pdq", "01" * 32, f"crop top 2.5% of pdq {parent}"),
-    ]
-    assert parse_csv(dump_csv(back)) == back, "stable from then on"
-    assert dump_signal_list(entries[1:2] + entries[2:], drop_notes=True).count("pdq ") == 2
+    text = dump_csv(entries)
+    assert text.splitlines()[2] == f"{'ef' * 32},pdq,known,left 5%,{parent}"
+    assert parse_csv(text) == entries
+    # The older three-column files are still read; a half-named variant is a fault.
+    assert parse_csv(f"hash,kind,note\n{parent},pdq,x\n") == [BankEntry("pdq", parent, "x")]
+    with pytest.raises(BankFormatError, match="line 2: a crop variant needs both"):
+        parse_csv(f"hash,kind,note,variant,parent\n{parent},pdq,x,left 5%,\n")
+    # Signal lists have nowhere for the tie: the crop is said in the note.
+    back = parse_signal_list(dump_signal_list(entries))
+    assert back[1] == BankEntry("pdq", "ef" * 32, f"known (crop left 5% of pdq {parent})")
+    assert back[2] == BankEntry("pdq", "01" * 32, f"crop top 2.5% of pdq {parent}")
     with pytest.raises(ValueError, match="only PDQ entries"):
         BankEntry("sha256", "ab" * 32, "", "left 5%", parent)
     with pytest.raises(ValueError, match="parent PDQ hash"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shlex
 import subprocess
@@ -11,12 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from fediguard.banks.formats import BankEntry
 from fediguard.banks.store import BankStore
 from fediguard.detectors.hashlist import HashListDetector
+from fediguard.records.schema import rematches
 from support.detectors import CallCounter, ScoreDetector
 from support.gateway import RunningGateway
 from support.images import encode
@@ -90,9 +94,12 @@ def test_denied_image_and_its_reencoding_are_rejected(gateway_for: Start, tmp_pa
     assert listed[1].split()[:4] == ["known-bad", "deny", "46", "44"], listed
     shown = cli(gw, "banks", "show", "known-bad").stdout.splitlines()
     assert shown[0] == "deny bank 'known-bad': 46 entries, 44 of them crop variants", shown
-    assert len(shown) == 3 and all("(cli add bad.png)  — test list" in line for line in shown[1:]), shown
+    assert shown[1] == "  radius default, flood guard 50/1h", shown
+    assert len(shown) == 4 and all(
+        "from file (cli add bad.png)  — test list" in line for line in shown[2:]
+    ), shown
     with_crops = cli(gw, "banks", "show", "known-bad", "--crops", "--limit", "5").stdout.splitlines()
-    assert len(with_crops) == 7 and "crop 'bottom-left 10%' of entry 2" in with_crops[1], with_crops
+    assert len(with_crops) == 8 and "crop 'bottom-left 10%' of entry 2" in with_crops[2], with_crops
     exported = cli(gw, "banks", "export", "known-bad", "--no-crops").stdout.splitlines()
     assert len(exported) == 3 and all("crop" not in line for line in exported), exported
     removed = cli(gw, "banks", "remove", "known-bad", "--id", "2")
@@ -166,7 +173,9 @@ def test_verdict_cache_reuses_a_pass_until_something_changes(gateway_for: Start)
 def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     gw = gateway_for(lambda: ScoreDetector("nudity", {}))
     good = tmp_path / "good.csv"
-    good.write_text(f'hash,kind,note\n{"ab" * 32},sha256,"a, quoted note"\n{"cd" * 32},pdq,\n')
+    good.write_text(
+        f'hash,kind,note,variant,parent\n{"ab" * 32},sha256,"a, quoted note",,\n{"cd" * 32},pdq,,,\n'
+    )
     bad = tmp_path / "bad.csv"
     bad.write_text(f"hash,kind,note\n{'ab' * 32},sha256,ok\nnothex,pdq,x\n{'ef' * 32},md5,x\n")
     assert cli(gw, "banks", "create", "imp", "--kind", "deny").returncode == 0
@@ -180,6 +189,19 @@ def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     assert exported.stdout.replace("\r\n", "\n") == good.read_text()
     signals = cli(gw, "banks", "export", "imp", "--format", "signals", "--drop-notes")
     assert signals.stdout.split("\n")[:2] == [f"video_sha256 {'ab' * 32}", f"pdq {'cd' * 32}"]
+    noted = cli(gw, "banks", "export", "imp", "--format", "signals")
+    assert noted.returncode == 0, noted.stderr
+    assert noted.stdout.split("\n")[:3] == [
+        "# a, quoted note",
+        f"video_sha256 {'ab' * 32}",
+        f"pdq {'cd' * 32}",
+    ]
+    (tmp_path / "list.txt").write_text(noted.stdout)
+    assert cli(gw, "banks", "create", "again", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "import", "again", str(tmp_path / "list.txt")).returncode == 0
+    assert list(BankStore(gw.store.engine).entries("again")) == list(
+        BankStore(gw.store.engine).entries("imp")
+    )
     listing = cli(gw, "banks", "list")
     assert "imp" in listing.stdout and "deny" in listing.stdout
     refused = cli(gw, "banks", "delete", "imp")
@@ -187,6 +209,30 @@ def test_bank_import_export_via_cli(gateway_for: Start, tmp_path: Path) -> None:
     assert cli(gw, "banks", "delete", "imp", "--yes").returncode == 0
     missing = cli(gw, "allow", "999999")
     assert missing.returncode == 2 and "no decision record 999999" in missing.stderr
+
+
+def test_a_csv_round_trip_keeps_crop_variants_tied_to_their_entry(gateway_for: Start, tmp_path: Path) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {}))
+    (tmp_path / "bad.png").write_bytes(encode(photo("astronaut"), "PNG"))
+    assert cli(gw, "banks", "create", "first", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "add", "first", str(tmp_path / "bad.png"), "--note", "n").returncode == 0
+    exported = cli(gw, "banks", "export", "first", "-o", str(tmp_path / "first.csv"))
+    assert exported.returncode == 0, exported.stderr
+    assert cli(gw, "banks", "create", "second", "--kind", "deny").returncode == 0
+    imported = cli(gw, "banks", "import", "second", str(tmp_path / "first.csv"))
+    assert imported.returncode == 0 and "imported 46 new entries" in imported.stdout, (
+        imported.stdout + imported.stderr
+    )
+    listed = {line.split()[0]: line.split()[1:4] for line in cli(gw, "banks", "list").stdout.splitlines()[1:]}
+    assert listed["second"] == ["deny", "46", "44"], listed
+    banks = BankStore(gw.store.engine)
+    assert list(banks.entries("second")) == list(banks.entries("first"))
+    (pdq,) = [e for e in banks.stored_entries("second", crops=False) if e.hash_kind == "pdq"]
+    assert pdq.source_kind == "import" and pdq.source == "import first.csv"
+    removed = cli(gw, "banks", "remove", "second", "--id", str(pdq.id))
+    assert f"removed entry {pdq.id} and its 44 crop variants" in removed.stdout, (
+        removed.stdout + removed.stderr
+    )
 
 
 def test_a_bank_change_is_seen_even_when_sqlite_reuses_entry_ids(gateway_for: Start) -> None:
@@ -425,3 +471,146 @@ def test_a_hashlist_deny_records_the_frames_pdq_so_confirm_catches_copies(
     wait_for_banks(gw, before)
     copy = gw.post(encode(photo("coffee"), "JPEG", quality=60), "image/jpeg")
     assert copy.status_code == 406 and "pdq, distance" in copy.json()["reasons"][0], copy.json()
+
+
+def _metric(gw: RunningGateway, line_start: str) -> float:
+    text = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    found = [line for line in text.splitlines() if line.startswith(line_start)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+
+def _entry_of(gw: RunningGateway, bank: str) -> int:
+    (entry,) = [e.id for e in BankStore(gw.store.engine).stored_entries(bank)]
+    return entry
+
+
+def test_a_flood_of_distinct_uploads_suspends_its_entry_at_the_limit(
+    gateway_for: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three distinct copies are rejected; the third suspends the entry: every later match, here and
+    after a restart, passes to the models with the label `review`, until an admin enables it."""
+    caplog.set_level(logging.WARNING, logger="fediguard.banks")
+    counter = CallCounter()
+    makers = (lambda: counter.wrap(ScoreDetector("nudity", {"explicit": 0.0})),)
+    gw = gateway_for(*makers, bank_refresh_s=0.1)
+    image = photo("astronaut")
+    own = gw.store.get(gw.post(encode(image, "PNG")).json()["id"])
+    assert own is not None and own.pdq and counter.count == 1
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+    assert cli(gw, "banks", "create", "flood", "--kind", "deny", "--flood-limit", "3").returncode == 0
+    assert cli(gw, "banks", "add", "flood", "--hash", own.pdq[0]["hash"]).returncode == 0
+    entry = _entry_of(gw, "flood")
+    wait_for_banks(gw, before)
+    copies = [encode(image, "JPEG", quality=q) for q in (95, 90, 85, 80, 75, 70)]
+    assert len({hashlib.sha256(c).digest() for c in copies}) == len(copies), "distinct uploads"
+
+    for body in (copies[0], copies[0], copies[1], copies[2]):  # the same bytes again: no new upload
+        rejected = gw.post(body, "image/jpeg")
+        assert rejected.status_code == 406 and f"bank 'flood' entry {entry}" in rejected.json()["reasons"][0]
+    assert counter.count == 1, "no model ran for a match in force"
+    held = gw.post(copies[3], "image/jpeg")
+    assert held.status_code == 200 and held.json()["labels"] == ["review"], held.json()
+    assert held.json()["reasons"][0].startswith(
+        f"held for review: matches suspended deny entry of bank 'flood' entry {entry}"
+    )
+    assert counter.count == 2, "the models judged it"
+    assert [r.message for r in caplog.records if "bank alert" in r.message and f"entry {entry} " in r.message]
+    alerts = cli(gw, "banks", "alerts")
+    assert f"entry {entry} of bank 'flood' matched 3 distinct uploads within 1 h" in alerts.stdout, (
+        alerts.stdout
+    )
+    assert _metric(gw, 'fediguard_bank_entries_suspended_total{bank="flood"}') == 1.0
+    assert _metric(gw, 'fediguard_bank_matches_total{entry="suspended",kind="deny"}') == 1.0
+
+    gw.stop()  # the suspension is in the database: a restarted gateway keeps it
+    gw = gateway_for(*makers, bank_refresh_s=0.1)
+    again = gw.post(copies[4], "image/jpeg")
+    assert again.status_code == 200 and again.json()["labels"] == ["review"], again.json()
+    stored = BankStore(gw.store.engine).describe([entry])[entry]
+    assert stored.status == "suspended" and stored.match_count >= 5, "match counts written at stop"
+
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+    enabled = cli(gw, "banks", "enable", "flood", "--entry", str(entry))
+    assert enabled.returncode == 0 and f"entry {entry} of bank 'flood' enabled" in enabled.stdout
+    wait_for_banks(gw, before)
+    assert gw.post(copies[5], "image/jpeg").status_code == 406
+    assert "no open bank alerts" in cli(gw, "banks", "alerts").stdout
+
+
+def test_a_disabled_bank_or_entry_does_not_match_and_enabling_restores_it(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.0}), bank_refresh_s=0.1)
+    body = encode(photo("chelsea"), "PNG")
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+    assert cli(gw, "banks", "create", "bad", "--kind", "deny").returncode == 0
+    assert (
+        cli(
+            gw, "banks", "add", "bad", "--hash", hashlib.sha256(body).hexdigest(), "--kind", "sha256"
+        ).returncode
+        == 0
+    )
+    entry = _entry_of(gw, "bad")
+    wait_for_banks(gw, before)
+    assert gw.post(body).status_code == 406
+    for command, expected in (
+        (("disable", "bad", "--entry", str(entry)), 200),
+        (("enable", "bad", "--entry", str(entry)), 406),
+        (("disable", "bad"), 200),
+        (("enable", "bad"), 406),
+    ):
+        before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+        done = cli(gw, "banks", *command)
+        assert done.returncode == 0, done.stderr
+        wait_for_banks(gw, before)
+        answer = gw.post(body)
+        assert answer.status_code == expected, (command, answer.json())
+        if expected == 200:
+            assert answer.json()["labels"] == []
+    listed = cli(gw, "banks", "list").stdout.splitlines()[1].split()
+    assert listed[:5] == ["bad", "deny", "1", "0", "enabled"], listed
+    missing = cli(gw, "banks", "disable", "bad", "--entry", "999999")
+    assert missing.returncode == 1 and "not in bank 'bad': entry 999999" in missing.stderr
+
+
+def test_each_bank_matches_within_its_own_distance(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.0}), bank_refresh_s=0.1)
+    image = photo("rocket")
+    own = gw.store.get(gw.post(encode(image, "PNG")).json()["id"])
+    assert own is not None and own.pdq
+    copy = encode(image, "JPEG", quality=40)
+    copy_pdq = gw.store.get(gw.post(copy, "image/jpeg").json()["id"]).pdq[0]["hash"]  # type: ignore[union-attr,index]
+    apart = bin(int(own.pdq[0]["hash"], 16) ^ int(copy_pdq, 16)).count("1")
+    assert 0 < apart <= 31, apart
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+    created = cli(gw, "banks", "create", "exact", "--kind", "deny", "--distance", "0")
+    assert created.returncode == 0, created.stderr
+    assert cli(gw, "banks", "add", "exact", "--hash", own.pdq[0]["hash"]).returncode == 0
+    wait_for_banks(gw, before)
+    assert gw.post(encode(image, "PNG")).status_code == 406, "distance 0 still matches itself"
+    assert gw.post(copy, "image/jpeg").status_code == 200, f"{apart} bits is beyond this bank's 0"
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+    widened = cli(gw, "banks", "set", "exact", "--distance", "default")
+    assert widened.returncode == 0 and "radius default" in widened.stdout, widened.stdout + widened.stderr
+    wait_for_banks(gw, before)
+    assert gw.post(copy, "image/jpeg").status_code == 406
+
+
+def test_the_gateway_flags_recorded_uploads_a_new_deny_entry_matches(gateway_for: Start) -> None:
+    gw = gateway_for(lambda: ScoreDetector("nudity", {"explicit": 0.0}), bank_refresh_s=0.1)
+    body = encode(photo("coffee"), "PNG")
+    passed = gw.post(body)
+    assert passed.status_code == 200
+    record = gw.store.get(passed.json()["id"])
+    assert record is not None and record.pdq
+    before = gw.service.banks.matcher.state  # type: ignore[union-attr]
+    assert cli(gw, "banks", "create", "late", "--kind", "deny").returncode == 0
+    assert cli(gw, "banks", "add", "late", "--hash", record.pdq[0]["hash"]).returncode == 0
+    wait_for_banks(gw, before)
+    deadline = time.monotonic() + 20
+    while _metric(gw, 'fediguard_rematches_total{source="gateway"}') < 1:
+        assert time.monotonic() < deadline, "the gateway did not match its records against the new entry"
+        time.sleep(0.05)
+    with gw.store.engine.connect() as conn:
+        found = conn.execute(select(rematches.c.decision_id, rematches.c.bank, rematches.c.distance)).all()
+    assert [tuple(r) for r in found] == [(record.id, "late", 0)]
+    again = cli(gw, "rematch")
+    assert again.returncode == 0 and "no recorded decision matches" in again.stdout, again.stdout

@@ -62,7 +62,7 @@ def test_injected_scores_reach_the_policy(gateway_for: Start) -> None:
     assert response.status_code == 406
     body = _record(gw, response)
     assert body["verdict"] == "reject" and body["labels"] == ["csam_suspect"]
-    assert body["reasons"] == ["frame 0: test_class 0.90; face apparent age 11 ± 3"]
+    assert body["reasons"] == ["frame 0: test_class 0.90 at (100,150,100,100); face apparent age 11 ± 3"]
 
 
 def test_nsfw_alone_passes_by_default(gateway_for: Start) -> None:
@@ -463,10 +463,11 @@ def test_per_client_policy_override(gateway_for: Start) -> None:
 
 def test_real_default_detectors_pass_benign_photos_through_the_gateway(gateway_for: Start) -> None:
     """The shipped CPU detectors (nudity, apparent age) and the default policy, end to end: benign
-    photos pass, with both detectors' scores and the face's apparent age in the record."""
+    photos pass, with both detectors' scores and the face's apparent age in the record (screening off,
+    so the age model runs on frames nothing explicit is in; with it on, see the next test)."""
     from skimage import data as samples
 
-    gw = gateway_for(detectors=["nudity", "age"])
+    gw = gateway_for(detectors=["nudity", "age"], screening_threshold=0)
     for name in ("astronaut", "camera", "coffee"):
         image = getattr(samples, name)()
         response = gw.post(encode(image, "JPEG", quality=90), "image/jpeg")
@@ -478,6 +479,18 @@ def test_real_default_detectors_pass_benign_photos_through_the_gateway(gateway_f
         assert [r["detector"] for r in record.results] == ["nudity", "age"]
         if name in ("astronaut", "camera"):
             assert record.results[1]["scores"]["faces"] >= 1 and record.results[1]["scores"]["min_age"] >= 18
+
+
+def test_by_default_the_age_model_skips_frames_with_nothing_explicit(gateway_for: Start) -> None:
+    from skimage import data as samples
+
+    gw = gateway_for(detectors=["nudity", "age"])
+    response = gw.post(encode(samples.astronaut(), "JPEG", quality=90), "image/jpeg")
+    body = _record(gw, response)
+    record = gw.store.get(body["id"])  # type: ignore[arg-type]
+    assert body["verdict"] == "pass" and record is not None
+    assert record.results[1]["detector"] == "age" and record.results[1]["notes"][0].startswith("not run")
+    assert "detector:age" not in record.timings
 
 
 def test_bombs_meet_the_decoder_sandbox_and_benign_uploads_still_pass(gateway_for: Start) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, inspect, select
 
 import fediguard
 from fediguard.banks.formats import BankEntry
+from fediguard.banks.rematch import Rematcher
 from fediguard.banks.store import BankStore
 from fediguard.records import RecordStore, migrate, schema
 from fediguard.records.schema import bank_entries, decisions, metadata
@@ -112,6 +113,10 @@ def test_a_database_of_an_older_release_is_upgraded_in_place(url: str, release: 
         if release == "bce40c1":
             assert list(bank_store.entries("old")) == [BankEntry("pdq", "cd" * 32, "kept")]
             assert bank_store.state() == 7, "the bank generation is kept"
+            (old,) = bank_store.stored_entries("old")
+            assert (old.status, old.source_kind, old.match_count) == ("active", "other", 0)
+            assert bank_store.get("old").enabled and bank_store.get("old").max_distance is None
+            assert Rematcher(store.engine).pending() == 0, "an upgrade flags no old decision at once"
             with store.engine.connect() as conn:
                 assert conn.execute(select(func.count()).select_from(schema.sweep_objects)).scalar() == 1
         else:

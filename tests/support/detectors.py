@@ -11,11 +11,16 @@ from typing import Any
 from fediguard.detectors.base import Detector, DetectorResult, Explicit, Face, Finding, FrameScores, Subject
 from fediguard.errors import DetectorError
 
+BODY_BOX = (100.0, 150.0, 100.0, 100.0)
+FACE_BOX = (110.0, 40.0, 80.0, 90.0)
+
 
 class ScoreDetector:
     """Returns the scores it was given, per frame of the decoded media (so decoding is exercised),
     with the findings they stand for: ``explicit`` an :class:`Explicit` (labelled by the first
-    note's first word), ``min_age``/``min_age_sd`` a :class:`Face` of that apparent age."""
+    note's first word), ``min_age``/``min_age_sd`` a :class:`Face` of that apparent age, placed as
+    one person's (the face just above the explicit box, at its scale) and seen by two finders, so
+    together they are the strong evidence of ``csam_suspect``."""
 
     cost = 10
 
@@ -52,9 +57,9 @@ class ScoreDetector:
         scores = self.frame_scores
         if "explicit" in scores:
             label = self.notes[0].split()[0] if self.notes else "explicit"
-            found.append(Explicit(frame, label, scores["explicit"]))
+            found.append(Explicit(frame, label, scores["explicit"], BODY_BOX))
         if "min_age" in scores:
-            found.append(Face(frame, None, scores["min_age"], scores.get("min_age_sd", 0.0)))
+            found.append(Face(frame, FACE_BOX, scores["min_age"], scores.get("min_age_sd", 0.0), finders=2))
         return found
 
 
@@ -127,3 +132,44 @@ class CallCounter:
 
 def factory(*makers: Callable[[], Detector]) -> Callable[[Any], list[Detector]]:
     return lambda _settings: [make() for make in makers]
+
+
+COLOUR_BODY = (30.0, 70.0, 60.0, 45.0)
+COLOUR_HEAD = (35.0, 10.0, 40.0, 50.0)
+"""Boxes of one person in a 120x120 image, the face wide enough to be aged."""
+
+
+class ColourExplicit:
+    """Explicit score = a frame's mean red / 255 (injected scores that differ frame by frame)."""
+
+    name, version, cost = "nudity", "test-1", 10
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        found: list[Finding] = []
+        for frame in subject.media.frames:
+            score = float(frame.image[..., 0].mean()) / 255
+            found.append(Explicit(frame.index, "test", round(score, 3), COLOUR_BODY))
+        return DetectorResult(self.name, self.version, findings=found)
+
+
+class ColourAge:
+    """A screened face finder: one face per frame, apparent age = mean green / 255 x 40."""
+
+    name, version, cost, screened = "age", "test-1", 5, True
+
+    def __init__(self) -> None:
+        self.frames_seen = 0
+
+    def warm_up(self) -> None:
+        return None
+
+    def detect(self, subject: Subject) -> DetectorResult:
+        found: list[Finding] = []
+        for frame in subject.frames_to_scan():
+            self.frames_seen += 1
+            age = float(frame.image[..., 1].mean()) / 255 * 40
+            found.append(Face(frame.index, COLOUR_HEAD, age, 4.0, finders=2))
+        return DetectorResult(self.name, self.version, findings=found)

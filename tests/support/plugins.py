@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from fediguard.detectors.base import Detector
-from support.detectors import ScoreDetector, SleepDetector
+from support.detectors import ColourAge, ColourExplicit, ScoreDetector, SleepDetector
 
 
 def sleepy(_settings: Any) -> Detector:
@@ -19,3 +19,13 @@ def sleepy(_settings: Any) -> Detector:
 def benign(_settings: Any) -> Detector:
     """Decodes the media and reports zero scores on every frame."""
     return ScoreDetector("nudity", {"explicit": 0.0})
+
+
+def colour_explicit(_settings: Any) -> Detector:
+    """Explicit score = a frame's mean red / 255 (known scores for `fediguard eval` tests)."""
+    return ColourExplicit()
+
+
+def colour_age(_settings: Any) -> Detector:
+    """A screened face finder: apparent age = a frame's mean green / 255 x 40."""
+    return ColourAge()

@@ -51,7 +51,7 @@ async def test_a_gateway_judge_gives_the_gateways_verdict(gateway_for: Start) ->
     async with httpx.AsyncClient(timeout=30) as http:
         verdict = await GatewayJudge(http, gw.url + "/", None).judge(data, "a.png")
     assert verdict.verdict == "reject" and verdict.sha256 == hashlib.sha256(data).hexdigest()
-    assert verdict.reasons == ("frame 0: test_class 0.90; face apparent age 11 ± 3",)
+    assert verdict.reasons == ("frame 0: test_class 0.90 at (100,150,100,100); face apparent age 11 ± 3",)
     assert verdict.decision_id is not None
     record = gw.store.get(verdict.decision_id)
     assert record is not None and record.verdict == "reject"

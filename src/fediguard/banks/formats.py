@@ -1,9 +1,12 @@
 """Reading and writing bank entries: fediguard's CSV, and the signal list of Meta's ThreatExchange tools.
 
 **CSV** (:func:`parse_csv`, :func:`dump_csv`) is fediguard's own, lossless format: UTF-8 (a BOM is
-accepted), RFC 4180 quoting, header ``hash,kind,note`` required, ``kind`` one of ``pdq`` or
-``sha256``, notes free text (commas, quotes, newlines, any Unicode). Output uses CRLF line ends as
-RFC 4180 says, which is also what makes the csv module quote notes holding a bare carriage return.
+accepted), RFC 4180 quoting, header ``hash,kind,note,variant,parent`` (the older ``hash,kind,note``
+is read too), ``kind`` one of ``pdq`` or ``sha256``, notes free text (commas, quotes, newlines, any
+Unicode). ``variant`` and ``parent`` are empty but for a PDQ hash of a cropped copy of an image: the
+crop's name and the PDQ hash of the uncropped image, whose entry it stays tied to on import. Output
+uses CRLF line ends as RFC 4180 says, which is also what makes the csv module quote notes holding a
+bare carriage return.
 
 **Signal list** (:func:`parse_signal_list`, :func:`dump_signal_list`) is the file format of the
 hash-exchange tools that HMA (hasher-matcher-actioner) is built on: one ``<signal_type> <hash>`` per
@@ -21,8 +24,12 @@ SHA-256 signal type it defines). Why this one, from reading facebook/ThreatExcha
 * ``threatexchange dataset -P --csv`` (collab,signal_type,signal_str,category,tags) was passed over:
   nothing reads it back.
 
-The signal list has no notes, so :func:`dump_signal_list` refuses entries that have one unless told
-to drop them. When a collaboration fixes the type (``threatexchange dataset -P -S -s pdq`` prints bare
+The signal list has no field for notes, so they are written as comment lines (``# `` and the note,
+one comment line per line of it) just before their entry: python-threatexchange skips a line whose
+signal type it does not know (``#``), and :func:`parse_signal_list` gives the comment lines right
+before an entry back as its note (a blank line ends a comment that belongs to no entry). A crop
+variant's note names its crop and parent, as plain text. When a collaboration fixes the type
+(``threatexchange dataset -P -S -s pdq`` prints bare
 hashes), pass ``signal_kind`` and every line is read as a bare hash of that kind, as the exchange does.
 
 Parsing is all-or-nothing: every malformed line is collected with its line number and
@@ -35,7 +42,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fediguard.banks._hex import parse_hex256
 from fediguard.errors import FediguardError
@@ -43,7 +50,9 @@ from fediguard.errors import FediguardError
 KINDS = ("pdq", "sha256")
 """Hash kinds a bank entry can hold: a PDQ perceptual hash or the SHA-256 of the upload's bytes."""
 
-CSV_HEADER = ("hash", "kind", "note")
+CSV_HEADER = ("hash", "kind", "note", "variant", "parent")
+CSV_HEADER_V1 = CSV_HEADER[:3]
+"""The header of files written before crop variants had columns of their own (still read)."""
 
 _KIND_NAMES = {"pdq": "PDQ hash", "sha256": "SHA-256 digest"}
 _SIGNAL_TYPE_OF_KIND = {"pdq": "pdq", "sha256": "video_sha256"}
@@ -94,12 +103,14 @@ class BankEntry:
         if self.variant or self.parent:
             if self.kind != "pdq" or not self.variant:
                 raise ValueError("only PDQ entries have crop variants, and a variant needs its name")
+            if len(self.variant) > 32:
+                raise ValueError(f"a crop variant's name is at most 32 characters, not {len(self.variant)}")
             object.__setattr__(self, "parent", parse_hex256(self.parent, "parent PDQ hash"))
 
     @property
     def exported_note(self) -> str:
-        """The note as written to files, which have no place for the variant: it is said in the note,
-        so an instance that imports the file keeps the crop hashes as ordinary entries."""
+        """The note as written to signal lists, which have no place for the variant: it is said in
+        the note, so an instance that imports the file keeps the crop hashes as ordinary entries."""
         if not self.variant:
             return self.note
         said = f"crop {self.variant} of pdq {self.parent}"
@@ -112,6 +123,7 @@ def parse_csv(data: str | bytes) -> list[BankEntry]:
     entries: list[BankEntry] = []
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header_seen = False
+    columns = len(CSV_HEADER)
     end_of_previous = 0
     try:
         for row in reader:
@@ -121,12 +133,13 @@ def parse_csv(data: str | bytes) -> list[BankEntry]:
                 continue
             if not header_seen:
                 header_seen = True
-                if tuple(cell.strip().lower() for cell in row) != CSV_HEADER:
-                    problems.append(
-                        (number, f"expected the header line 'hash,kind,note', got {','.join(row)!r}")
-                    )
+                header = tuple(cell.strip().lower() for cell in row)
+                if header not in (CSV_HEADER, CSV_HEADER_V1):
+                    expected = ",".join(CSV_HEADER)
+                    problems.append((number, f"expected the header line {expected!r}, got {','.join(row)!r}"))
+                columns = len(header)
                 continue
-            entry = _entry_from_row(row)
+            entry = _entry_from_row(row, columns)
             if isinstance(entry, BankEntry):
                 entries.append(entry)
             else:
@@ -136,15 +149,16 @@ def parse_csv(data: str | bytes) -> list[BankEntry]:
             (end_of_previous + 1, f"broken CSV quoting ({exc}); the rest of the file was not read")
         )
     if not header_seen:
-        problems.append((1, "no header line: expected 'hash,kind,note'"))
+        problems.append((1, f"no header line: expected {','.join(CSV_HEADER)!r}"))
     if problems:
         raise BankFormatError(problems)
     return entries
 
 
-def _entry_from_row(row: list[str]) -> BankEntry | str:
-    if not 2 <= len(row) <= 3:
-        return f"expected 3 fields (hash,kind,note), got {len(row)}; quote notes that contain commas"
+def _entry_from_row(row: list[str], columns: int) -> BankEntry | str:
+    if not 2 <= len(row) <= columns:
+        names = ",".join(CSV_HEADER[:columns])
+        return f"expected {columns} fields ({names}), got {len(row)}; quote notes that contain commas"
     faults = []
     kind = row[1].strip().lower()
     if kind not in KINDS:
@@ -155,26 +169,35 @@ def _entry_from_row(row: list[str]) -> BankEntry | str:
         faults.append(str(exc))
     if faults:
         return "; ".join(faults)
-    return BankEntry(kind=kind, value=value, note=row[2] if len(row) == 3 else "")
+    note = row[2] if len(row) > 2 else ""
+    variant = row[3].strip() if len(row) > 3 else ""
+    parent = row[4].strip() if len(row) > 4 else ""
+    if bool(variant) != bool(parent):
+        return "a crop variant needs both its name (variant) and its parent's PDQ hash (parent)"
+    try:
+        return BankEntry(kind=kind, value=value, note=note, variant=variant, parent=parent)
+    except ValueError as exc:
+        return str(exc)
 
 
 def dump_csv(entries: Iterable[BankEntry]) -> str:
     """Write entries as fediguard's CSV, header first. :func:`parse_csv` gives back equal entries,
-    except crop variants, which come back as ordinary PDQ entries whose note names the crop.
+    crop variants included (tied to their parent by its PDQ hash).
 
     The text has CRLF line ends inside it: write it with ``newline=""`` or encode it to UTF-8 bytes.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
-    writer.writerows((e.value, e.kind, e.exported_note) for e in entries)
+    writer.writerows((e.value, e.kind, e.note, e.variant, e.parent) for e in entries)
     return out.getvalue()
 
 
 def parse_signal_list(data: str | bytes, *, signal_kind: str | None = None) -> list[BankEntry]:
     """Read a ThreatExchange signal list: ``<signal_type> <hash>`` per line, blank lines skipped.
 
-    Signal types ``pdq`` and ``video_sha256`` are understood; any other type is reported as a fault
+    Comment lines (``#``) right before an entry are its note. Signal types ``pdq`` and
+    ``video_sha256`` are understood; any other type is reported as a fault
     rather than skipped, so that nothing is silently left out of a bank. With ``signal_kind``
     (``pdq`` or ``sha256``) every line is a bare hash of that kind. Raises :class:`BankFormatError`.
     """
@@ -182,15 +205,22 @@ def parse_signal_list(data: str | bytes, *, signal_kind: str | None = None) -> l
         raise ValueError(f"signal_kind must be one of {', '.join(KINDS)}, got {signal_kind!r}")
     text, problems = _decode(data)
     entries: list[BankEntry] = []
+    comment: list[str] = []
     for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
         line = raw.strip()
         if not line:
+            comment = []  # a comment that belongs to no entry
+            continue
+        if raw.lstrip().startswith("#"):
+            body = raw.lstrip()[1:]
+            comment.append(body[1:] if body.startswith(" ") else body)
             continue
         entry = _entry_from_signal_line(line, signal_kind)
         if isinstance(entry, BankEntry):
-            entries.append(entry)
+            entries.append(replace(entry, note="\n".join(comment)) if comment else entry)
         else:
             problems.append((number, entry))
+        comment = []
     if problems:
         raise BankFormatError(problems)
     return entries
@@ -216,14 +246,14 @@ def _entry_from_signal_line(line: str, signal_kind: str | None) -> BankEntry | s
 
 
 def dump_signal_list(entries: Iterable[BankEntry], *, drop_notes: bool = False) -> str:
-    """Write entries as a ThreatExchange signal list. :func:`parse_signal_list` gives back equal entries.
-
-    The format has nowhere to put notes: entries with one raise ValueError unless ``drop_notes``.
-    """
+    """Write entries as a ThreatExchange signal list, each note as comment lines before its entry
+    (``drop_notes`` leaves them out). :func:`parse_signal_list` gives back equal entries, but crop
+    variants, which come back as ordinary PDQ entries whose note names the crop."""
     lines = []
     for entry in entries:
-        if entry.note and not drop_notes:
-            raise ValueError("the signal list format cannot hold notes")
+        note = entry.exported_note
+        if note and not drop_notes:
+            lines += [f"# {line}\n" if line else "#\n" for line in _LINE_BREAK.split(note)]
         lines.append(f"{_SIGNAL_TYPE_OF_KIND[entry.kind]} {entry.value}\n")
     return "".join(lines)
 

@@ -1,10 +1,14 @@
 """Matching uploads against every bank: exact SHA-256 first (no decoding), then PDQ per frame.
 
-The matcher keeps one in-memory index per bank kind and hash kind, built from the database and
-rebuilt when the banks change (the gateway polls :meth:`BankStore.state`, the banks' generation). Only
-entry ids are held in memory; a hit's bank name and note are read from the database, since hits are
-rare. Results are :class:`DetectorResult` objects named ``banks``, in the form the policy reads:
-``deny``/``allow`` scores with their distances, and notes ``denied: …`` / ``allowed: …``.
+The matcher keeps in memory one SHA-256 index per bank kind and one PDQ index per bank (each bank
+has its own match radius), built from the database and rebuilt when the banks change (the gateway
+polls :meth:`BankStore.state`, the banks' generation). Disabled banks and entries are left out.
+Only entry ids are held in memory; a hit's bank, note and status are read from the database, since
+hits are rare: so an entry disabled or suspended a moment ago is treated as such at once, on every
+node. Results are :class:`DetectorResult` objects named ``banks``, in the form the policy reads:
+``deny``/``allow`` scores with their distances, and notes ``denied: …`` / ``allowed: …``; a
+suspended entry's match is a finding marked ``suspended`` (``held for review: …``), which decides
+nothing (the models run) and labels the upload ``review``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from fediguard.banks.feeds.subscriber import Subscriptions
 from fediguard.banks.index import HashIndex
 from fediguard.banks.pdq import DIHEDRAL, DISPLAYED, MATCH_DISTANCE, MIN_QUALITY, STORED, FrameHash
 from fediguard.banks.sha256 import Sha256Index
-from fediguard.banks.store import BankStore
+from fediguard.banks.store import BankRule, BankStore
 from fediguard.detectors.base import DetectorResult, ListMatch
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,7 @@ class Hit:
 @dataclass
 class _Indexes:
     sha256: dict[str, Sha256Index]
-    pdq: dict[str, HashIndex]
+    pdq: list[tuple[BankRule, HashIndex]]
     state: int
 
 
@@ -75,8 +79,7 @@ class BankMatcher:
         self._reload_lock = threading.Lock()
         self.subscriptions = Subscriptions(store.engine)
         self._review_banks: frozenset[str] = frozenset()
-        self._indexes = _Indexes({k: Sha256Index() for k in ("deny", "allow")},
-                                 {k: HashIndex() for k in ("deny", "allow")}, -1)  # fmt: skip
+        self._indexes = _Indexes({k: Sha256Index() for k in ("deny", "allow")}, [], -1)
 
     @property
     def state(self) -> int:
@@ -85,7 +88,7 @@ class BankMatcher:
 
     def has_pdq(self, bank_kind: str) -> bool:
         """Whether any PDQ entry of this bank kind is loaded."""
-        return len(self._indexes.pdq[bank_kind]) > 0
+        return any(rule.kind == bank_kind and len(index) for rule, index in self._indexes.pdq)
 
     def reload_if_changed(self) -> bool:
         """Rebuild the indexes when the banks changed since the last load. Blocking; call in a thread."""
@@ -94,19 +97,28 @@ class BankMatcher:
             if state == self._indexes.state:
                 return False
             started = time.perf_counter()
+            rules = self.store.rules()
             sha: dict[str, list[tuple[int, str]]] = {"deny": [], "allow": []}
-            pdq: dict[str, list[tuple[int, str]]] = {"deny": [], "allow": []}
-            for entry_id, bank_kind, hash_kind, value in self.store.all_hashes():
-                (sha if hash_kind == "sha256" else pdq)[bank_kind].append((entry_id, value))
-            indexes = _Indexes({}, {}, state)
+            pdq: dict[int, list[tuple[int, str]]] = {bank_id: [] for bank_id in rules}
+            for entry_id, bank_id, hash_kind, value in self.store.match_entries():
+                if bank_id not in rules:
+                    continue  # disabled between the two reads; the next reload has it right
+                if hash_kind == "sha256":
+                    sha[rules[bank_id].kind].append((entry_id, value))
+                else:
+                    pdq[bank_id].append((entry_id, value))
+            indexes = _Indexes({}, [], state)
             for kind in ("deny", "allow"):
                 indexes.sha256[kind] = Sha256Index()
                 indexes.sha256[kind].add_many(sha[kind])
-                indexes.pdq[kind] = HashIndex()
-                indexes.pdq[kind].add_many(pdq[kind])
+            for bank_id, rule in sorted(rules.items()):
+                index = HashIndex()
+                index.add_many(pdq[bank_id])
+                indexes.pdq.append((rule, index))
             self._indexes = indexes
             self._review_banks = self.subscriptions.review_banks()
-            deny, allow = len(sha["deny"]) + len(pdq["deny"]), len(sha["allow"]) + len(pdq["allow"])
+            counts = {k: len(sha[k]) + sum(len(pdq[i]) for i, r in rules.items() if r.kind == k) for k in sha}
+            deny, allow = counts["deny"], counts["allow"]
             log.info(
                 "banks loaded (generation %d): %d entries (%d deny, %d allow) in %.2f s",
                 state, deny + allow, deny, allow, time.perf_counter() - started,
@@ -128,16 +140,16 @@ class BankMatcher:
             return []
         indexes = self._indexes
         hits: list[Hit] = []
-        for kind in ("allow", "deny"):
-            index = indexes.pdq[kind]
+        for rule, index in indexes.pdq:
             if not len(index):
                 continue
-            found = index.search_many([fh.hash.hex for fh in usable], self.max_distance)
+            radius = self.max_distance if rule.max_distance is None else rule.max_distance
+            found = index.search_many([fh.hash.hex for fh in usable], radius)
             # One hit per entry and frame, the closest of the frame's views (displayed, stored, flips).
             best: dict[tuple[int, int], Hit] = {}
             for fh, matches in zip(usable, found, strict=True):
                 for entry_id, distance in matches:
-                    hit = Hit(entry_id, kind, "pdq", distance, fh.frame, fh.view)
+                    hit = Hit(entry_id, rule.kind, "pdq", distance, fh.frame, fh.view)
                     known = best.get((entry_id, fh.frame))
                     if known is None or distance < known.distance:
                         best[(entry_id, fh.frame)] = hit
@@ -159,16 +171,21 @@ class BankMatcher:
             entry = described.get(hit.entry_id)
             if entry is None or (entry.bank_kind, entry.hash_kind) != (hit.bank_kind, hit.hash_kind):
                 continue  # deleted since the indexes were built (its id possibly reused by SQLite)
+            if not entry.matches:
+                continue  # disabled (or its bank) since the indexes were built
             key: Literal["deny", "allow", "review"] = "deny" if hit.bank_kind == "deny" else "allow"
             if key == "deny" and entry.bank in self._review_banks:
                 key = "review"  # a feed subscribed to flag, not to reject
-            if key not in scores:
+            suspended = entry.status == "suspended"
+            if key not in scores and not suspended:
                 scores[key] = 1.0
                 scores[f"{key}_distance"] = float(hit.distance)
             where = f", frame {hit.frame}" if hit.frame is not None else ""
             where += _view_text(hit.view)
             note = f" — {entry.note}" if entry.note else ""
             verb = _VERBS[key]
+            if suspended:
+                verb = f"held for review: matches suspended {key} entry of"
             how = f"{hit.hash_kind}, distance {hit.distance}{where}"
             if entry.variant:  # a crop of the image behind entry variant_of: name that entry
                 crop = f"{hit.hash_kind} of its crop {entry.variant!r} (entry {entry.id})"
@@ -177,17 +194,20 @@ class BankMatcher:
             else:
                 named = entry.id
             text = f"{verb} bank {entry.bank!r} entry {named} ({how}){note}"
-            findings.append(ListMatch(key, float(hit.distance), text, hit.frame))
-        if not scores:
+            findings.append(
+                ListMatch(key, float(hit.distance), text, hit.frame, entry=named, suspended=suspended)
+            )
+        if not findings:
             return None
         # At most MAX_NOTED matches of each kind (closest first): a match of the other kind is never
         # crowded out, since the policy weighs the closest deny against the closest allow.
-        kept = [f for f in findings if f.list_kind == "deny"][:MAX_NOTED]
-        kept += [f for f in findings if f.list_kind == "allow"][:MAX_NOTED]
-        kept += [f for f in findings if f.list_kind == "review"][:MAX_NOTED]
+        kept = [f for f in findings if f.list_kind == "deny" and not f.suspended][:MAX_NOTED]
+        kept += [f for f in findings if f.list_kind == "allow" and not f.suspended][:MAX_NOTED]
+        kept += [f for f in findings if f.list_kind == "review" or f.suspended][:MAX_NOTED]
         kept.sort(key=findings.index)
         notes = [f.note for f in kept][:MAX_NOTED]
-        # Only flagged for review: not decisive, the models still run.
+        # Only a match of a deny or allow entry in force settles the upload; a match that only flags
+        # for review (a review feed's, a suspended entry's) lets the models run.
         decisive = "deny" in scores or "allow" in scores
         return DetectorResult(
             DETECTOR, VERSION, scores=scores, notes=notes, decisive=decisive, findings=list(kept)

@@ -13,10 +13,30 @@ from sqlalchemy.exc import IntegrityError
 from fediguard.banks._hex import parse_hex256
 from fediguard.banks.formats import BankEntry
 from fediguard.errors import FediguardError
-from fediguard.records.schema import bank_entries, bank_generation, banks
+from fediguard.records.schema import bank_alerts, bank_entries, bank_generation, bank_matches, banks
 from fediguard.records.store import database_label
 
 BANK_KINDS = ("deny", "allow")
+SOURCE_KINDS = ("file", "hash", "record", "import", "feed", "other")
+"""Where an entry came from: an image file (`banks add FILE`), a hash given by hand (`--hash`), a
+reviewed decision (`confirm`/`allow`), a bank file (`banks import`), a subscribed feed; ``source``
+holds the detail (file name, record id, feed URL)."""
+ENTRY_STATUSES = ("active", "disabled", "suspended")
+"""``disabled``: an admin turned it off, it matches nothing; ``suspended``: the flood guard turned it
+off, its matches are recorded for review instead of deciding (docs/banks.md)."""
+
+
+def source_kind_of(source: str) -> str:
+    """The provenance kind said by a ``source`` text as fediguard writes them ("record 12",
+    "import x.csv", "feed https://…", "cli add x.png", "cli add --hash")."""
+    first = source.split(" ", 1)[0].split(":", 1)[0].lower()  # "feed:NAME#seq" too
+    if first in ("record", "import", "feed"):
+        return first
+    if source == "cli add --hash":
+        return "hash"
+    if source.startswith("cli add "):
+        return "file"
+    return "other"
 
 
 class BankError(FediguardError):
@@ -33,6 +53,13 @@ class Bank:
     entries: int = 0
     crop_variants: int = 0
     """How many of ``entries`` are PDQ hashes of crops of another entry's image."""
+    enabled: bool = True
+    max_distance: int | None = None
+    """PDQ match radius in bits; None: the ``pdq_max_distance`` setting."""
+    flood_limit: int | None = None
+    """Distinct uploads one entry may match per window before it is suspended; None: the default
+    for the bank's kind (:mod:`fediguard.banks.governance`); 0: no flood guard."""
+    flood_window_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,27 @@ class StoredEntry:
     added_at: datetime
     variant: str | None = None
     variant_of: int | None = None
+    source_kind: str = "other"
+    status: str = "active"
+    status_note: str | None = None
+    match_count: int = 0
+    last_matched_at: datetime | None = None
+    bank_enabled: bool = True
+
+    @property
+    def matches(self) -> bool:
+        """Whether it takes part in matching at all (active or suspended, in an enabled bank)."""
+        return self.bank_enabled and self.status != "disabled"
+
+
+@dataclass(frozen=True)
+class BankRule:
+    """What the matcher needs of one bank."""
+
+    id: int
+    name: str
+    kind: str
+    max_distance: int | None
 
 
 class BankStore:
@@ -64,7 +112,7 @@ class BankStore:
         ):
             raise BankError("bank names are 1-100 letters, digits, '-', '_' or '.'")
         created = datetime.now(UTC)
-        row = {"name": name, "kind": kind, "description": description, "created_at": created}
+        row = {"name": name, "kind": kind, "description": description, "created_at": created, "enabled": True}
         try:
             with self.engine.begin() as conn:
                 bank_id = conn.execute(banks.insert().values(**row).returning(banks.c.id)).scalar_one()
@@ -84,10 +132,7 @@ class BankStore:
                     bank_entries.c.bank_id == row["id"]
                 )
             ).one()
-        return Bank(
-            row["id"], row["name"], row["kind"], row["description"], row["created_at"], int(count),
-            int(variants),
-        )  # fmt: skip
+        return _bank(row, int(count), int(variants))
 
     def ensure(self, name: str, kind: str) -> Bank:
         """The bank named ``name``, created with ``kind`` if missing; BankError if it has the other kind."""
@@ -115,15 +160,14 @@ class BankStore:
         ).outerjoin(counts, counts.c.bank_id == banks.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(banks.c.name)).mappings().all()
-        return [
-            Bank(r["id"], r["name"], r["kind"], r["description"], r["created_at"], int(r["n"]), int(r["v"]))
-            for r in rows
-        ]
+        return [_bank(r, int(r["n"]), int(r["v"])) for r in rows]
 
     def delete(self, name: str) -> int:
         """Delete a bank and its entries; returns how many entries went."""
         bank = self.get(name)
         with self.engine.begin() as conn:
+            ids = select(bank_entries.c.id).where(bank_entries.c.bank_id == bank.id)
+            _forget(conn, ids)
             gone = conn.execute(delete(bank_entries).where(bank_entries.c.bank_id == bank.id)).rowcount
             conn.execute(delete(banks).where(banks.c.id == bank.id))
             _changed(conn)
@@ -153,14 +197,27 @@ class BankStore:
             crops = query.where(bank_entries.c.variant_of.in_(ids), bank_entries.c.id.not_in(ids))
             found += tuple(_stored(r) for r in conn.execute(crops).mappings()) if ids else ()
             if found:
-                conn.execute(delete(bank_entries).where(bank_entries.c.id.in_([e.id for e in found])))
+                gone = [e.id for e in found]
+                conn.execute(delete(bank_entries).where(bank_entries.c.id.in_(gone)))
+                _forget(conn, gone)
                 _changed(conn)
         return found
 
-    def add(self, name: str, entries: Sequence[BankEntry], source: str, added_by: str) -> int:
+    def add(
+        self,
+        name: str,
+        entries: Sequence[BankEntry],
+        source: str,
+        added_by: str,
+        source_kind: str | None = None,
+    ) -> int:
         """Add entries to a bank in one transaction; hashes already in it are skipped. Crop variants
         are tied to the PDQ entry of their ``parent`` (which must be among ``entries`` or already in
-        the bank, else BankError). Returns how many were new."""
+        the bank, else BankError). ``source_kind`` (:data:`SOURCE_KINDS`) defaults to the one
+        ``source`` says (:func:`source_kind_of`). Returns how many were new."""
+        kind = source_kind or source_kind_of(source)
+        if kind not in SOURCE_KINDS:
+            raise BankError(f"source kind must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
         bank = self.get(name)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
@@ -177,6 +234,7 @@ class BankStore:
                 row = {
                     "bank_id": bank.id, "hash_kind": entry.kind, "value": entry.value, "note": entry.note,
                     "source": source[:300], "added_by": added_by[:200], "added_at": now,
+                    "source_kind": kind, "status": "active", "match_count": 0,
                 }  # fmt: skip
                 (variants if entry.variant else rows).append((row, entry))
             if rows:
@@ -259,9 +317,29 @@ class BankStore:
             for row in conn.execution_options(yield_per=10_000).execute(query):
                 yield int(row.id), row.kind, row.hash_kind, row.value
 
+    def rules(self) -> dict[int, BankRule]:
+        """Every enabled bank, by id: what the matcher needs of it."""
+        query = select(banks.c.id, banks.c.name, banks.c.kind, banks.c.max_distance).where(banks.c.enabled)
+        with self.engine.connect() as conn:
+            return {
+                int(r.id): BankRule(int(r.id), r.name, r.kind, r.max_distance) for r in conn.execute(query)
+            }
+
+    def match_entries(self) -> Iterable[tuple[int, int, str, str]]:
+        """Every entry that takes part in matching, as (entry id, bank id, hash kind, value): those
+        of enabled banks that are not disabled (suspended ones are: their matches go to review)."""
+        query = (
+            select(bank_entries.c.id, bank_entries.c.bank_id, bank_entries.c.hash_kind, bank_entries.c.value)
+            .join(banks, banks.c.id == bank_entries.c.bank_id)
+            .where(banks.c.enabled, bank_entries.c.status != "disabled")
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=10_000).execute(query):
+                yield int(row.id), int(row.bank_id), row.hash_kind, row.value
+
     def describe(self, entry_ids: Sequence[int]) -> dict[int, StoredEntry]:
         query = (
-            select(bank_entries, banks.c.name, banks.c.kind)
+            select(bank_entries, banks.c.name, banks.c.kind, banks.c.enabled.label("bank_enabled"))
             .join(banks, banks.c.id == bank_entries.c.bank_id)
             .where(bank_entries.c.id.in_(list(entry_ids)))
         )
@@ -291,6 +369,17 @@ class BankStore:
         return int(generation or 0)
 
 
+def _forget(conn: Connection, entry_ids: Any) -> None:
+    """What the flood guard kept about entries that are gone: their window, and their open alerts
+    (resolved: removing an entry is one of the two answers to one)."""
+    conn.execute(delete(bank_matches).where(bank_matches.c.entry_id.in_(entry_ids)))
+    conn.execute(
+        update(bank_alerts)
+        .where(bank_alerts.c.entry_id.in_(entry_ids), bank_alerts.c.resolved_at.is_(None))
+        .values(resolved_at=datetime.now(UTC), resolved_by="removed")
+    )
+
+
 def _changed(conn: Connection) -> None:
     """Raise the banks' generation, inside the transaction that changes them."""
     bumped = conn.execute(
@@ -305,5 +394,14 @@ def _changed(conn: Connection) -> None:
 def _stored(row: Any) -> StoredEntry:
     return StoredEntry(
         row["id"], row["name"], row["kind"], row["hash_kind"], row["value"], row["note"], row["source"],
-        row["added_by"], row["added_at"], row["variant"], row["variant_of"],
+        row["added_by"], row["added_at"], row["variant"], row["variant_of"], row["source_kind"],
+        row["status"], row["status_note"], int(row["match_count"] or 0), row["last_matched_at"],
+        bool(row.get("bank_enabled", True)),
+    )  # fmt: skip
+
+
+def _bank(row: Any, count: int, variants: int) -> Bank:
+    return Bank(
+        row["id"], row["name"], row["kind"], row["description"], row["created_at"], count, variants,
+        bool(row["enabled"]), row["max_distance"], row["flood_limit"], row["flood_window_s"],
     )  # fmt: skip

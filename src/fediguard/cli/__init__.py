@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "scan": "scan",
     "sweep": "sweep",
     "restore": "sweep",
+    "rematch": "rematch",
     "worker": "worker",
     "workers": "workers",
     "banks": "banks",
@@ -31,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "feed": "feed",
     "db": "db",
     "config": "config_cmd",
+    "eval": "eval",
 }
 """Command → the module under fediguard.cli that defines it (in the order `--help` lists them)."""
 

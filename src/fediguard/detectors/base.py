@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from fediguard.media.frames import DecodedMedia
+from fediguard.media.frames import DecodedMedia, Frame
 
 Box = tuple[float, float, float, float]
 """``(x, y, w, h)`` in the pixels of the frame the detector was given."""
@@ -42,22 +42,31 @@ class Explicit:
     label: str
     score: float
     box: Box | None = None
+    flat: bool = False
+    """The box looks drawn (flat or smoothly shaded colours, no photographic texture) and no other
+    body part in the frame supports it: the policy does not count it as explicit."""
     kind: Literal["explicit"] = "explicit"
 
     def note(self) -> str:
-        return f"{self.label} {self.score:.2f}{_box_text(self.box)}"
+        flat = " (flat graphic, not counted)" if self.flat else ""
+        return f"{self.label} {self.score:.2f}{_box_text(self.box)}{flat}"
 
 
 @dataclass(frozen=True)
 class Face:
     """A face in one frame. ``age``/``age_sd`` (years) are None when the face could not be aged
-    (too small, say): it is counted, but it never makes a frame a minor's."""
+    (too small, say): it never makes a frame ``csam_suspect``, though beside explicit content it
+    makes it ``review``. ``sharpness`` is the face's contrast-normalised variance of the Laplacian
+    (:func:`fediguard.detectors.imagestats.face_sharpness`; None: not measured); ``finders`` how many
+    independent face finders agree on this box (other detectors' overlapping faces add to it)."""
 
     frame: int
     box: Box | None = None
     age: float | None = None
     age_sd: float | None = None
     score: float = 1.0
+    sharpness: float | None = None
+    finders: int = 1
     kind: Literal["face"] = "face"
 
     def note(self) -> str:
@@ -73,13 +82,17 @@ class ListMatch:
     ``list_kind`` is ``deny`` or ``allow``, or ``review`` for a list whose matches only flag the
     upload for an admin's review (a feed subscribed that way: banks/feeds/); ``distance`` is 0 for
     an exact (SHA-256) match, else the PDQ Hamming distance; ``note`` says which list and entry
-    ("denied: matches bank 'x' entry 4 …")."""
+    ("denied: matches bank 'x' entry 4 …"); ``entry`` is that bank entry's id (None for lists that
+    are not banks). A ``suspended`` match is of an entry the flood guard took out of force: it
+    decides nothing and asks for a review."""
 
     list_kind: Literal["deny", "allow", "review"]
     distance: float
     note: str
     frame: int | None = None
     kind: Literal["list_match"] = "list_match"
+    entry: int | None = None
+    suspended: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,17 +122,22 @@ def finding_from_json(data: Any) -> Finding:
     kind = data.get("kind")
     if kind == "explicit":
         return Explicit(int(data["frame"]), str(data["label"])[:100], _unit(data["score"]),
-                        _box(data.get("box")))  # fmt: skip
+                        _box(data.get("box")), bool(data.get("flat", False)))  # fmt: skip
     if kind == "face":
         age, sd = _opt_float(data.get("age")), _opt_float(data.get("age_sd"))
-        return Face(int(data["frame"]), _box(data.get("box")), age, sd, _unit(data.get("score", 1.0)))
+        finders = int(data.get("finders", 1))
+        if not 1 <= finders <= 8:
+            raise ValueError(f"a face's finders must be within 1..8, not {finders}")
+        return Face(int(data["frame"]), _box(data.get("box")), age, sd, _unit(data.get("score", 1.0)),
+                    _opt_float(data.get("sharpness")), finders)  # fmt: skip
     if kind == "list_match":
         list_kind = data["list_kind"]
         if list_kind not in ("deny", "allow", "review"):
             raise ValueError(f"list_kind must be deny, allow or review, not {list_kind!r}")
-        frame = data.get("frame")
+        frame, entry = data.get("frame"), data.get("entry")
         return ListMatch(list_kind, float(data["distance"]), str(data["note"])[:2000],
-                         None if frame is None else int(frame))  # fmt: skip
+                         None if frame is None else int(frame), entry=None if entry is None else int(entry),
+                         suspended=data.get("suspended") is True)  # fmt: skip
     if kind == "report":
         label = data["label"]
         if label not in ("csam_suspect", "nsfw"):
@@ -230,11 +248,21 @@ class Subject:
         self.sha256 = sha256
         self.media_type = media_type
         self._decode = decode
+        self.screen: frozenset[int] | None = None
+        """Set by the pipeline before a ``screened`` detector runs: the frames worth its cost (those
+        an earlier detector found explicit at or above the screening threshold); None: every frame."""
 
     @cached_property
     def media(self) -> DecodedMedia:
         """The decoded media; raises :class:`fediguard.errors.MediaError` when undecodable."""
         return self._decode()
+
+    def frames_to_scan(self) -> list[Frame]:
+        """The decoded frames a detector should look at: all of them, or only those in ``screen``."""
+        frames = self.media.frames
+        if self.screen is None:
+            return list(frames)
+        return [frame for frame in frames if frame.index in self.screen]
 
 
 @runtime_checkable
@@ -242,7 +270,10 @@ class Detector(Protocol):
     """A detector. Instances are not shared between threads: the scanner makes one per thread.
 
     ``cost`` orders detectors (cheapest first; 0 means it needs no decoding). ``version`` changes
-    whenever its model or its scoring changes, so cached decisions are invalidated.
+    whenever its model or its scoring changes, so cached decisions are invalidated. A detector with
+    a true class attribute ``screened`` (optional; an age estimator's) runs last, and only on the frames
+    of :meth:`Subject.frames_to_scan`: those earlier detectors found explicit at or above the
+    pipeline's screening threshold (see :mod:`fediguard.scanning.pipeline`).
     """
 
     name: str

@@ -26,14 +26,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from fediguard.detectors.base import DetectorResult, Explicit, Finding, FrameScores, Subject
-from fediguard.detectors.onnx import check_rgb_frame, cpu_session, package_file, package_version
+from fediguard.detectors.base import DetectorResult, Explicit, Face, Finding, FrameScores, Subject
+from fediguard.detectors.imagestats import MIN_TEXTURE, texture
+from fediguard.detectors.onnx import (
+    check_rgb_frame,
+    cpu_session,
+    file_digest,
+    input_side,
+    package_file,
+    package_version,
+    path_session,
+)
 from fediguard.errors import DetectorError, DetectorUnavailable
 
 __all__ = ["EXPLICIT_LABELS", "FACE_LABELS", "LABELS", "Detection", "NudityDetector"]
@@ -75,7 +85,7 @@ feet, armpits and all covered classes are left out: they are ordinary in benign 
 FACE_LABELS: tuple[str, ...] = ("face_female", "face_male")
 
 MODEL_FILE = "320n.onnx"
-SCORING_VERSION = "1"
+SCORING_VERSION = "2"
 """Bump when pre/post-processing, the label set or ``explicit`` changes: it invalidates cached verdicts."""
 
 _INPUT_SIZE = 320
@@ -107,37 +117,56 @@ class NudityDetector:
     name = "nudity"
     cost = 30
 
-    def __init__(self, threads: int = 1, min_score: float = 0.2) -> None:
+    def __init__(self, threads: int = 1, min_score: float = 0.2, model_path: Path | None = None) -> None:
         """``threads``: onnxruntime intra-op threads for this instance (1 is best when there is one
-        instance per core). ``min_score``: boxes scoring below are ignored."""
+        instance per core). ``min_score``: boxes scoring below are ignored. ``model_path``: a
+        NudeNet-style detector of the same classes and output layout ([1, 4 + 18, anchors]) to load
+        instead of the shipped 320n, e.g. NudeNet's 640m (setting ``nudity_model``); its input side
+        is read from the model (320 when dynamic), and it runs on CUDA when onnxruntime has it."""
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if not 0.0 < min_score < 1.0:
             raise ValueError(f"min_score must be between 0 and 1, got {min_score}")
         self.threads = threads
         self.min_score = min_score
-        self.version = f"nudenet-{package_version('nudenet')}/{MODEL_FILE}/scoring-{SCORING_VERSION}"
+        self.model_path = model_path
+        if model_path is None:
+            self.version = f"nudenet-{package_version('nudenet')}/{MODEL_FILE}/scoring-{SCORING_VERSION}"
+        else:
+            self.version = f"{model_path.name}@{file_digest(model_path)}/scoring-{SCORING_VERSION}"
         self._session: ort.InferenceSession | None = None
         self._input_name = ""
+        self._side = _INPUT_SIZE
 
     # ------------------------------------------------------------------ loading
 
     def _ensure_loaded(self) -> ort.InferenceSession:
         """Load the model on first use, so building a detector (e.g. to read its version) is cheap."""
         if self._session is None:
-            path = package_file("nudenet", MODEL_FILE)
-            session = cpu_session(path, intra_op_num_threads=self.threads)
-            shape = session.get_inputs()[0].shape
-            if len(shape) != 4 or shape[1] != 3:
-                raise DetectorUnavailable(f"{path} takes input {shape}, expected [N, 3, H, W]")
+            if self.model_path is None:
+                path = package_file("nudenet", MODEL_FILE)
+                session = cpu_session(path, intra_op_num_threads=self.threads)
+            else:
+                path = self.model_path
+                session = path_session(path, "nudity_model", intra_op_num_threads=self.threads)
+            try:
+                side = input_side(session, _INPUT_SIZE)
+            except DetectorUnavailable as exc:
+                raise DetectorUnavailable(f"{path}: {exc}") from exc
+            classes = session.get_outputs()[0].shape
+            if len(classes) == 3 and isinstance(classes[1], int) and classes[1] != 4 + len(LABELS):
+                raise DetectorUnavailable(
+                    f"{path} gives {classes[1]} values per box, expected 4 + {len(LABELS)} (NudeNet's)"
+                )
             self._input_name = session.get_inputs()[0].name
+            self._side = side
             self._session = session
         return self._session
 
     def warm_up(self) -> None:
         """Load the model and run it once on a blank frame. Raises DetectorUnavailable when it cannot load."""
         self._ensure_loaded()
-        self.detect_image(np.zeros((_INPUT_SIZE, _INPUT_SIZE, 3), dtype=np.uint8))
+        self.detect_image(np.zeros((self._side, self._side, 3), dtype=np.uint8))
 
     # ------------------------------------------------------------------ scoring
 
@@ -152,9 +181,7 @@ class NudityDetector:
         for frame in media.frames:
             found = self.detect_image(frame.image)
             frames.append(self.frame_scores(frame.index, found))
-            findings.extend(
-                Explicit(frame.index, d.label, d.score, d.box) for d in found if d.label in EXPLICIT_LABELS
-            )
+            findings.extend(frame_findings(frame.index, frame.image, found))
         scores: dict[str, float] = {}
         for fs in frames:
             for key, value in fs.scores.items():
@@ -181,9 +208,9 @@ class NudityDetector:
             if shrink < 1.0:
                 size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
                 frame = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
-            blob, side = _preprocess(frame)
+            blob, side = _preprocess(frame, self._side)
             output = session.run(None, {self._input_name: blob})[0]
-            found = _postprocess(output, side, frame.shape[1], frame.shape[0], self.min_score)
+            found = _postprocess(output, side, frame.shape[1], frame.shape[0], self.min_score, self._side)
         except Exception as exc:
             raise DetectorError(f"nudity model failed on a {width}x{height} frame: {exc!r}") from exc
         if shrink < 1.0:
@@ -213,7 +240,29 @@ class NudityDetector:
         return FrameScores(frame=index, scores=scores, notes=[d.note() for d in found[:_MAX_NOTES]])
 
 
-def _preprocess(image: npt.NDArray[np.uint8]) -> tuple[FloatArray, int]:
+FACE_FINDING_SCORE = 0.4
+"""NudeNet's face boxes at or above this score are reported as faces (not aged), so the policy can
+check another face finder's face against them (astronaut 0.72, camera man 0.58; no box on coffee,
+rocket, chelsea or drawings)."""
+
+
+def frame_findings(index: int, image: npt.NDArray[np.uint8], found: list[Detection]) -> list[Finding]:
+    """The policy's view of one frame's boxes: explicit ones, each marked ``flat`` when its region has
+    no photographic texture (:data:`~fediguard.detectors.imagestats.MIN_TEXTURE`) and no other body
+    class was found in the frame; and the faces NudeNet saw."""
+    body = {d.label for d in found if d.label not in FACE_LABELS}
+    findings: list[Finding] = []
+    for d in found:
+        if d.label in EXPLICIT_LABELS:
+            alone = not (body - {d.label})
+            flat = alone and texture(image, d.box) < MIN_TEXTURE
+            findings.append(Explicit(index, d.label, d.score, d.box, flat))
+        elif d.label in FACE_LABELS and d.score >= FACE_FINDING_SCORE:
+            findings.append(Face(index, d.box, None, None, d.score))
+    return findings
+
+
+def _preprocess(image: npt.NDArray[np.uint8], size: int = _INPUT_SIZE) -> tuple[FloatArray, int]:
     """The model input for an RGB frame, and the side of the square it was padded to."""
     height, width = image.shape[:2]
     side = max(height, width)
@@ -221,13 +270,15 @@ def _preprocess(image: npt.NDArray[np.uint8]) -> tuple[FloatArray, int]:
     # blends the edge pixels differently and moves scores slightly.
     padded = np.zeros((side, side, 3), dtype=np.uint8)
     padded[:height, :width] = image
-    resized = cv2.resize(padded, (_INPUT_SIZE, _INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(padded, (size, size), interpolation=cv2.INTER_LINEAR)
     bgr = resized[:, :, ::-1]  # the channel order the wrapper feeds (see module docstring)
     blob = bgr.transpose(2, 0, 1)[np.newaxis].astype(np.float32) * np.float32(1.0 / 255.0)
     return np.ascontiguousarray(blob), side
 
 
-def _postprocess(output: FloatArray, side: int, width: int, height: int, min_score: float) -> list[Detection]:
+def _postprocess(
+    output: FloatArray, side: int, width: int, height: int, min_score: float, size: int = _INPUT_SIZE
+) -> list[Detection]:
     """Vectorised equivalent of the wrapper's per-row loop, then its NMS."""
     rows = np.asarray(output, dtype=np.float32)[0].T  # (anchors, 4 + classes)
     class_scores = rows[:, 4:]
@@ -238,7 +289,7 @@ def _postprocess(output: FloatArray, side: int, width: int, height: int, min_sco
     rows, best = rows[keep], best[keep]
     class_ids = class_scores[keep].argmax(axis=1)
     # float32 arithmetic, as the wrapper (its values are numpy float32 scalars).
-    scale = np.float32(side / _INPUT_SIZE)
+    scale = np.float32(side / size)
     cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     x = np.clip((cx - w / 2) * scale, 0, width)
     y = np.clip((cy - h / 2) * scale, 0, height)

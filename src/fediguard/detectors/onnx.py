@@ -5,11 +5,14 @@ thread, one inter-op thread, sequential execution and no spinning. Measured on 2
 at ``intra_op_num_threads=1`` on two threads beat one session at 2 (see ``bench/detectors.py``), and
 spinning threads would burn the core the other scanner thread needs.
 
-Model files are read from inside installed packages, never downloaded.
+Model files are read from inside installed packages, or from a local path an admin configures
+(``nudity_model``, ``age_model``, ``embedding_model``: :func:`path_session`, which uses onnxruntime's
+CUDA provider when this onnxruntime has it); never downloaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -20,7 +23,9 @@ import onnxruntime as ort
 
 from fediguard.errors import DetectorError, DetectorUnavailable
 
-__all__ = ["cpu_session", "package_file", "package_version"]
+__all__ = ["cpu_session", "file_digest", "package_file", "package_version", "path_session"]
+
+CUDA = "CUDAExecutionProvider"
 
 
 def package_file(package: str, *parts: str, pip_name: str | None = None) -> Path:
@@ -66,8 +71,10 @@ def cpu_session(
     *,
     intra_op_num_threads: int = 1,
     name: str | None = None,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
 ) -> ort.InferenceSession:
-    """An onnxruntime session on the CPU provider, tuned for one-session-per-thread use.
+    """An onnxruntime session on the CPU provider (or ``providers``, in order of preference), tuned
+    for one-session-per-thread use.
 
     ``model`` is a path or the serialised model bytes. Raises DetectorUnavailable when the model
     cannot be loaded (missing, corrupt, unsupported operator).
@@ -87,9 +94,42 @@ def cpu_session(
     options.log_severity_level = 3
     try:
         source = str(model) if isinstance(model, Path) else model
-        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types, which vary by version
         raise DetectorUnavailable(f"cannot load ONNX model {label}: {exc}") from exc
+
+
+def path_session(path: Path, setting: str, *, intra_op_num_threads: int = 1) -> ort.InferenceSession:
+    """A session for a model file an admin configured under ``setting``: on onnxruntime's CUDA
+    provider when this onnxruntime has it (``onnxruntime-gpu``), else on the CPU. DetectorUnavailable
+    names the setting and the file when it is missing or cannot load."""
+    if not path.is_file():
+        raise DetectorUnavailable(f"{setting}: {path} is not a readable file")
+    available = ort.get_available_providers()
+    providers = (CUDA, "CPUExecutionProvider") if CUDA in available else ("CPUExecutionProvider",)
+    try:
+        return cpu_session(path, intra_op_num_threads=intra_op_num_threads, providers=providers)
+    except DetectorUnavailable as exc:
+        raise DetectorUnavailable(f"{setting}: {exc}") from exc
+
+
+def file_digest(path: Path) -> str:
+    """The first 12 hex digits of a model file's SHA-256, for detector versions: other weights under
+    the same path invalidate cached verdicts. ``?`` when the file cannot be read (loading will say why)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()[:12]
+    except OSError:
+        return "?"
+
+
+def input_side(session: ort.InferenceSession, default: int) -> int:
+    """The square input side a model declares ([N, 3, S, S]), or ``default`` when it is dynamic."""
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4 or shape[1] not in (3, "3"):
+        raise DetectorUnavailable(f"model takes input {shape}, expected [N, 3, H, W]")
+    side = shape[2]
+    return side if isinstance(side, int) and side > 0 else default
 
 
 def check_rgb_frame(image: npt.NDArray[np.uint8], detector: str) -> None:

@@ -27,19 +27,28 @@ def _hashlist(settings: Settings) -> Detector:
 def _nudity(settings: Settings) -> Detector:
     from fediguard.detectors.nudity import NudityDetector
 
-    return NudityDetector(threads=settings.onnx_threads)
+    return NudityDetector(threads=settings.onnx_threads, model_path=settings.nudity_model)
 
 
 def _age(settings: Settings) -> Detector:
     from fediguard.detectors.age import AgeDetector
 
-    return AgeDetector(threads=settings.onnx_threads)
+    return AgeDetector(threads=settings.onnx_threads, age_model=settings.age_model)
+
+
+def _embedding(settings: Settings) -> Detector:
+    from fediguard.detectors.embedding import EmbeddingDetector
+
+    return EmbeddingDetector(
+        settings.embedding_model, settings.embedding_concepts, threads=settings.onnx_threads
+    )
 
 
 BUILTIN: dict[str, DetectorFactory] = {
     "hashlist": _hashlist,
     "nudity": _nudity,
     "age": _age,
+    "embedding": _embedding,
 }
 
 

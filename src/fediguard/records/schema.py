@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData()
@@ -61,6 +62,13 @@ banks = Table(
     Column("kind", String(8), nullable=False),  # deny | allow
     Column("description", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Governance (docs/banks.md): a disabled bank matches nothing; its PDQ match radius (NULL: the
+    # pdq_max_distance setting); the flood guard's limit of distinct uploads one entry may match
+    # within its window (NULL: the default for the bank's kind, banks/governance.py; 0: off).
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("max_distance", Integer, nullable=True),
+    Column("flood_limit", Integer, nullable=True),
+    Column("flood_window_s", Integer, nullable=True),
 )
 
 bank_entries = Table(
@@ -78,8 +86,62 @@ bank_entries = Table(
     # the crop's name, e.g. "left 5%". Such entries go when their entry goes.
     Column("variant", String(32), nullable=True),
     Column("variant_of", _Id, nullable=True),
+    # Where it came from: file | hash | record | import | feed (``source`` holds the detail).
+    Column("source_kind", String(16), nullable=False, server_default=""),
+    # active | disabled (by an admin) | suspended (by the flood guard: its matches go to review).
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("status_note", Text, nullable=True),
+    Column("status_at", DateTime(timezone=True), nullable=True),
+    Column("match_count", BigInteger, nullable=False, server_default="0"),
+    Column("last_matched_at", DateTime(timezone=True), nullable=True),
+    # When recorded decisions were last matched against it (retroactive matching); NULL: not yet.
+    Column("rematched_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("bank_id", "hash_kind", "value", name="uq_bank_entries_hash"),
     Index("ix_bank_entries_value", "hash_kind", "value"),
+    Index("ix_bank_entries_rematched_at", "rematched_at"),
+)
+
+bank_matches = Table(
+    "bank_matches",
+    metadata,
+    # The distinct uploads (by SHA-256) each guarded entry matched lately: the flood guard's window,
+    # kept in the database so that it holds across restarts and every node sharing it.
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("matched_at", DateTime(timezone=True), nullable=False),
+    Index("ix_bank_matches_entry", "entry_id", "matched_at"),
+)
+
+bank_alerts = Table(
+    "bank_alerts",
+    metadata,
+    # What the review queue shows about the banks themselves: an entry the flood guard suspended.
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(32), nullable=False),  # flood
+    Column("bank", String(100), nullable=False),
+    Column("entry_id", BigInteger, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Index("ix_bank_alerts_resolved_at", "resolved_at"),
+)
+
+rematches = Table(
+    "rematches",
+    metadata,
+    # A recorded decision that a deny entry added (or re-enabled) after it now matches.
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    Column("decision_id", BigInteger, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("bank", String(100), nullable=False),
+    Column("hash_kind", String(8), nullable=False),
+    Column("distance", Integer, nullable=False),
+    Column("frame", Integer, nullable=True),
+    UniqueConstraint("decision_id", "entry_id", name="uq_rematches_decision_entry"),
+    Index("ix_rematches_found_at", "found_at"),
 )
 
 bank_generation = Table(
@@ -97,6 +159,7 @@ sweep_sources = Table(
     Column("id", _Id, primary_key=True, autoincrement=True),
     Column("url", String(1000), nullable=False, unique=True),
     Column("options", JSON, nullable=False),  # non-secret options, so `restore` can reopen it
+    Column("action", String(16), nullable=True),  # of the last sweep that acted: for `rematch`
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -120,8 +183,12 @@ sweep_objects = Table(
     Column("action_state", String(16), nullable=True),  # pending | done | failed
     Column("quarantine_key", String(1100), nullable=True),
     Column("scanned_at", DateTime(timezone=True), nullable=False),
+    # Set when a bank gained an entry that matches its recorded decision (retroactive matching):
+    # the next sweep (or `fediguard rematch`) flags it and acts on it without reading it again.
+    Column("rematched_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("source_id", "key", name="uq_sweep_objects_key"),
     Index("ix_sweep_objects_action_state", "action_state"),
+    Index("ix_sweep_objects_rematched_at", "rematched_at"),
 )
 
 spool_marks = Table(

@@ -19,7 +19,7 @@ from fediguard.banks.matcher import VERSION as BANKS_VERSION
 from fediguard.detectors.base import ListMatch
 from fediguard.scanning.bankgate import ended_on_a_list
 from fediguard.scanning.job import ScanOutcome
-from fediguard.scanning.pipeline import PDQ_STAGE
+from fediguard.scanning.pipeline import is_stage
 
 LIST_DETECTORS = frozenset({"hashlist", BANKS_DETECTOR})
 """The detectors that check lists of known images: the only ones whose list matches count."""
@@ -32,7 +32,7 @@ def problem_with(outcome: ScanOutcome, fingerprint: str) -> str | None:
     ``fingerprint``, or None when it can."""
     if outcome.error is not None:
         return None
-    expected = {part for part in fingerprint.split(",") if part and part != PDQ_STAGE}
+    expected = {part for part in fingerprint.split(",") if part and not is_stage(part)}
     banks = f"{BANKS_DETECTOR}@{BANKS_VERSION}"
     expected.add(banks)
     got = {f"{r.detector}@{r.version}" for r in outcome.results}
@@ -56,7 +56,7 @@ def sane_timings(outcome: ScanOutcome, fingerprint: str, limit_s: float) -> Scan
     ``fingerprint`` can have measured (its pipeline's stages, as ``remote:STAGE``), each clamped to
     0..``limit_s`` (the deadline: no stage of a scan the gateway waited for took longer); the
     results' ``seconds`` likewise."""
-    detectors = {part.split("@", 1)[0] for part in fingerprint.split(",") if part and part != PDQ_STAGE}
+    detectors = {part.split("@", 1)[0] for part in fingerprint.split(",") if part and not is_stage(part)}
     known = {f"remote:{stage}" for stage in (*PIPELINE_STAGES, *(f"detector:{d}" for d in detectors))}
     timings: dict[str, float] = {}
     for name, value in outcome.timings.items():

@@ -2,6 +2,12 @@
 
 Used by every scanner: the in-process slots and remote workers. It never decides: it returns the
 detectors' results (or why there are none) for the gateway's policy.
+
+A cascade: ``screened`` detectors (the age estimator) run last and only on the frames an earlier
+detector found explicit at or above ``screening`` (the ``screening_threshold`` setting, never above
+any ``explicit_threshold``), since the policy reads faces only in frames explicit at
+``explicit_threshold``: the verdicts are those of running everything, and a frame with no explicit
+finding costs decode, PDQ and the nudity model only. ``screening`` 0 runs every detector on every frame.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Protocol
 
 from fediguard.banks.pdq import FrameHash, frame_hashes
 from fediguard.config import Settings
-from fediguard.detectors.base import Detector, DetectorResult, Subject
+from fediguard.detectors.base import Detector, DetectorResult, Explicit, Subject
 from fediguard.detectors.registry import build_detectors, fingerprint
 from fediguard.errors import MediaError, RecordError
 from fediguard.media.decode import MediaLimits, decode
@@ -28,6 +34,18 @@ log = logging.getLogger(__name__)
 
 PDQ_STAGE = "pdq@1"
 """Named in a pipeline's fingerprint when it hashes frames, so gateway and workers agree on it."""
+SCREEN_STAGE = "screen@"
+"""``screen@THRESHOLD`` in a pipeline's fingerprint when screened detectors skip frames."""
+
+
+def is_stage(part: str) -> bool:
+    """Whether a part of a pipeline fingerprint names a stage (PDQ, screening), not a detector."""
+    return part == PDQ_STAGE or part.startswith(SCREEN_STAGE)
+
+
+def screened(detector: Detector) -> bool:
+    """Whether a detector runs only on the frames that passed screening (its ``screened`` attribute)."""
+    return bool(getattr(detector, "screened", False))
 
 
 class BankCheck(Protocol):
@@ -56,9 +74,13 @@ class Pipeline:
         hash_frames: bool = False,
         matcher: BankCheck | None = None,
         decoder: Decoder = decode,
+        screening: float = 0.0,
         dihedral: bool = False,
     ) -> None:
-        self.detectors = sorted(detectors, key=lambda d: d.cost)
+        if not 0.0 <= screening <= 1.0:
+            raise ValueError(f"screening must be within 0..1, got {screening}")
+        self.detectors = sorted(detectors, key=lambda d: (screened(d), d.cost))
+        self.screening = screening
         self.dihedral = dihedral
         self.decoder = decoder
         self.limits = limits
@@ -68,8 +90,12 @@ class Pipeline:
 
     @property
     def fingerprint(self) -> str:
-        detectors = fingerprint(self.detectors)
-        return f"{detectors},{PDQ_STAGE}" if self.hash_frames else detectors
+        parts = [fingerprint(self.detectors)]
+        if self.hash_frames:
+            parts.append(PDQ_STAGE)
+        if self.screening > 0 and any(screened(d) for d in self.detectors):
+            parts.append(f"{SCREEN_STAGE}{self.screening:g}")
+        return ",".join(parts)
 
     def warm_up(self) -> None:
         for detector in self.detectors:
@@ -101,7 +127,9 @@ class Pipeline:
                         results.append(hit)
                         if hit.decisive:  # a match that only flags for review lets the models run
                             break
-                result = self._detect(detector, subject, timings)
+                result = self._screen(detector, subject, results)
+                if result is None:
+                    result = self._detect(detector, subject, timings)
                 results.append(result)
                 if result.decisive:
                     if self.hash_frames and pdq is None:
@@ -152,6 +180,26 @@ class Pipeline:
         timings[f"detector:{detector.name}"] = seconds
         return replace(result, seconds=seconds)
 
+    def _screen(
+        self, detector: Detector, subject: Subject, results: list[DetectorResult]
+    ) -> DetectorResult | None:
+        """For a screened detector: sets the frames it may look at, and returns its empty result
+        when there are none (it is not run). None: run it."""
+        if self.screening <= 0 or not screened(detector):
+            subject.screen = None
+            return None
+        frames = frozenset(
+            f.frame
+            for r in results
+            for f in r.findings
+            if isinstance(f, Explicit) and not f.flat and f.score >= self.screening
+        )
+        subject.screen = frames
+        if frames:
+            return None
+        note = f"not run: no frame explicit at or above the screening threshold {self.screening:g}"
+        return DetectorResult(detector.name, detector.version, notes=[note])
+
     def _hash(
         self, subject: Subject, timings: dict[str, float], matcher: BankCheck | None
     ) -> tuple[list[FrameHash], DetectorResult | None]:
@@ -201,6 +249,7 @@ def make_pipeline_factory(
         detectors = build_detectors(settings)
         return Pipeline(
             detectors, limits, scanner=scanner, hash_frames=settings.banks, matcher=matcher, decoder=decoder,
+            screening=settings.screening_threshold,
             dihedral=settings.pdq_dihedral,
         )  # fmt: skip
 

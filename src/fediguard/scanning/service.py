@@ -150,7 +150,7 @@ class ScanService:
         if self.store is not None and s.banks:
             self.banks = BankGate(
                 self.store, media_limits(s), s.pdq_max_distance, s.bank_refresh_s, self.decoder,
-                dihedral=s.pdq_dihedral,
+                dihedral=s.pdq_dihedral, metrics=self.metrics,
             )  # fmt: skip
             await self.banks.start()
         if self.settings.local_scanner:
@@ -208,6 +208,12 @@ class ScanService:
             # A verdict-cache or bank lookup failed: no verdict, whatever the upload holds.
             outcome, decision = None, self._fail(FailReason.RECORD_ERROR, _database_failed(exc))
 
+        if self.banks is not None and outcome is not None and outcome.results:
+            # Match counts and the flood guard (a database write only when a deny entry matched).
+            try:
+                await self.banks.observe(outcome.results, sha256)
+            except _DATABASE_ERRORS as exc:
+                log.warning("bank match counts and flood guard not updated: %s", _database_failed(exc))
         await self.keeper.keep(decision, sha256, data)
         timings["total"] = loop.time() - started
         # A verdict only the configured detectors reached may be reused for the same bytes later; a

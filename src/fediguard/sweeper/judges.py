@@ -33,6 +33,13 @@ class Judge(Protocol):
     async def judge(self, data: bytes, key: str) -> Judgement: ...
 
 
+class NoJudge:
+    """For a run that only acts on what is recorded (`fediguard rematch`): it reads nothing."""
+
+    async def judge(self, data: bytes, key: str) -> Judgement:
+        raise FediguardError("this run reads no object")
+
+
 class LocalJudge:
     """Judges in this process, through the same service as the gateway.
 

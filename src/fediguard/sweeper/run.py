@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from fediguard.banks.rematch import Rematcher, log_rematches
 from fediguard.logs import shown
 from fediguard.media.sniff import sniff
 from fediguard.storage import (
@@ -72,6 +73,8 @@ class SweepOptions:
     prefix: str = ""
     concurrency: int = 4
     max_bytes: int = 40_000_000
+    rematch_distance: int | None = None
+    """Run retroactive matching before each pass, with this default PDQ radius (None: don't)."""
 
 
 class Sweeper:
@@ -98,6 +101,7 @@ class Sweeper:
 
     async def run(self) -> SweepStats:
         await self.actions.finish_pending(self.source_id, self.options.action, dry_run=self.options.dry_run)
+        await self.flag_rematched()
         todo: _Todo = asyncio.Queue(maxsize=self.options.concurrency * 4)
         readers = [asyncio.create_task(self._reader(todo)) for _ in range(self.options.concurrency)]
         try:
@@ -110,6 +114,26 @@ class Sweeper:
                 await todo.put(None)
             await asyncio.gather(*readers)
         return self.stats
+
+    async def flag_rematched(self) -> None:
+        """Flag the objects that a deny entry added since their decision now matches, and give them
+        this run's action, without reading them again (:mod:`fediguard.banks.rematch`)."""
+        if self.options.rematch_distance is not None:
+            rematcher = Rematcher(self.state.engine, self.options.rematch_distance)
+            log_rematches(await asyncio.to_thread(rematcher.run))
+        for record in await asyncio.to_thread(self.state.rematched, self.source_id):
+            reasons = await asyncio.to_thread(self.state.rematch_reasons, record.decision_id)
+            verdict = Judgement("reject", record.decision_id, record.sha256, reasons)
+            obj = StoredObject(record.key, record.size, record.modified, record.etag)
+            self.stats.flagged += 1
+            if self.options.dry_run:  # the mark stays, for the run that acts
+                would = f" (dry run: would {self.options.action})" if self.options.action != "report" else ""
+                log.warning(
+                    "flagged %s: object %d, decision %s: %s%s",
+                    shown(obj.key), record.id, record.decision_id, shown("; ".join(reasons)), would,
+                )  # fmt: skip
+                continue
+            await self._act(obj, verdict)
 
     # --- listing -----------------------------------------------------------------------------------
     async def _objects(self) -> AsyncIterator[StoredObject]:

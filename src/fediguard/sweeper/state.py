@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fediguard.records.schema import decisions, sweep_objects, sweep_sources
+from fediguard.records.schema import decisions, rematches, sweep_objects, sweep_sources
 from fediguard.storage import StoredObject
 
 log = logging.getLogger("fediguard.sweep")
@@ -268,7 +268,7 @@ class SweepState:
             "verdict": verdict, "decision_id": decision_id, "error": _text(error), "action": action,
             "action_state": "pending" if action else None,
             "quarantine_key": escape_key(quarantine_key) if quarantine_key is not None else None,
-            "scanned_at": datetime.now(UTC),
+            "scanned_at": datetime.now(UTC), "rematched_at": None,
         }  # fmt: skip
         key = escape_key(obj.key)
         key_match = (sweep_objects.c.source_id == source_id) & (sweep_objects.c.key == key)
@@ -355,6 +355,36 @@ class SweepState:
                 conn.execute(select(sweep_objects).where(sweep_objects.c.id == object_id)).mappings().first()
             )
         return _record(row) if row else None
+
+    def remember_action(self, source_id: int, action: str) -> None:
+        """The action of the source's latest sweep, which `fediguard rematch` gives its objects."""
+        with self.engine.begin() as conn:
+            conn.execute(update(sweep_sources).where(sweep_sources.c.id == source_id).values(action=action))
+
+    def remembered_action(self, source_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            query = select(sweep_sources.c.action).where(sweep_sources.c.id == source_id)
+            return conn.execute(query).scalar()
+
+    def rematched(self, source_id: int | None = None) -> list[ObjectRecord]:
+        """Objects a bank entry added since their decision now matches (retroactive matching), not
+        flagged by a sweep since: of one source, or of every source."""
+        query = select(sweep_objects).where(sweep_objects.c.rematched_at.is_not(None))
+        if source_id is not None:
+            query = query.where(sweep_objects.c.source_id == source_id)
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query.order_by(sweep_objects.c.id)).mappings()]
+
+    def rematch_reasons(self, decision_id: int | None) -> tuple[str, ...]:
+        """Why a decision was matched again: the bank entries that match it now."""
+        r = rematches.c
+        query = select(r.bank, r.entry_id, r.hash_kind, r.distance).where(r.decision_id == decision_id)
+        with self.engine.connect() as conn:
+            return tuple(
+                f"denied (retroactively): matches bank {row.bank!r} entry {row.entry_id} "
+                f"({row.hash_kind}, distance {row.distance}), added after decision {decision_id}"
+                for row in conn.execute(query.order_by(r.distance, r.entry_id))
+            )
 
     def pending(self, source_id: int) -> list[ObjectRecord]:
         query = select(sweep_objects).where(

@@ -224,8 +224,9 @@ class Subscriptions:
             if op == "add":
                 entries = [BankEntry(o.kind, o.value, o.note) for o in run]
                 added += self.banks.add(
-                    subscription.bank, entries, source=source, added_by=f"feed {subscription.name}"
-                )
+                    subscription.bank, entries, source=source, added_by=f"feed {subscription.name}",
+                    source_kind="feed",
+                )  # fmt: skip
             else:
                 for start in range(0, len(run), 500):
                     values = [o.value for o in run[start : start + 500]]
