@@ -7,9 +7,11 @@ The TOML file is ``--config``, else ``$FEDIGUARD_CONFIG``, else the first that e
 the same data directory wherever it is run from.
 
 :mod:`~fediguard.config.settings` holds the settings and their checks, :mod:`~fediguard.config.loading`
-where they are read from. Import either from here.
+where they are read from, :mod:`~fediguard.config.credentials` the client tokens and worker keys
+among them. Import any of them from here.
 """
 
+from fediguard.config.credentials import Credential, match_credential
 from fediguard.config.loading import CONFIG_SEARCH_PATH, config_search_path, find_config_file, load_settings
 from fediguard.config.settings import (
     ENV_PREFIX,
@@ -18,12 +20,10 @@ from fediguard.config.settings import (
     LOCAL_SLOT_PREFIX,
     MEGABYTE,
     ClientPolicy,
-    Credential,
     IPNetwork,
     Settings,
     is_in_process_scanner,
     mask_url,
-    match_credential,
 )
 
 __all__ = [

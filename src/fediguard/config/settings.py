@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import re
-from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from fediguard.config.credentials import Credential
+
+# The validators below call these by the names they had when they lived in this module.
+from fediguard.config.credentials import parse_credentials as _parse_credentials
+from fediguard.config.credentials import split_list as _split_list
 from fediguard.verdicts import LABELS, REVIEW, FailPolicy, PolicyConfig
 
 ENV_PREFIX = "FEDIGUARD_"
@@ -48,62 +50,6 @@ MEGABYTE = 1024 * 1024
 
 EVIDENCE_LABELS = tuple(dict.fromkeys((*LABELS, REVIEW, "unscanned")))
 """What ``evidence_labels`` may name: a decision's labels, and the verdict ``unscanned``."""
-
-
-class Credential(BaseModel):
-    """A named secret: a client token or a worker key. The name is what records and logs show."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    secret: str
-
-    def __repr__(self) -> str:
-        return f"Credential(name={self.name!r}, secret='***')"
-
-
-def match_credential(presented: str, credentials: Sequence[Credential]) -> Credential | None:
-    """The credential whose secret equals ``presented``, compared in constant time against every
-    configured secret (no early exit, so timing tells nothing of which one or how much matched)."""
-    found: Credential | None = None
-    given = presented.encode()
-    for cred in credentials:
-        if hmac.compare_digest(given, cred.secret.encode()):
-            found = cred
-    return found
-
-
-def _split_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def _parse_credentials(value: Any, kind: str, name_required: bool) -> list[Credential]:
-    items = _split_list(value)
-    if not isinstance(items, list):
-        raise ValueError(f"expected a comma-separated string or a list of {kind}")
-    creds: list[Credential] = []
-    for item in items:
-        if isinstance(item, Credential):
-            creds.append(item)
-            continue
-        text = str(item)
-        name, sep, secret = text.partition(":")
-        if not sep:
-            if name_required:
-                raise ValueError(f"{kind} entries are name:key pairs; one has no ':'")
-            # An unnamed token is shown by a short, non-reversible tag of itself.
-            name, secret = "token-" + hashlib.sha256(text.encode()).hexdigest()[:8], text
-        if not name or not secret:
-            raise ValueError(f"{kind} entries need a non-empty name and secret")
-        if len(secret) < 16:
-            raise ValueError(f"{kind} secret for {name!r} is shorter than 16 characters")
-        creds.append(Credential(name=name, secret=secret))
-    names = [c.name for c in creds]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{kind} names must be unique")
-    return creds
 
 
 class ClientPolicy(BaseModel):
