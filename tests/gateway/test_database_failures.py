@@ -220,11 +220,11 @@ def test_a_database_error_in_the_scanner_s_bank_check_is_the_fail_policy(gateway
     data = astronaut_jpeg()
     (frame,) = frame_hashes(decode(data).frames)
     banks = BankStore(gw.store.engine)
-    before = banks.state()
     banks.create("known-bad", "deny")
     banks.add("known-bad", [BankEntry("pdq", frame.hash.hex)], "test", "test")
+    loaded = banks.state()  # the generation with the entry: not the one creating the bank raised
     assert gw.service.banks is not None
-    wait_for(lambda: gw.service.banks.matcher.state != before, what="the banks to load")  # type: ignore[union-attr]
+    wait_for(lambda: gw.service.banks.matcher.state == loaded, what="the banks to load")  # type: ignore[union-attr]
     assert gw.post(data, "image/jpeg").status_code == 406
     with dbfaults.corrupted(gw.store.engine):
         response = gw.post(data, "image/jpeg")

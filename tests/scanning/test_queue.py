@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from fediguard.scanning.job import ScanJob, ScanOutcome
-from fediguard.scanning.queue import ESTIMATE_AFTER, JobQueue, LeaseProtocol, QueueFull
+from fediguard.scanning.leases import LeaseProtocol
+from fediguard.scanning.queue import ESTIMATE_AFTER, JobQueue, QueueFull
 from fediguard.verdicts import FailReason
 
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from fediguard.detectors.base import DetectorResult, Finding, Report
 from fediguard.remote.routes import RouteSet, error, job_response, lease_unless_disconnected
 from fediguard.scanning.job import ScanOutcome
-from fediguard.scanning.queue import LeaseProtocol
+from fediguard.scanning.leases import LeaseProtocol
 
 POP_PATH = "/api/v1/pop"
 LEGACY_DETECTOR = "fedi-safety"

@@ -22,7 +22,8 @@ from fediguard.remote import protocol
 from fediguard.remote.checks import problem_with, sane_timings
 from fediguard.remote.tasks import unless
 from fediguard.scanning.bankgate import BankGate
-from fediguard.scanning.queue import JobQueue, Lease, LeaseProtocol
+from fediguard.scanning.leases import Lease, LeaseProtocol
+from fediguard.scanning.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 from fediguard.scanning.job import ScanJob, ScanOutcome
+from fediguard.scanning.leases import HOLDER_KIND, Lease, LeaseProtocol, Waiter
 from fediguard.scanning.scanners import REMOTE_STALE_S, ScannerRegistry, ScannerState
 from fediguard.verdicts import FailReason
 
@@ -40,39 +39,6 @@ class QueueFull(Exception):
     """The queue holds its maximum number of jobs."""
 
 
-class LeaseProtocol(StrEnum):
-    """How a lease was handed out: only the same protocol may renew or complete it, so a worker key
-    cannot settle through one protocol a job leased through another (whose checks differ)."""
-
-    LOCAL = "local"
-    NATIVE = "native"
-    LEGACY = "legacy"
-
-
-_KIND = {
-    LeaseProtocol.LOCAL: "in-process",
-    LeaseProtocol.NATIVE: "remote",
-    LeaseProtocol.LEGACY: "fedi-safety",
-}
-"""How a lease's holder is named in logs and reasons, by the protocol it was handed out through."""
-
-
-@dataclass
-class Lease:
-    id: str
-    job: ScanJob
-    scanner: str
-    expires: float
-    started: float = 0.0
-    protocol: LeaseProtocol = LeaseProtocol.LOCAL
-    to_deadline: bool = False
-    """Held until the job's deadline minus a margin (a protocol that cannot renew a lease): when it
-    runs out nobody else could scan the job in time, so the job gets no verdict instead of going back."""
-    ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    """Set when the lease ends, however (a result, expiry, withdrawal, abandonment, shutdown)."""
-    _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-
-
 class JobQueue:
     def __init__(self, max_depth: int, lease_s: float, remote_stale_s: float = REMOTE_STALE_S) -> None:
         self.max_depth = max_depth
@@ -80,7 +46,7 @@ class JobQueue:
         self.scanners = ScannerRegistry(remote_stale_s)
         self._pending: deque[ScanJob] = deque()
         # A waiter's result is its lease, or None when the queue closes under it.
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._leases: dict[str, Lease] = {}
         self.requeued = 0
         self.orphaned = 0
@@ -150,7 +116,7 @@ class JobQueue:
         if self.closed or (self.remote_closed and state.remote):
             return None
         waiter: asyncio.Future[Lease | None] = loop.create_future()
-        entry = _Waiter(waiter, scanner, lease_s or self.lease_s, protocol, deadline_margin_s)
+        entry = Waiter(waiter, scanner, lease_s or self.lease_s, protocol, deadline_margin_s)
         self._waiters.append(entry)
         state.waiting += 1
         self._dispatch()
@@ -354,7 +320,7 @@ class JobQueue:
         if lease.to_deadline:
             self._drop_lease(lease)
             why = (
-                f"{_KIND[lease.protocol]} worker {lease.scanner} held it {held_s:.1f} s without an "
+                f"{HOLDER_KIND[lease.protocol]} worker {lease.scanner} held it {held_s:.1f} s without an "
                 "answer, until too little of the deadline was left for another scanner"
             )
             log.warning("lease %s of worker %s expired: %s", lease.id, lease.scanner, why)
@@ -363,7 +329,7 @@ class JobQueue:
         log.warning(
             "lease %s of %s worker %s expired after %.1f s without a result or renewal: its job goes "
             "back to the queue",
-            lease.id, _KIND[lease.protocol], lease.scanner, held_s,
+            lease.id, HOLDER_KIND[lease.protocol], lease.scanner, held_s,
         )  # fmt: skip
         self._requeue(lease)
 
@@ -397,15 +363,3 @@ class JobQueue:
             if reason is FailReason.NO_SCANNER:
                 self.orphaned += 1
             job.future.set_result(ScanOutcome(error=reason, error_detail=why, scanner="-"))
-
-
-@dataclass(eq=False)
-class _Waiter:
-    """A scanner waiting in :meth:`JobQueue.lease`, and how the lease it gets is to be made."""
-
-    future: asyncio.Future[Lease | None]
-    scanner: str
-    lease_s: float
-    protocol: LeaseProtocol
-    margin: float | None
-    """None: a lease of ``lease_s``; else one until the job's deadline minus this margin."""

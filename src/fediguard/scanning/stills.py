@@ -10,24 +10,31 @@ is handed out as still frames the gateway renders itself (:func:`~fediguard.medi
 :func:`~fediguard.media.limits.spread_indices`): one job per frame, so a worker's threads scan them
 side by side. Their answers are combined for the policy: every frame's report counts, so one frame
 reported as CSAM rejects the upload. A frame left without an answer leaves the upload without a
-verdict, unless the frames answered already reject it.
+verdict, unless the frames answered already reject it. :class:`StillsRoute` decides which way an
+upload goes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from fediguard.banks.pdq import FrameHash, frame_hashes
 from fediguard.detectors.base import DetectorResult, Finding, Report
+from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, spread_indices
 from fediguard.media.render import STILL_TYPE, render_still
 from fediguard.media.sandbox import Decoder
+from fediguard.policy import decide
+from fediguard.scanning.bankgate import BankGate
 from fediguard.scanning.job import ScanJob, ScanOutcome
-from fediguard.scanning.queue import JobQueue
-from fediguard.verdicts import FailReason
+from fediguard.scanning.queue import JobQueue, QueueFull
+from fediguard.verdicts import Decision, FailReason, PolicyConfig, Verdict
+
+Scanned = tuple[ScanOutcome | None, Decision]
 
 AS_IS_TYPES = frozenset(
     {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/x-icon"}
@@ -141,3 +148,83 @@ def _of_frame(result: DetectorResult, frame: int) -> DetectorResult:
         replace(f, note=f"frame {frame}: {f.note}") if isinstance(f, Report) else f for f in result.findings
     ]
     return replace(result, notes=[f"frame {frame}: {note}" for note in result.notes], findings=findings)
+
+
+@dataclass(frozen=True)
+class StillsRoute:
+    """How one upload reaches the scanners: as it is, or, with a scanner that opens stills only alive
+    (a fedi-safety worker), decoded first: undecodable bytes get the fail policy at once, and what
+    such a scanner cannot open goes to it as rendered frames when no other scanner takes it."""
+
+    queue: JobQueue
+    decoder: Decoder
+    limits: MediaLimits
+    frames: int
+    """``legacy_frames``: how many rendered frames an upload is handed out as."""
+    banks: BankGate | None
+    scan: Callable[[ScanJob], Awaitable[Scanned]]
+    """Queue the job for a scanner and decide on its answer (the scan service's)."""
+    fail: Callable[[FailReason, str], Decision]
+    """The fail policy's decision for a reason (the scan service's: counted and logged)."""
+
+    async def route(
+        self, job: ScanJob, timings: dict[str, float], policy: PolicyConfig, *, budget_s: float
+    ) -> Scanned:
+        scanners = self.queue.scanners
+        full = scanners.able_to_take(job.detected_type)  # a scanner that decodes it itself
+        if not scanners.stills_only_alive() or (full and job.detected_type not in AS_IS_TYPES):
+            return await self.scan(job)
+        started = time.perf_counter()
+        try:
+            stills = await asyncio.to_thread(
+                prepare, job.data, self.decoder, self.limits, self.frames, self.banks is not None
+            )
+        except MediaError as exc:
+            outcome = ScanOutcome(
+                detected_type=job.detected_type,
+                error=FailReason.UNDECODABLE,
+                error_detail=str(exc),
+                scanner="gateway",
+                cacheable=False,
+            )
+            return outcome, self.fail(FailReason.UNDECODABLE, str(exc))
+        finally:
+            timings["decode_first"] = time.perf_counter() - started
+        job.pdq = stills.pdq
+        if stills.as_is:
+            job.decoded = True
+        elif not full:
+            return await self._scan_frames(job, stills, timings, policy, budget_s=budget_s)
+        return await self.scan(job)
+
+    async def _scan_frames(
+        self,
+        job: ScanJob,
+        stills: Stills,
+        timings: dict[str, float],
+        policy: PolicyConfig,
+        *,
+        budget_s: float,
+    ) -> Scanned:
+        """Scan an upload as its rendered frames, one job each, and decide on all their answers."""
+        started = time.perf_counter()
+        try:
+            outcome = await scan_frames(self.queue, job, stills, policy.reject_labels)
+        except QueueFull as exc:
+            return None, self.fail(FailReason.QUEUE_FULL, str(exc))
+        finally:
+            timings["scan"] = time.perf_counter() - started
+        missing, detail = outcome.error, outcome.error_detail
+        if missing is FailReason.DEADLINE:
+            detail = f"no result within the {budget_s:g} s deadline: {detail}"
+        outcome = replace(outcome, error=None, error_detail="")
+        if self.banks is not None and self.banks.needs_recheck(outcome):
+            outcome = await asyncio.to_thread(self.banks.recheck, outcome)
+        if outcome.error is not None:
+            return outcome, self.fail(outcome.error, outcome.error_detail)
+        decision = decide(outcome.results, policy)
+        if missing is not None and decision.verdict is not Verdict.REJECT:
+            # A frame nobody answered for may hold what the others do not: no verdict, unless the
+            # answered frames reject the upload already.
+            return replace(outcome, error=missing, error_detail=detail), self.fail(missing, detail)
+        return outcome, decision

@@ -1,24 +1,11 @@
-"""The one typed settings object, read from defaults, an optional TOML file and ``FEDIGUARD_*``
-environment variables (later sources win), validated at start-up with messages naming the setting
-and where its value came from (the file and key, or the variable).
-
-The TOML file is ``--config``, else ``$FEDIGUARD_CONFIG``, else the first that exists of
-:func:`config_search_path`; relative paths in it are relative to its folder, so every command reads
-the same data directory wherever it is run from.
-"""
+"""The one typed settings object: every setting, its default and its checks (read by
+:mod:`~fediguard.config.loading`)."""
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import hmac
 import ipaddress
 import json
-import logging
-import os
 import re
-import tomllib
-from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,18 +16,19 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from fediguard.errors import ConfigError
+from fediguard.config.credentials import Credential
+
+# The validators below call these by the names they had when they lived in this module.
+from fediguard.config.credentials import parse_credentials as _parse_credentials
+from fediguard.config.credentials import split_list as _split_list
 from fediguard.verdicts import LABELS, REVIEW, FailPolicy, PolicyConfig
 
 ENV_PREFIX = "FEDIGUARD_"
-
-log = logging.getLogger("fediguard.config")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,62 +51,6 @@ MEGABYTE = 1024 * 1024
 
 EVIDENCE_LABELS = tuple(dict.fromkeys((*LABELS, REVIEW, "unscanned")))
 """What ``evidence_labels`` may name: a decision's labels, and the verdict ``unscanned``."""
-
-
-class Credential(BaseModel):
-    """A named secret: a client token or a worker key. The name is what records and logs show."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    secret: str
-
-    def __repr__(self) -> str:
-        return f"Credential(name={self.name!r}, secret='***')"
-
-
-def match_credential(presented: str, credentials: Sequence[Credential]) -> Credential | None:
-    """The credential whose secret equals ``presented``, compared in constant time against every
-    configured secret (no early exit, so timing tells nothing of which one or how much matched)."""
-    found: Credential | None = None
-    given = presented.encode()
-    for cred in credentials:
-        if hmac.compare_digest(given, cred.secret.encode()):
-            found = cred
-    return found
-
-
-def _split_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def _parse_credentials(value: Any, kind: str, name_required: bool) -> list[Credential]:
-    items = _split_list(value)
-    if not isinstance(items, list):
-        raise ValueError(f"expected a comma-separated string or a list of {kind}")
-    creds: list[Credential] = []
-    for item in items:
-        if isinstance(item, Credential):
-            creds.append(item)
-            continue
-        text = str(item)
-        name, sep, secret = text.partition(":")
-        if not sep:
-            if name_required:
-                raise ValueError(f"{kind} entries are name:key pairs; one has no ':'")
-            # An unnamed token is shown by a short, non-reversible tag of itself.
-            name, secret = "token-" + hashlib.sha256(text.encode()).hexdigest()[:8], text
-        if not name or not secret:
-            raise ValueError(f"{kind} entries need a non-empty name and secret")
-        if len(secret) < 16:
-            raise ValueError(f"{kind} secret for {name!r} is shorter than 16 characters")
-        creds.append(Credential(name=name, secret=secret))
-    names = [c.name for c in creds]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{kind} names must be unique")
-    return creds
 
 
 class ClientPolicy(BaseModel):
@@ -440,164 +372,3 @@ def _mask_url(url: str) -> str:
 
 
 _SECRET_QUERY = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
-
-
-CONFIG_SEARCH_PATH = (
-    "./fediguard.toml, $XDG_CONFIG_HOME/fediguard/fediguard.toml, /etc/fediguard/fediguard.toml"
-)
-"""Where the TOML file is looked for when neither ``--config`` nor ``FEDIGUARD_CONFIG`` names one."""
-
-_PATH_SETTINGS = frozenset(
-    name for name, field in Settings.model_fields.items() if "Path" in str(field.annotation)
-)
-"""Settings that are file or folder paths: relative ones in a TOML file are relative to its folder."""
-
-_SERVICE_LINK = re.compile(
-    r"FEDIGUARD_(?:\w+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT_\d+_(?:TCP|UDP|SCTP)(?:_\w+)?)"
-)
-"""Variables Kubernetes injects into every pod for a Service named ``fediguard`` (or
-``fediguard-…``): ``FEDIGUARD_SERVICE_HOST``, ``FEDIGUARD_PORT_14051_TCP_ADDR`` and so on."""
-
-_NOT_OURS = re.compile(r"^(?:tcp|udp|sctp)://", re.IGNORECASE)
-"""A service address as Kubernetes and Docker links write them (``FEDIGUARD_PORT=tcp://IP:PORT``):
-never a value of any setting."""
-
-_EXPLAINED = {
-    "FEDIGUARD_TOKEN": "the example compose .env uses it only to build FEDIGUARD_CLIENT_TOKENS "
-    "(pictrs:${FEDIGUARD_TOKEN}) and pict-rs's validation URL; fediguard reads FEDIGUARD_CLIENT_TOKENS",
-}
-"""Names an admin is likely to set that are not settings, with what to set instead."""
-
-
-def config_search_path(environ: Mapping[str, str]) -> list[Path]:
-    """The files looked for, in order, when neither ``--config`` nor ``FEDIGUARD_CONFIG`` names one."""
-    paths = [Path("fediguard.toml")]
-    config_home = environ.get("XDG_CONFIG_HOME") or (
-        str(Path(environ["HOME"]) / ".config") if environ.get("HOME") else ""
-    )
-    if config_home:
-        paths.append(Path(config_home) / "fediguard" / "fediguard.toml")
-    paths.append(Path("/etc/fediguard/fediguard.toml"))
-    return paths
-
-
-def find_config_file(config_file: Path | None, environ: Mapping[str, str]) -> Path | None:
-    """``config_file``, else ``$FEDIGUARD_CONFIG``, else the first file of the search path that
-    exists (None: there is none)."""
-    if config_file is not None:
-        return config_file
-    if environ.get("FEDIGUARD_CONFIG"):
-        return Path(environ["FEDIGUARD_CONFIG"])
-    return next((path.absolute() for path in config_search_path(environ) if path.is_file()), None)
-
-
-def _from_env(environ: Mapping[str, str], warnings: list[str]) -> dict[str, str]:
-    known = set(Settings.model_fields)
-    values: dict[str, str] = {}
-    injected: list[str] = []
-    for key, value in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name == "config":
-            continue
-        if name in known:
-            if _NOT_OURS.match(value.strip()):
-                raise ConfigError(_not_ours(key, value))
-            values[name] = value
-        elif _SERVICE_LINK.fullmatch(key):
-            injected.append(key)
-        elif key in _EXPLAINED:
-            warnings.append(f"{key} is not a fediguard setting and is ignored: {_EXPLAINED[key]}")
-        else:
-            near = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {ENV_PREFIX}{near[0].upper()}? " if near else ""
-            warnings.append(
-                f"unknown setting {key} is ignored ({hint}`fediguard config` shows the known ones)"
-            )
-    if injected:
-        warnings.append(
-            f"ignoring {', '.join(injected)}: variables Kubernetes sets for a Service named like "
-            "fediguard, not settings"
-        )
-    return values
-
-
-def _not_ours(key: str, value: str) -> str:
-    return (
-        f"{key}={value!r} is a service address, not a value fediguard set: Kubernetes puts "
-        f"{key.removesuffix('_PORT')}_PORT=tcp://IP:PORT into every pod of a namespace with a Service "
-        "named like fediguard (Docker's --link does the same for a linked container). Set "
-        f"{key} to the value fediguard should use in the container's environment, or stop the "
-        "injection (`enableServiceLinks: false` in the pod spec, or another name for the Service)"
-    )
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """The file's settings, with relative paths made relative to the file's folder."""
-    try:
-        with open(path, "rb") as fh:
-            values = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    folder = path.resolve().parent
-    for name in _PATH_SETTINGS & set(values):
-        if isinstance(values[name], str) and values[name] and not Path(values[name]).is_absolute():
-            values[name] = str(folder / values[name])
-    return values
-
-
-def load_settings(
-    config_file: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    warnings: list[str] | None = None,
-    **overrides: Any,
-) -> Settings:
-    """Read the settings: defaults < TOML file < environment < explicit overrides (CLI flags).
-
-    The TOML file is ``config_file``, else ``$FEDIGUARD_CONFIG``, else the first of
-    :func:`config_search_path` that exists. Raises ConfigError naming the setting and where its
-    value came from. Unknown ``FEDIGUARD_*`` variables are warnings: appended to ``warnings`` when
-    given, else logged.
-    """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    path = find_config_file(config_file, env)
-    if path is not None:
-        values.update(_read_toml(path))
-        origin.update({name: f"in {path}" for name in values})
-    notes: list[str] = [] if warnings is None else warnings
-    from_env = _from_env(env, notes)
-    if warnings is None:
-        for note in notes:
-            log.warning("%s", note)
-    values.update(from_env)
-    origin.update({name: f"env {ENV_PREFIX}{name.upper()}" for name in from_env})
-    given = {k: v for k, v in overrides.items() if v is not None}
-    values.update(given)
-    origin.update({name: "command line" for name in given})
-    try:
-        settings = Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(_problems(exc, origin, path))) from exc
-    settings._config_file = path
-    return settings
-
-
-def _problems(exc: ValidationError, origin: Mapping[str, str], path: Path | None) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        loc = [str(part) for part in err["loc"]]
-        if not loc:  # a check of several settings together: its message names them
-            problems.append(str(err["msg"]))
-            continue
-        name = loc[0]
-        where = origin.get(name, "default")
-        if err["type"] == "extra_forbidden" and len(loc) == 1:
-            problems.append(f"unknown key {name!r} {where} (`fediguard config` shows the known ones)")
-            continue
-        problems.append(f"{'.'.join(loc)} ({where}): {err['msg']}")
-    return problems
