@@ -34,6 +34,11 @@ BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
     "webp 900 x 3840²": (lambda: bombs.webp_animation(900, HUGE), "900 frames of 3840x3840"),
     "apng 100 x 3840²": (lambda: bombs.apng(100, HUGE), "100 frames of 3840x3840"),
     "gif 100 x 3840²": (lambda: bombs.gif(100, HUGE), "100 frames of 3840x3840"),
+    "avif 20 x 3840²": (lambda: bombs.avif_sequence_declaring(20, HUGE), "each pixel counting 3 times"),
+    "avif 89 M frames": (
+        lambda: bombs.avif_sequence_declaring(3, (64, 48), declared_frames=89_000_000),
+        "89,000,000 video frames",
+    ),
     "png 100000²": (lambda: bombs.png_declaring(100_000, 100_000), "pixel limit"),
     "png 9000²": (lambda: bombs.png_declaring(9_000, 9_000), "81 MP, over the 50 MP limit"),
     "jpeg 65000²": (lambda: bombs.jpeg_declaring(65_000, 65_000), "pixel limit"),
