@@ -35,7 +35,8 @@ class MediaLimits:
     the declared frame count x canvas size before decoding. 150 frames of 1920x1920 (550 M pixels)
     took 3.4 s here as GIF, so this bounds GIF/APNG decoding at about 2.5 s; lossy animated WebP is
     slower per pixel (100 frames of 1920x1920, 369 M, took 6.6 s), which the decoder sandbox's CPU
-    limit bounds. A 900-frame 480x360 GIF needs 155 M."""
+    limit bounds; an AVIF sequence's pixels count :data:`AV1_PIXEL_COST` times. A 900-frame
+    480x360 GIF needs 155 M."""
     max_bytes: int = 40_000_000
 
     def __post_init__(self) -> None:

@@ -95,8 +95,10 @@ class SandboxLimits:
     445 MiB. 1536 leaves ~500 MiB of headroom."""
     cpu_s: float = 8.0
     """CPU seconds one decode may use (RLIMIT_CPU, raised before each job). The slowest legitimate
-    uploads measured within the header limits take 6.6 s (100 lossy 1920x1920 WebP frames) and 5.4 s
-    (20 AVIF frames of 3840x3840); 8 s is also the gateway's default deadline."""
+    uploads measured within the header limits take 6.6 s (100 lossy 1920x1920 WebP frames); AVIF
+    sequences are bounded at ~2.4 s (:data:`~fediguard.media.limits.AV1_PIXEL_COST`; 20 frames of
+    3840x3840 took 5.4 s and are now refused). 8 s is also the gateway's default deadline, which
+    ends a decode sooner (:func:`decode_deadline`)."""
     timeout_s: float = 12.0
     """Wall-clock seconds one decode may take before the parent kills the child: room for a decode
     slowed by a busy machine, and shorter than a stuck scanner slot's write-off (deadline + 10 s).
@@ -187,11 +189,16 @@ class DecoderPool:
             target=self._restart, args=(child,), name="fediguard-decoder-restart", daemon=True
         ).start()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def _restart(self, child: _Child) -> None:
         try:
             if not self._closed:
                 child.start()
-                if self._closed:  # close() ran meanwhile and did not see this process
+                if self.closed:  # close() ran meanwhile and did not see this process
                     child.stop(kill=False)
         except Exception:  # the next job on this child tries again
             log.exception("could not start a decoder child in place of a dead one")
