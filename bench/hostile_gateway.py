@@ -46,6 +46,7 @@ class Gateway:
             "FEDIGUARD_DETECTORS": "hashlist",
             "FEDIGUARD_VERDICT_CACHE": "false",
             "FEDIGUARD_LOG_LEVEL": "ERROR",
+            "FEDIGUARD_DESK": "false",  # two gateways at once would both bind the desk's port
         }
         env |= {f"FEDIGUARD_{k.upper()}": v for k, v in settings.items()}
         self.process = subprocess.Popen([sys.executable, "-m", "fediguard", "serve"], env=env)
@@ -142,7 +143,11 @@ def run(
 ) -> None:
     """``peak_rss`` is hostile.py's PeakRss (a context manager over a pid list's summed RSS)."""
     gateway = Gateway()
-    plain = Gateway(decode_sandbox="false")
+    try:
+        plain = Gateway(decode_sandbox="false")
+    except BaseException:
+        gateway.close()
+        raise
     try:
         alone = [gateway.post(jpeg)[0] for _ in range(20)]
         normal = statistics.median(alone)
