@@ -153,6 +153,12 @@ def run(
         normal = statistics.median(alone)
         print(f"\nthrough a gateway (pid {gateway.process.pid}): benign 1024x768 JPEG alone p50 "
               f"{normal * 1000:.1f} ms")  # fmt: skip
+        # The same JPEG posted with 1 / 4 more of itself: what "beside" costs without any bomb.
+        benign_post = functools.partial(gateway.post, jpeg)
+        crowd = {
+            n: statistics.median(_at_once([benign_post] * (n + 1))[-1][0] for _ in range(9)) for n in (1, 4)
+        }
+        print(f"benign beside 1 / 4 benign JPEGs: p50 {crowd[1] * 1000:.1f} / {crowd[4] * 1000:.1f} ms")
         print(f"{'bomb':30s} {'answer s':>8s} {'extra RSS MB':>12s} {'benign beside 1':>15s} "
               f"{'benign beside 4':>15s}  answer")  # fmt: skip
         for name, build in bombs.items():
