@@ -46,6 +46,7 @@ class Gateway:
             "FEDIGUARD_DETECTORS": "hashlist",
             "FEDIGUARD_VERDICT_CACHE": "false",
             "FEDIGUARD_LOG_LEVEL": "ERROR",
+            "FEDIGUARD_DESK": "false",  # two gateways at once would both bind the desk's port
         }
         env |= {f"FEDIGUARD_{k.upper()}": v for k, v in settings.items()}
         self.process = subprocess.Popen([sys.executable, "-m", "fediguard", "serve"], env=env)
@@ -142,12 +143,22 @@ def run(
 ) -> None:
     """``peak_rss`` is hostile.py's PeakRss (a context manager over a pid list's summed RSS)."""
     gateway = Gateway()
-    plain = Gateway(decode_sandbox="false")
+    try:
+        plain = Gateway(decode_sandbox="false")
+    except BaseException:
+        gateway.close()
+        raise
     try:
         alone = [gateway.post(jpeg)[0] for _ in range(20)]
         normal = statistics.median(alone)
         print(f"\nthrough a gateway (pid {gateway.process.pid}): benign 1024x768 JPEG alone p50 "
               f"{normal * 1000:.1f} ms")  # fmt: skip
+        # The same JPEG posted with 1 / 4 more of itself: what "beside" costs without any bomb.
+        benign_post = functools.partial(gateway.post, jpeg)
+        crowd = {
+            n: statistics.median(_at_once([benign_post] * (n + 1))[-1][0] for _ in range(9)) for n in (1, 4)
+        }
+        print(f"benign beside 1 / 4 benign JPEGs: p50 {crowd[1] * 1000:.1f} / {crowd[4] * 1000:.1f} ms")
         print(f"{'bomb':30s} {'answer s':>8s} {'extra RSS MB':>12s} {'benign beside 1':>15s} "
               f"{'benign beside 4':>15s}  answer")  # fmt: skip
         for name, build in bombs.items():

@@ -512,3 +512,27 @@ def test_bombs_meet_the_decoder_sandbox_and_benign_uploads_still_pass(gateway_fo
     assert sandbox.replaced == 1
     response = gw.post(drawn_png(), "image/png")
     assert response.status_code == 200 and _record(gw, response)["verdict"] == "pass"
+
+
+def test_a_bomb_past_the_header_checks_is_ended_by_its_deadline_and_frees_the_scanner(
+    gateway_for: Start,
+) -> None:
+    """27 flat 3840² WebP frames pass the header checks and take ~5 s of CPU: with CPU and wall
+    limits far off, the upload's deadline ends the decode (answered ``undecodable`` naming it, not
+    ``deadline``), the child is replaced, and the next upload on the one scanner slot is scanned."""
+    from support import bombs
+
+    gw = gateway_for(
+        lambda: ScoreDetector("nudity", {}), decode_sandbox=True, decode_cpu_s=600, decode_timeout_s=600,
+        deadline_s=1.5, scanner_threads=1,
+    )  # fmt: skip
+    sandbox = gw.service.sandbox
+    assert sandbox is not None
+    response = gw.post(bombs.webp_animation(27, (3840, 3840)), "image/webp")
+    assert response.status_code == 503
+    body = _record(gw, response)
+    assert body["fail_reason"] == "undecodable"
+    assert "decoding was not done by the upload's deadline" in body["reasons"][0]  # type: ignore[index]
+    assert sandbox.replaced == 1
+    response = gw.post(drawn_png(), "image/png")
+    assert response.status_code == 200 and _record(gw, response)["verdict"] == "pass"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fediguard.errors import MediaError
-from fediguard.media.containers import check_iso_bmff, check_matroska
+from fediguard.media.containers import check_heif, check_iso_bmff, check_matroska
 from fediguard.media.decode import MediaLimits, decode
 from support import bombs
 
@@ -35,6 +35,33 @@ def test_ordinary_files_pass(samples: dict[str, bytes], make: Any) -> None:
     check_iso_bmff(make.faststart(samples["mp4"]), "mp4", MediaLimits())
     for kind in ("webm-vp8", "webm-vp9", "mkv"):
         check_matroska(samples[kind], kind, MediaLimits())
+
+
+def test_ordinary_avif_files_pass(samples: dict[str, bytes]) -> None:
+    for kind in ("avif", "avif-animated"):
+        check_heif(samples[kind], kind, MediaLimits())
+    assert decode(bombs.avif_sequence_declaring(20, (64, 48))).frame_count == 20
+
+
+def test_an_avif_sequence_is_refused_from_its_boxes() -> None:
+    """20 AV1 frames of 3840x3840 are within the GIF budget but take seconds: AV1 pixels cost 3."""
+    with pytest.raises(
+        MediaError, match=r"20 frames of 3840x3840 mean decoding over 400,000,000 pixels \(each"
+    ):
+        decode(bombs.avif_sequence_declaring(20, (3840, 3840)))
+    with pytest.raises(MediaError, match="declares 89,000,000 video frames, over the 900-frame limit"):
+        decode(bombs.avif_sequence_declaring(3, (64, 48), declared_frames=89_000_000))
+    with pytest.raises(MediaError, match="is 9000\u00d79000 = 81 MP, over the 50 MP limit"):
+        decode(bombs.avif_sequence_declaring(3, (9000, 9000)))
+    # The sample entry alone (ispe left as it is) is checked too.
+    data = bombs.avif_sequence_declaring(3, (64, 48))
+    with pytest.raises(MediaError, match="over the 3840 px side limit"):
+        decode(_patched(data, b"stsd", 8 + 32, ">HH", 4000, 48))
+
+
+def test_an_avif_still_is_refused_from_its_image_extents(samples: dict[str, bytes]) -> None:
+    with pytest.raises(MediaError, match="AVIF is 20000\u00d720000 = 400 MP, over the 50 MP limit"):
+        decode(_patched(samples["avif"], b"ispe", 4, ">II", 20_000, 20_000))
 
 
 def test_a_fragmented_mp4_is_counted_by_its_fragments(make: Any) -> None:

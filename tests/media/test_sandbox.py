@@ -19,7 +19,7 @@ from PIL import Image
 from fediguard.errors import MediaError
 from fediguard.media.decode import MediaLimits, decode
 from fediguard.media.frames import DecodedMedia
-from fediguard.media.sandbox import DecoderPool, SandboxLimits
+from fediguard.media.sandbox import DecoderPool, SandboxLimits, decode_deadline
 from support import bombs
 
 # Decoding these runs for seconds unless a limit stops it (measured without the header checks:
@@ -34,6 +34,11 @@ BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
     "webp 900 x 3840²": (lambda: bombs.webp_animation(900, HUGE), "900 frames of 3840x3840"),
     "apng 100 x 3840²": (lambda: bombs.apng(100, HUGE), "100 frames of 3840x3840"),
     "gif 100 x 3840²": (lambda: bombs.gif(100, HUGE), "100 frames of 3840x3840"),
+    "avif 20 x 3840²": (lambda: bombs.avif_sequence_declaring(20, HUGE), "each pixel counting 3 times"),
+    "avif 89 M frames": (
+        lambda: bombs.avif_sequence_declaring(3, (64, 48), declared_frames=89_000_000),
+        "89,000,000 video frames",
+    ),
     "png 100000²": (lambda: bombs.png_declaring(100_000, 100_000), "pixel limit"),
     "png 9000²": (lambda: bombs.png_declaring(9_000, 9_000), "81 MP, over the 50 MP limit"),
     "jpeg 65000²": (lambda: bombs.jpeg_declaring(65_000, 65_000), "pixel limit"),
@@ -210,8 +215,53 @@ def test_a_child_killed_mid_decode_is_replaced(make: Any) -> None:
         assert not worker.is_alive()
         assert isinstance(failure[0], MediaError)
         assert str(failure[0]) == "the decoder process was killed (SIGKILL), likely out of memory"
+        assert pool.decode(benign_jpeg(make)).frames  # waits for the replacement
         assert pool.pids and pool.pids != [pid]
         assert pool.decode(benign_jpeg(make)).frames[0].image.shape == (768, 1024, 3)
+
+
+def test_a_decode_is_ended_at_the_upload_deadline_and_the_child_replaced(make: Any) -> None:
+    """The upload's deadline (decode_deadline) ends a decode long before the sandbox's own timeout."""
+    data = bombs.gif(100, HUGE)  # 26 s when let past the header check
+    with DecoderPool(1, SandboxLimits(cpu_s=600, timeout_s=600)) as pool:
+        (pid,) = pool.pids
+        late = pytest.raises(MediaError, match=r"^decoding was not done by the upload's deadline \(")
+        with decode_deadline(time.monotonic() + 0.5), late:
+            pool.decode(data, limits=UNCHECKED)
+        assert pool.replaced == 1
+        assert pool.decode(benign_jpeg(make)).frames
+        assert pool.pids and pool.pids != [pid]
+        too_late = pytest.raises(MediaError, match="deadline passed before decoding began")
+        with decode_deadline(time.monotonic() - 1), too_late:
+            pool.decode(benign_jpeg(make))
+        assert pool.replaced == 1
+
+
+def test_waiting_for_a_busy_pool_ends_at_the_upload_deadline(make: Any) -> None:
+    data = bombs.webp_animation(100, HUGE)
+    with DecoderPool(1, SandboxLimits(cpu_s=600, timeout_s=600)) as pool:
+        (pid,) = pool.pids
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                pool.decode(data, limits=UNCHECKED)
+            except BaseException as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        give_up = time.monotonic() + 30
+        while _cpu_seconds(pid) < 0.3:  # the only child is decoding the bomb
+            assert time.monotonic() < give_up, "the child never started decoding"
+            time.sleep(0.01)
+        busy = pytest.raises(MediaError, match="no decoder process was free before the upload's deadline")
+        with decode_deadline(time.monotonic() + 0.2), busy:
+            pool.decode(benign_jpeg(make))
+        os.kill(pid, signal.SIGKILL)
+        worker.join(30)
+        assert isinstance(failure[0], MediaError)
+        assert pool.decode(benign_jpeg(make)).frames
 
 
 def test_every_child_is_busy_then_callers_wait_for_one(make: Any) -> None:

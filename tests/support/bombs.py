@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image
 
 FLAT = (40, 90, 160)
-_MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"moof", b"traf"})
+_MP4_CONTAINERS = frozenset(
+    {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"moof", b"traf", b"iprp", b"ipco"}
+)
 
 
 # --- animations ---------------------------------------------------------------------------------
@@ -75,6 +77,28 @@ def avif_animation(frames: int, size: tuple[int, int]) -> bytes:
     buf = io.BytesIO()
     images[0].save(buf, "AVIF", save_all=True, append_images=images[1:], duration=40, quality=10, speed=10)
     return buf.getvalue()
+
+
+def avif_sequence_declaring(
+    frames: int, size: tuple[int, int], *, declared_frames: int | None = None
+) -> bytes:
+    """An AVIF image sequence of ``frames`` tiny frames whose boxes then claim each is ``size``
+    (``ispe``, the sample entry and the track header) and, with ``declared_frames``, that the
+    sample table's first entry (``stts``) holds that many: a few KB that declare a huge decode."""
+    data = bytearray(avif_animation(frames, (64, 48)))
+    width, height = size
+    for kind, offset, _ in iso_boxes(data):
+        if kind == b"ispe":
+            struct.pack_into(">II", data, offset + 12, width, height)
+        elif kind == b"stsd":
+            struct.pack_into(">HH", data, offset + 16 + 32, width, height)
+        elif kind == b"tkhd":
+            struct.pack_into(
+                ">II", data, offset + 8 + (88 if data[offset + 8] == 1 else 76), width << 16, height << 16
+            )
+        elif kind == b"stts" and declared_frames is not None:
+            struct.pack_into(">I", data, offset + 16, declared_frames)
+    return bytes(data)
 
 
 # --- stills with patched headers -----------------------------------------------------------------
@@ -169,6 +193,8 @@ def iso_boxes(
         yield kind, offset, size
         if kind in _MP4_CONTAINERS:
             yield from iso_boxes(data, offset + 8, offset + size)
+        elif kind == b"meta":  # a full box: version and flags before its boxes
+            yield from iso_boxes(data, offset + 12, offset + size)
         offset += size
 
 

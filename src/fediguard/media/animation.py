@@ -17,7 +17,14 @@ from PIL import ImageFile
 
 from fediguard.errors import MediaError
 from fediguard.media.frames import DecodedMedia
-from fediguard.media.limits import MediaLimits, check_pixels, check_side, spread_indices
+from fediguard.media.limits import (
+    AV1_PIXEL_COST,
+    MediaLimits,
+    check_composited,
+    check_pixels,
+    check_side,
+    spread_indices,
+)
 from fediguard.media.rgb import displayed_size, exif_orientation, to_frame
 
 # Pillow formats whose decoder stamps each frame with its own start time (random access).
@@ -40,12 +47,7 @@ def decode_animation(
     # Reaching the last sampled frame (the last one) decodes every frame on the canvas: refuse from
     # the declared count and size before any is decoded. Frames that enlarge the canvas (GIF) or
     # pages of other sizes (TIFF) are counted again on the way.
-    width, height = im.size
-    if count * width * height > limits.max_composited_pixels:
-        raise MediaError(
-            f"{label}: {count} frames of {width}x{height} mean decoding over "
-            f"{limits.max_composited_pixels:,} pixels"
-        )
+    check_composited(count, im.size, AV1_PIXEL_COST if im.format == "AVIF" else 1, limits, label)
     orientation = exif_orientation(im)  # one for all frames, as browsers show it
     width, height = displayed_size(im.size, orientation)
     wanted = spread_indices(count, limits.sample_frames)

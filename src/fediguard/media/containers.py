@@ -10,6 +10,11 @@ boxes are walked here first (no pixel and no sample is read) and a file is refus
   file holds (FFmpeg allocates for the declared count before reading it);
 - a compressed movie header (``cmov``), which FFmpeg inflates to a declared size.
 
+AVIF (HEIF) files are ISO BMFF too (:func:`check_heif`): every image's ``ispe`` (spatial extents)
+is checked against ``max_pixels``, and an image sequence's track (``avis``: a ``moov`` whose track
+handler is ``pict``) as a video's is, plus its frames x size against ``max_composited_pixels`` at
+the cost of AV1 (:data:`~fediguard.media.limits.AV1_PIXEL_COST`), before libavif parses it.
+
 For Matroska/WebM the video tracks' ``PixelWidth``/``PixelHeight`` are checked; it declares no
 sample counts (its index is made of the bytes present). What slips past these checks meets the
 decoder sandbox's limits (:mod:`fediguard.media.sandbox`).
@@ -25,7 +30,7 @@ from typing import Final
 import numpy as np
 
 from fediguard.errors import MediaError
-from fediguard.media.limits import MediaLimits, check_pixels, check_side
+from fediguard.media.limits import AV1_PIXEL_COST, MediaLimits, check_composited, check_pixels, check_side
 
 # ISO BMFF boxes that hold only other boxes (the way down to the sample tables and fragments).
 _CONTAINER_BOXES: Final = frozenset(
@@ -36,10 +41,31 @@ _TABLE_ENTRY_BYTES: Final = {
     b"stts": 8, b"ctts": 8, b"stsc": 12, b"stco": 4, b"co64": 8, b"stss": 4, b"stps": 4,
 }  # fmt: skip
 _MAX_DEPTH: Final = 16
+# Track handlers whose samples are pictures: video, an image sequence (HEIF/AVIF) and its alpha plane.
+_PICTURE_HANDLERS: Final = frozenset({b"vide", b"pict", b"auxv"})
+# HEIF item properties: iprp holds ipco, which holds ispe (after meta's version and flags).
+_PROPERTY_BOXES: Final = frozenset({b"iprp", b"ipco"})
 
 
-def check_iso_bmff(data: bytes, label: str, limits: MediaLimits) -> None:
-    """Refuse an MP4/MOV whose boxes declare more than ``limits`` or than the file holds."""
+def check_heif(data: bytes, label: str, limits: MediaLimits) -> None:
+    """Refuse an AVIF whose images or image sequence declare more than ``limits`` allow."""
+    view = memoryview(data)
+    for _, kind, payload in _boxes(view, 0, len(view), ()):
+        if kind != b"meta" or len(payload) < 4:
+            continue
+        for _, child, extents in _boxes(payload, 4, len(payload), (kind,), _PROPERTY_BOXES):
+            if child == b"ispe" and len(extents) >= 12:
+                width, height = struct.unpack_from(">II", extents, 4)
+                check_pixels((width, height), limits, label)
+    for frames, size in check_iso_bmff(data, label, limits):
+        if size is not None:
+            check_composited(frames, size, AV1_PIXEL_COST, limits, label)
+
+
+def check_iso_bmff(data: bytes, label: str, limits: MediaLimits) -> list[tuple[int, tuple[int, int] | None]]:
+    """Refuse an MP4/MOV whose boxes declare more than ``limits`` or than the file holds.
+
+    Returns each picture track's declared frame count and sample entry size (if it has one)."""
     tracks: list[_Track] = []
     fragment_frames: dict[int, int] = {}
     fragment_track = 0
@@ -58,6 +84,7 @@ def check_iso_bmff(data: bytes, label: str, limits: MediaLimits) -> None:
             fragment_frames[fragment_track] = fragment_frames.get(fragment_track, 0) + _trun_count(
                 payload, label
             )
+    found: list[tuple[int, tuple[int, int] | None]] = []
     for track in tracks:
         if not track.video:
             continue
@@ -70,6 +97,8 @@ def check_iso_bmff(data: bytes, label: str, limits: MediaLimits) -> None:
         if track.size is not None:
             check_side(track.size, limits.max_video_side, label)
             check_pixels(track.size, limits, label)
+        found.append((frames, track.size))
+    return found
 
 
 class _Track:
@@ -85,7 +114,7 @@ class _Track:
         if kind == b"tkhd" and len(payload) >= 24:
             self.track_id = struct.unpack_from(">I", payload, 20 if payload[0] == 1 else 12)[0]
         elif kind == b"hdlr" and len(payload) >= 12:
-            self.video = bytes(payload[8:12]) == b"vide"
+            self.video = bytes(payload[8:12]) in _PICTURE_HANDLERS
         elif kind == b"stsd" and len(payload) >= 8 + 36:
             # The first sample entry: size, type, 6 reserved, data reference index, then for a
             # VisualSampleEntry 16 bytes of pre-defined/reserved fields and width, height.
@@ -135,9 +164,14 @@ def _trun_count(payload: memoryview, label: str) -> int:
 
 
 def _boxes(
-    data: memoryview, start: int, end: int, path: tuple[bytes, ...]
+    data: memoryview,
+    start: int,
+    end: int,
+    path: tuple[bytes, ...],
+    containers: frozenset[bytes] = _CONTAINER_BOXES,
 ) -> Iterator[tuple[tuple[bytes, ...], bytes, memoryview]]:
-    """Every box in ``data[start:end]`` depth first: (path of parents, type, payload)."""
+    """Every box in ``data[start:end]`` depth first: (path of parents, type, payload); the boxes
+    of ``containers`` are walked into."""
     offset = start
     while offset + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, offset)
@@ -153,8 +187,8 @@ def _boxes(
             return  # a broken box: FFmpeg reports it better than we would
         box_end = min(offset + size, end)
         yield path, bytes(kind), data[offset + header : box_end]
-        if kind in _CONTAINER_BOXES and len(path) < _MAX_DEPTH:
-            yield from _boxes(data, offset + header, box_end, (*path, kind))
+        if kind in containers and len(path) < _MAX_DEPTH:
+            yield from _boxes(data, offset + header, box_end, (*path, kind), containers)
         offset += size
 
 

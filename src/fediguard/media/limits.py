@@ -35,7 +35,8 @@ class MediaLimits:
     the declared frame count x canvas size before decoding. 150 frames of 1920x1920 (550 M pixels)
     took 3.4 s here as GIF, so this bounds GIF/APNG decoding at about 2.5 s; lossy animated WebP is
     slower per pixel (100 frames of 1920x1920, 369 M, took 6.6 s), which the decoder sandbox's CPU
-    limit bounds. A 900-frame 480x360 GIF needs 155 M."""
+    limit bounds; an AVIF sequence's pixels count :data:`AV1_PIXEL_COST` times. A 900-frame
+    480x360 GIF needs 155 M."""
     max_bytes: int = 40_000_000
 
     def __post_init__(self) -> None:
@@ -48,6 +49,12 @@ class MediaLimits:
 
 
 DEFAULT_LIMITS: Final = MediaLimits()
+
+AV1_PIXEL_COST: Final = 3
+"""How many GIF pixels one pixel of an AVIF image sequence counts as against
+``max_composited_pixels``: AV1 decodes about three times slower per pixel (20 frames of 3840x3840,
+295 M pixels, took 5.4 s here; 150 GIF frames of 1920x1920, 550 M, 3.4 s), so an AVIF sequence is
+bounded at ~133 M pixels (64 frames of 1920x1080), about 2.4 s of CPU."""
 
 
 def spread_indices(count: int, samples: int) -> list[int]:
@@ -68,6 +75,18 @@ def check_pixels(size: tuple[int, int], limits: MediaLimits, label: str) -> None
         raise MediaError(
             f"{label} is {width}\u00d7{height} = {_mp(width * height)}, "
             f"over the {_mp(limits.max_pixels)} limit"
+        )
+
+
+def check_composited(frames: int, size: tuple[int, int], cost: int, limits: MediaLimits, label: str) -> None:
+    """Refuse an animation whose ``frames`` of ``size`` (each pixel counting ``cost`` times)
+    mean decoding more than ``max_composited_pixels``."""
+    width, height = size
+    if frames * width * height * cost > limits.max_composited_pixels:
+        weight = f" (each pixel counting {cost} times, the cost of its codec)" if cost > 1 else ""
+        raise MediaError(
+            f"{label}: {frames} frames of {width}x{height} mean decoding over "
+            f"{limits.max_composited_pixels:,} pixels{weight}"
         )
 
 

@@ -10,7 +10,9 @@ builds its index inside ``av.open``, a bug. :class:`DecoderPool` runs the same p
 - ``RLIMIT_CPU``, whose soft limit is raised to the CPU already used + ``cpu_s`` before each job,
   so a runaway decode is ended by ``SIGXCPU`` ("decoding used more than N s of CPU"; the kernel
   counts whole seconds, so a decode gets between ``cpu_s`` and ``cpu_s`` + 1 s);
-- a wall-clock ``timeout_s`` the parent enforces by killing the child ("took more than N s").
+- a wall-clock ``timeout_s`` the parent enforces by killing the child ("took more than N s"),
+  shortened to the upload's own deadline when the caller gives one (:func:`decode_deadline`): a
+  bomb past the header checks never holds a child, nor the upload's answer, beyond its deadline.
 
 A child that dies, is killed or hit its memory limit is replaced, and the job gets
 :class:`~fediguard.errors.MediaError` naming the limit. Children are forked from a forkserver that
@@ -34,6 +36,8 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, Protocol
@@ -57,6 +61,21 @@ _START_TIMEOUT_S: Final = 60.0
 _MALLOPT: Final = {-8: 2, -3: 32 * 1024 * 1024, -1: 128 * 1024 * 1024}  # ARENA_MAX, MMAP_, TRIM_THRESHOLD
 
 
+_DEADLINE: ContextVar[float | None] = ContextVar("fediguard_decode_deadline", default=None)
+
+
+@contextlib.contextmanager
+def decode_deadline(at: float) -> Iterator[None]:
+    """Decodes through a :class:`DecoderPool` in this context (this thread) end by ``at``, on the
+    :func:`time.monotonic` clock: waiting for a free child ends there, and a child still decoding
+    then is killed and replaced, its job getting MediaError ("... the upload's deadline")."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
 class Decoder(Protocol):
     """What decodes an upload: :func:`~fediguard.media.decode.decode` itself, or a pool's."""
 
@@ -76,11 +95,14 @@ class SandboxLimits:
     445 MiB. 1536 leaves ~500 MiB of headroom."""
     cpu_s: float = 8.0
     """CPU seconds one decode may use (RLIMIT_CPU, raised before each job). The slowest legitimate
-    uploads measured within the header limits take 6.6 s (100 lossy 1920x1920 WebP frames) and 5.4 s
-    (20 AVIF frames of 3840x3840); 8 s is also the gateway's default deadline."""
+    uploads measured within the header limits take 6.6 s (100 lossy 1920x1920 WebP frames); AVIF
+    sequences are bounded at ~2.4 s (:data:`~fediguard.media.limits.AV1_PIXEL_COST`; 20 frames of
+    3840x3840 took 5.4 s and are now refused). 8 s is also the gateway's default deadline, which
+    ends a decode sooner (:func:`decode_deadline`)."""
     timeout_s: float = 12.0
     """Wall-clock seconds one decode may take before the parent kills the child: room for a decode
-    slowed by a busy machine, and shorter than a stuck scanner slot's write-off (deadline + 10 s)."""
+    slowed by a busy machine, and shorter than a stuck scanner slot's write-off (deadline + 10 s).
+    An upload's own deadline (:func:`decode_deadline`) ends it sooner."""
 
 
 class DecoderPool:
@@ -131,29 +153,57 @@ class DecoderPool:
         a decode that outran a limit of the sandbox (naming the limit)."""
         if not self._children:
             self.start()
-        child = None if self._closed else self._idle.get()
+        until = _DEADLINE.get()
+        child = None if self._closed else self._take(until)
         if child is None or self._closed:
             self._idle.put(None)  # wake the next waiter too
             raise MediaError("the decoder sandbox is shut down")
         try:
-            return child.run(data, declared_type, limits)
+            return child.run(data, declared_type, limits, until)
         except _ChildGone as gone:
             self._replace(child)
+            child = None  # back to the idle children once its replacement has started
             raise MediaError(str(gone)) from None
         finally:
-            self._idle.put(None if self._closed else child)
+            if child is not None:
+                self._idle.put(None if self._closed else child)
 
     __call__ = decode
 
-    def _replace(self, child: _Child) -> None:
-        child.stop(kill=True)
-        if self._closed:
-            return
-        self.replaced += 1
+    def _take(self, until: float | None) -> _Child | None:
+        """An idle child (None: the pool is closing), waiting no later than ``until``."""
+        if until is None:
+            return self._idle.get()
         try:
-            child.start()
+            return self._idle.get(timeout=max(0.0, until - time.monotonic()))
+        except queue.Empty:
+            raise MediaError("no decoder process was free before the upload's deadline") from None
+
+    def _replace(self, child: _Child) -> None:
+        """Kill ``child`` now and start its replacement in the background, so that the job's answer
+        does not wait for it; the fresh child joins the idle ones when it is ready."""
+        child.stop(kill=True)
+        with self._lock:
+            self.replaced += 1
+        threading.Thread(
+            target=self._restart, args=(child,), name="fediguard-decoder-restart", daemon=True
+        ).start()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _restart(self, child: _Child) -> None:
+        try:
+            if not self._closed:
+                child.start()
+                if self.closed:  # close() ran meanwhile and did not see this process
+                    child.stop(kill=False)
         except Exception:  # the next job on this child tries again
             log.exception("could not start a decoder child in place of a dead one")
+        finally:
+            self._idle.put(None if self._closed else child)
 
     def close(self) -> None:
         """Stop every child; waiting and later calls get MediaError."""
@@ -183,6 +233,7 @@ class _Child:
         self.decoder = decoder
         self._process: BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
+        self._late = ""  # the current job's MediaError when it is not done in time
 
     @property
     def pid(self) -> int | None:
@@ -208,12 +259,22 @@ class _Child:
         parent_end.recv()  # "ready": limits set
         self._process, self._conn = process, parent_end
 
-    def run(self, data: bytes, declared_type: str | None, limits: MediaLimits) -> DecodedMedia:
+    def run(
+        self, data: bytes, declared_type: str | None, limits: MediaLimits, until: float | None = None
+    ) -> DecodedMedia:
+        """Decode in this child by ``timeout_s`` from now, or by ``until`` if that is sooner."""
         if self._conn is None or not self.alive:
             self.start()
         conn = self._conn
         assert conn is not None
-        deadline = time.monotonic() + self.limits.timeout_s
+        now = time.monotonic()
+        deadline = now + self.limits.timeout_s
+        self._late = f"decoding took more than {self.limits.timeout_s:g} s"
+        if until is not None and until < deadline:
+            if until <= now:
+                raise MediaError("the upload's deadline passed before decoding began")
+            deadline = until
+            self._late = f"decoding was not done by the upload's deadline ({until - now:.1f} s left)"
         try:
             conn.send((declared_type, limits, self.limits.cpu_s, len(data)))
             _write_all(conn, data)
@@ -246,7 +307,7 @@ class _Child:
 
     def _wait(self, conn: multiprocessing.connection.Connection, deadline: float) -> None:
         if not conn.poll(max(0.0, deadline - time.monotonic())):
-            raise _ChildGone(f"decoding took more than {self.limits.timeout_s:g} s")
+            raise _ChildGone(self._late)
 
     def _read_into(
         self, conn: multiprocessing.connection.Connection, view: memoryview, deadline: float

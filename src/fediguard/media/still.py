@@ -17,6 +17,7 @@ from typing import Final
 from PIL import Image
 
 from fediguard.media.animation import decode_animation
+from fediguard.media.containers import check_heif
 from fediguard.media.frames import DecodedMedia
 from fediguard.media.jxl import JXL_SUPPORTED, jxl_size
 from fediguard.media.limits import MediaLimits, check_pixels, fit
@@ -46,6 +47,9 @@ def decode_image(data: bytes, media_type: str, label: str, limits: MediaLimits) 
     if pil_format == "JXL":
         # The JXL plugin decodes every pixel inside Image.open(), so read the size first.
         check_pixels(jxl_size(data), limits, label)
+    elif pil_format == "AVIF":
+        # libavif parses the sample tables inside Image.open(): check what the boxes declare first.
+        check_heif(data, label, limits)
     with Image.open(io.BytesIO(data), formats=[pil_format]) as im:
         check_pixels(im.size, limits, label)
         # A JPEG's extra MPF pictures (depth maps, gain maps, previews) are not what viewers show.

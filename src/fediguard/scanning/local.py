@@ -18,6 +18,7 @@ import functools
 import logging
 from typing import Any
 
+from fediguard.media.sandbox import decode_deadline
 from fediguard.scanning.job import ScanJob, ScanOutcome
 from fediguard.scanning.pipeline import Pipeline, PipelineFactory
 from fediguard.scanning.queue import JobQueue
@@ -32,8 +33,16 @@ LOCAL_LEASE_S = 365 * 24 * 3600.0
 """In-process leases do not expire: the deadline ends the upload's wait, a stuck slot is replaced."""
 
 
+DECODE_MARGIN_S = 0.25
+"""A decode still running this long before its upload's deadline is ended (its decoder child
+replaced), leaving the time to answer ``undecodable`` with the reason instead of the fail policy's
+timeout."""
+
+
 def _run(job: ScanJob, pipeline: Pipeline) -> ScanOutcome:
-    return pipeline.run(job.data, job.sha256, job.media_type)
+    # job.deadline is on the event loop's clock, which is time.monotonic().
+    with decode_deadline(job.deadline - DECODE_MARGIN_S):
+        return pipeline.run(job.data, job.sha256, job.media_type)
 
 
 def _warm_up(pipeline: Pipeline) -> str:
