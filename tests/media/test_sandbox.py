@@ -192,20 +192,7 @@ def test_a_child_killed_mid_decode_is_replaced(make: Any) -> None:
     data = bombs.webp_animation(100, HUGE)
     with DecoderPool(1, SandboxLimits(cpu_s=60, timeout_s=60)) as pool:
         (pid,) = pool.pids
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                pool.decode(data, limits=UNCHECKED)
-            except BaseException as exc:
-                failure.append(exc)
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        deadline = time.monotonic() + 30
-        while _cpu_seconds(pid) < 0.3:  # decoding, not waiting for the job
-            assert time.monotonic() < deadline, "the child never started decoding"
-            time.sleep(0.01)
+        worker, failure = _decoding_in_background(pool, data, pid)
         os.kill(pid, signal.SIGKILL)
         worker.join(30)
         assert not worker.is_alive()
@@ -237,20 +224,7 @@ def test_waiting_for_a_busy_pool_ends_at_the_upload_deadline(make: Any) -> None:
     data = bombs.webp_animation(100, HUGE)
     with DecoderPool(1, SandboxLimits(cpu_s=600, timeout_s=600)) as pool:
         (pid,) = pool.pids
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                pool.decode(data, limits=UNCHECKED)
-            except BaseException as exc:
-                failure.append(exc)
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        give_up = time.monotonic() + 30
-        while _cpu_seconds(pid) < 0.3:  # the only child is decoding the bomb
-            assert time.monotonic() < give_up, "the child never started decoding"
-            time.sleep(0.01)
+        worker, failure = _decoding_in_background(pool, data, pid)  # the only child is busy
         busy = pytest.raises(MediaError, match="no decoder process was free before the upload's deadline")
         with decode_deadline(time.monotonic() + 0.2), busy:
             pool.decode(benign_jpeg(make))
@@ -281,6 +255,28 @@ def test_a_closed_pool_refuses_and_leaves_no_children(make: Any) -> None:
         pool.decode(benign_jpeg(make))
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z"
+
+
+def _decoding_in_background(
+    pool: DecoderPool, data: bytes, pid: int
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start decoding ``data`` in a thread and return once child ``pid`` is decoding it (using CPU,
+    not waiting for the job); the thread, and the list its decode's failure goes into."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pool.decode(data, limits=UNCHECKED)
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    give_up = time.monotonic() + 30
+    while _cpu_seconds(pid) < 0.3:
+        assert time.monotonic() < give_up, "the child never started decoding"
+        time.sleep(0.01)
+    return worker, failure
 
 
 def _cpu_seconds(pid: int) -> float:
