@@ -25,14 +25,11 @@ see :class:`~fediguard.media.frames.Frame`); the upload goes to the child the sa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
-import resource
 import signal
 import threading
 import time
@@ -42,23 +39,16 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, Protocol
 
-import av.error
 import numpy as np
 
 from fediguard.errors import MediaError
 from fediguard.media.decode import DEFAULT_LIMITS, MediaLimits, decode
 from fediguard.media.frames import DecodedMedia, Frame
+from fediguard.media.sandbox_child import child_main, write_all
 
 log = logging.getLogger(__name__)
 
-_MB: Final = 1024 * 1024
 _START_TIMEOUT_S: Final = 60.0
-# glibc's malloc, tuned in each child with mallopt(): one arena per thread reserves 64 MB of address
-# space, which RLIMIT_AS counts, so two arenas keep a child's address space close to what it uses;
-# and buffers up to 32 MB come from the heap, which keeps up to 128 MB free before giving memory back,
-# so the next decode reuses pages instead of faulting fresh ones in: a 1024x768 JPEG decodes in
-# ~3.5 ms instead of ~9.5 ms here, for ~10 MB more resident memory per child.
-_MALLOPT: Final = {-8: 2, -3: 32 * 1024 * 1024, -1: 128 * 1024 * 1024}  # ARENA_MAX, MMAP_, TRIM_THRESHOLD
 
 
 _DEADLINE: ContextVar[float | None] = ContextVar("fediguard_decode_deadline", default=None)
@@ -191,7 +181,7 @@ class DecoderPool:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
+        """Whether :meth:`close` was called (read anew each time: another thread may call it)."""
         return self._closed
 
     def _restart(self, child: _Child) -> None:
@@ -246,7 +236,7 @@ class _Child:
     def start(self) -> None:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_child_main,
+            target=child_main,
             args=(child_end, self.limits.memory_mb, self.decoder),
             name="fediguard-decoder",
             daemon=True,
@@ -277,7 +267,7 @@ class _Child:
             self._late = f"decoding was not done by the upload's deadline ({until - now:.1f} s left)"
         try:
             conn.send((declared_type, limits, self.limits.cpu_s, len(data)))
-            _write_all(conn, data)
+            write_all(conn, data)
             reply = self._receive(conn, deadline)
             if reply[0] == "error":
                 _, message, retire = reply
@@ -349,93 +339,3 @@ class _Child:
         if process.is_alive():
             process.kill()
             process.join(2)
-
-
-# --- the child --------------------------------------------------------------------------------
-
-
-def _child_main(conn: multiprocessing.connection.Connection, memory_mb: int, decoder: Decoder) -> None:
-    """Set the limits, then decode jobs until the parent closes the pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which stops us
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU and SIGSEGV dump no core
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator is left as it is
-        libc = ctypes.CDLL(None)
-        for option, value in _MALLOPT.items():
-            libc.mallopt(option, value)
-    _set_soft_limit(resource.RLIMIT_AS, memory_mb * _MB)
-    conn.send("ready")
-    while True:
-        try:
-            declared_type, limits, cpu_s, size = conn.recv()
-            data = _read_all(conn, size)
-        except (EOFError, OSError):
-            return
-        _limit_cpu(cpu_s)
-        try:
-            media = decoder(data, declared_type=declared_type, limits=limits)
-        except MediaError as exc:
-            del data
-            if _out_of_memory(exc):
-                conn.send(("error", f"decoding needed more than {memory_mb} MB", True))
-                return  # a fresh child replaces this one, whose heap may be left fragmented
-            conn.send(("error", str(exc), False))
-            continue
-        except MemoryError:
-            conn.send(("error", f"decoding needed more than {memory_mb} MB", True))
-            return
-        except Exception as exc:  # a decoder that breaks its contract: this child is not trusted on
-            conn.send(("error", f"the decoder failed: {type(exc).__name__}: {exc}", True))
-            return
-        del data
-        frames = [
-            (f.index, f.time_s, f.image.shape, f.orientation, f.opaque is not None) for f in media.frames
-        ]
-        conn.send(
-            ("ok", (media.media_type, media.width, media.height, media.frame_count, media.animated, frames))
-        )
-        for frame in media.frames:
-            _write_all(conn, np.ascontiguousarray(frame.image).data.cast("B"))
-            if frame.opaque is not None:  # the same shape as the image (Frame's contract)
-                _write_all(conn, np.ascontiguousarray(frame.opaque).data.cast("B"))
-
-
-# Bulk bytes (the upload, the frames) go as raw bytes after the message that announces their size:
-# Connection.recv_bytes() would read them in chunks through a BytesIO, a few copies and ~4 ms for a
-# 2.4 MB frame; os.readv() fills the destination array directly (~0.4 ms).
-
-
-def _write_all(conn: multiprocessing.connection.Connection, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(conn.fileno(), view) :]
-
-
-def _read_all(conn: multiprocessing.connection.Connection, size: int) -> bytes:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    filled = 0
-    while filled < size:
-        read = os.readv(conn.fileno(), [view[filled:]])
-        if not read:
-            raise EOFError
-        filled += read
-    view.release()
-    return bytes(buffer)
-
-
-def _limit_cpu(budget_s: float) -> None:
-    """Let this process use ``budget_s`` more seconds of CPU before the kernel sends SIGXCPU."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    _set_soft_limit(resource.RLIMIT_CPU, math.ceil(usage.ru_utime + usage.ru_stime + budget_s))
-
-
-def _set_soft_limit(which: int, value: int) -> None:
-    """Set a soft limit, never above the hard limit the administrator may have set."""
-    _, hard = resource.getrlimit(which)
-    resource.setrlimit(which, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether a decode failed because an allocation failed (Python, Pillow, numpy or FFmpeg)."""
-    cause = exc.__cause__
-    return isinstance(cause, MemoryError | av.error.MemoryError)
