@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import PASSPHRASE, Stack
 from support.browser import chromium
 from support.desk import PASSWORD
-from support.images import astronaut_jpeg, encode
+from support.images import astronaut_jpeg, encode, laplacian_energy
 
 SHOTS = os.environ.get("FEDIGUARD_DESK_SCREENSHOTS")
 """A folder to save page screenshots in (for docs/), when set."""
@@ -49,11 +49,6 @@ def _shot(driver: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(Path(SHOTS) / f"desk-{name}.png"))
-
-
-def _laplacian_energy(grey: np.ndarray) -> float:
-    g = grey.astype(np.float64)
-    return float(np.mean(np.abs(4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:])))
 
 
 def test_review_in_a_browser(stack: Stack, browser: Any) -> None:
@@ -95,7 +90,7 @@ def test_review_in_a_browser(stack: Stack, browser: Any) -> None:
     assert spread.mean() < 3, "the thumbnail is shown in grey"
     h, w = on_screen.shape[:2]
     sharp = np.asarray(Image.open(io.BytesIO(original)).convert("L").resize((w, h)))
-    assert _laplacian_energy(on_screen.mean(axis=2)) < 0.25 * _laplacian_energy(sharp), "and blurred"
+    assert laplacian_energy(on_screen.mean(axis=2)) < 0.25 * laplacian_energy(sharp), "and blurred"
 
     # A reveal takes its own explicit action (v, a reason, Enter) and is logged.
     _keys(browser, "v")

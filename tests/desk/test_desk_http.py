@@ -17,7 +17,7 @@ from fediguard.banks.store import BankStore
 from fediguard.desk.audit import AuditLog
 from fediguard.desk.sessions import COOKIE
 from support.desk import PASSWORD, csrf_of
-from support.images import astronaut_jpeg
+from support.images import astronaut_jpeg, drawn_gif, laplacian_energy
 
 PAGES = ["/", "/item/{id}", "/audit", "/accounts", "/?label=csam_suspect&before={id}"]
 MEDIA = ["/media/{id}/thumb.jpg", "/media/{id}/original.jpg"]
@@ -123,12 +123,6 @@ def test_a_reviewer_cannot_manage_accounts_or_read_the_audit_log(stack: Stack) -
     assert "account_add" in alice.get("/audit").text
 
 
-def _laplacian_energy(grey: np.ndarray) -> float:
-    g = grey.astype(np.float64)
-    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
-    return float(np.mean(np.abs(lap)))
-
-
 def test_the_item_flow_unlock_thumbnail_reveal_confirm_export_report(stack: Stack) -> None:
     original = astronaut_jpeg()
     record_id = stack.flag(original)
@@ -147,7 +141,7 @@ def test_the_item_flow_unlock_thumbnail_reveal_confirm_export_report(stack: Stac
     thumb = Image.open(io.BytesIO(alice.get(f"/media/{record_id}/thumb.jpg").content))
     assert thumb.mode == "L", "greyscale"
     sharp = Image.open(io.BytesIO(original)).convert("L").resize(thumb.size)
-    assert _laplacian_energy(np.asarray(thumb)) < 0.25 * _laplacian_energy(np.asarray(sharp)), "blurred"
+    assert laplacian_energy(np.asarray(thumb)) < 0.25 * laplacian_energy(np.asarray(sharp)), "blurred"
     assert alice.get(f"/media/{record_id}/original.jpg").status_code == 403, "not before a reveal"
 
     assert (
@@ -221,27 +215,14 @@ def test_the_blur_strength_is_each_reviewers_own(stack: Stack) -> None:
     def energy(http: httpx.Client) -> float:
         image = Image.open(io.BytesIO(http.get(f"/media/{record_id}/thumb.jpg").content))
         assert image.mode == "L"
-        return _laplacian_energy(np.asarray(image))
+        return laplacian_energy(np.asarray(image))
 
     assert energy(alice) > 2 * energy(bob), "alice chose a light blur; bob keeps the default"
 
 
-def _animation(frames: int = 10) -> bytes:
-    from PIL import ImageDraw
-
-    images = []
-    for i in range(frames):
-        im = Image.new("RGB", (160, 120), (30, 60 + 15 * i, 200))
-        ImageDraw.Draw(im).ellipse((10 * i, 20, 10 * i + 50, 90), fill=(250, 210, 40))
-        images.append(im)
-    buf = io.BytesIO()
-    images[0].save(buf, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("stack", [{"decode_sandbox": True}], indirect=True)
 def test_an_animation_is_shown_as_still_frames_decoded_in_the_sandbox(stack: Stack) -> None:
-    record_id = stack.flag(_animation(), "image/gif")
+    record_id = stack.flag(drawn_gif(), "image/gif")
     alice = stack.desk.sign_in("alice")
     csrf = csrf_of(alice.get("/").text)
     assert alice.post("/unlock", data={"passphrase": PASSPHRASE, "csrf": csrf}).status_code == 303

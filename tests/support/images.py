@@ -36,3 +36,23 @@ def drawn_png(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (
     image = Image.new("RGB", size, colour)
     ImageDraw.Draw(image).ellipse((4, 4, size[0] - 4, size[1] - 4), fill=(250, 200, 40))
     return encode(image)
+
+
+def drawn_gif(frames: int = 12, size: tuple[int, int] = (160, 120)) -> bytes:
+    """An animated GIF of a yellow ellipse moving across a blue background."""
+    from PIL import ImageDraw
+
+    images = []
+    for i in range(frames):
+        image = Image.new("RGB", size, (30, 60 + 10 * i % 190, 200))
+        ImageDraw.Draw(image).ellipse((8 * i, 20, 8 * i + 50, 90), fill=(250, 210, 40))
+        images.append(image)
+    buf = io.BytesIO()
+    images[0].save(buf, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
+    return buf.getvalue()
+
+
+def laplacian_energy(grey: np.ndarray) -> float:
+    """Mean absolute Laplacian of a grey image: how much fine detail it has (blur lowers it)."""
+    g = grey.astype(np.float64)
+    return float(np.mean(np.abs(4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:])))
